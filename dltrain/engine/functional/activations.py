@@ -1,0 +1,108 @@
+"""Activations, as in torch.nn.functional, each one node with its derivative written out."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as TF
+
+from ..tensor import Tensor, make
+
+
+def relu(input: Tensor) -> Tensor:
+    out = torch.relu(input.data)
+    return make(out, (input,), lambda g: (g * (out > 0),), "relu")  # d relu = [x > 0]
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    X = input.data
+    out = TF.leaky_relu(X, negative_slope)
+    # d = 1 for x > 0, slope otherwise
+    return make(out, (input,), lambda g: (torch.where(X > 0, g, g * negative_slope),), "leaky_relu")
+
+
+def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
+    X = input.data
+    out = TF.elu(X, alpha)
+    # d = 1 for x > 0, alpha e^x = out + alpha otherwise
+    return make(out, (input,), lambda g: (torch.where(X > 0, g, g * (out + alpha)),), "elu")
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    X = input.data
+    out = TF.gelu(X, approximate=approximate)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        if approximate == "tanh":
+            # y = x/2 (1 + tanh u), u = k (x + 0.044715 x^3), k = sqrt(2/pi)
+            k = math.sqrt(2.0 / math.pi)
+            t = torch.tanh(k * (X + 0.044715 * X**3))
+            du = k * (1 + 3 * 0.044715 * X**2)
+            return (g * (0.5 * (1 + t) + 0.5 * X * (1 - t * t) * du),)
+        # y = x Phi(x):  dy = Phi(x) + x phi(x)
+        cdf = 0.5 * (1 + torch.erf(X / math.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * X * X) / math.sqrt(2 * math.pi)
+        return (g * (cdf + X * pdf),)
+
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return make(out, (input,), vjp, "gelu")
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    out = torch.sigmoid(input.data)
+    return make(out, (input,), lambda g: (g * out * (1 - out),), "sigmoid")  # s (1 - s)
+
+
+def tanh(input: Tensor) -> Tensor:
+    out = torch.tanh(input.data)
+    return make(out, (input,), lambda g: (g * (1 - out * out),), "tanh")  # 1 - tanh^2
+
+
+def silu(input: Tensor) -> Tensor:
+    X = input.data
+    s = torch.sigmoid(X)
+    # y = x s(x):  dy = s (1 + x (1 - s))
+    return make(X * s, (input,), lambda g: (g * s * (1 + X * (1 - s)),), "silu")
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    X = input.data
+    out = TF.softplus(X, beta, threshold)
+    # y = log(1 + e^{b x}) / b:  dy = sigmoid(b x); linear (dy = 1) above the threshold
+    return make(
+        out,
+        (input,),
+        lambda g: (torch.where(X * beta > threshold, g, g * torch.sigmoid(X * beta)),),
+        "softplus",
+    )
+
+
+def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    out = torch.softmax(input.data, dim)
+    # dx = y * (g - sum(g y))
+    return make(out, (input,), lambda g: (out * (g - (g * out).sum(dim, keepdim=True)),), "softmax")
+
+
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    out = torch.log_softmax(input.data, dim)
+    # dx = g - softmax * sum(g)
+    return make(
+        out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax"
+    )
+
+
+ACTIVATIONS = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "gelu": gelu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "silu": silu,
+    "swish": silu,
+    "softplus": softplus,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+}

@@ -1,0 +1,459 @@
+"""Primitive tensor ops and their vector-Jacobian products, bound as `Tensor` methods.
+
+Each op computes its value with torch and hands `make` a closure mapping the upstream
+gradient g to one gradient per input (None where the input needs none). Broadcasting is
+undone by `unbroadcast`, which sums g back to an input's shape.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .tensor import Tensor, make
+
+Scalar = int | float | bool
+
+
+def unbroadcast(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum g over the dimensions that broadcasting expanded, back to `shape`."""
+    if g.shape == shape:
+        return g
+    lead = g.dim() - len(shape)
+    dims = list(range(lead))
+    dims += [lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1]
+    if dims:
+        g = g.sum(dims, keepdim=True)
+    return g.reshape(shape)
+
+
+def _check_broadcast(a: torch.Tensor, b: torch.Tensor, op: str) -> None:
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together"
+        ) from None
+
+
+def as_tensor(x: Any, like: Tensor) -> Tensor:
+    """Python numbers and torch tensors become constants on `like`'s device."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(torch.as_tensor(x, dtype=like.dtype, device=like.device))
+
+
+# -- elementwise binary ops -------------------------------------------------------------------
+def add(a: Tensor, b: Tensor | Scalar) -> Tensor:
+    if not isinstance(b, Tensor):
+        return make(a.data + b, (a,), lambda g: (g,), "add")
+    A, B = a.data, b.data
+    _check_broadcast(A, B, "add")
+    return make(A + B, (a, b), lambda g: (unbroadcast(g, A.shape), unbroadcast(g, B.shape)), "add")
+
+
+def sub(a: Tensor, b: Tensor | Scalar) -> Tensor:
+    if not isinstance(b, Tensor):
+        return make(a.data - b, (a,), lambda g: (g,), "sub")
+    A, B = a.data, b.data
+    _check_broadcast(A, B, "sub")
+    return make(A - B, (a, b), lambda g: (unbroadcast(g, A.shape), unbroadcast(-g, B.shape)), "sub")
+
+
+def mul(a: Tensor, b: Tensor | Scalar) -> Tensor:
+    if not isinstance(b, Tensor):
+        return make(a.data * b, (a,), lambda g: (g * b,), "mul")
+    A, B = a.data, b.data
+    _check_broadcast(A, B, "mul")
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        ga = unbroadcast(g * B, A.shape) if a.requires_grad else None
+        gb = unbroadcast(g * A, B.shape) if b.requires_grad else None
+        return ga, gb
+
+    return make(A * B, (a, b), vjp, "mul")
+
+
+def div(a: Tensor, b: Tensor | Scalar) -> Tensor:
+    if not isinstance(b, Tensor):
+        return make(a.data / b, (a,), lambda g: (g / b,), "div")
+    A, B = a.data, b.data
+    _check_broadcast(A, B, "div")
+    out = A / B
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # d(a/b)/da = 1/b ; d(a/b)/db = -a/b^2 = -out/b
+        ga = unbroadcast(g / B, A.shape) if a.requires_grad else None
+        gb = unbroadcast(-g * out / B, B.shape) if b.requires_grad else None
+        return ga, gb
+
+    return make(out, (a, b), vjp, "div")
+
+
+def rsub(a: Tensor, b: Scalar) -> Tensor:
+    return make(b - a.data, (a,), lambda g: (-g,), "rsub")
+
+
+def rdiv(a: Tensor, b: Scalar) -> Tensor:
+    A = a.data
+    out = b / A
+    return make(out, (a,), lambda g: (-g * out / A,), "rdiv")  # d(b/a)/da = -b/a^2
+
+
+def pow(a: Tensor, b: Tensor | Scalar) -> Tensor:
+    A = a.data
+    if not isinstance(b, Tensor):
+        # d a^b / da = b a^(b-1)
+        return make(A**b, (a,), lambda g: (g * b * A ** (b - 1),), "pow")
+    B = b.data
+    _check_broadcast(A, B, "pow")
+    out = A**B
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        ga = unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None
+        # d a^b / db = a^b ln a (0 where a == 0, as torch defines it)
+        gb = None
+        if b.requires_grad:
+            gb = unbroadcast(g * torch.where(A == 0, 0.0, out * torch.log(A)), B.shape)
+        return ga, gb
+
+    return make(out, (a, b), vjp, "pow")
+
+
+def rpow(a: Tensor, base: Scalar) -> Tensor:
+    out = torch.pow(base, a.data)
+    return make(out, (a,), lambda g: (g * out * math.log(base),), "rpow")  # d c^a = c^a ln c
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    A, B = a.data, b.data
+    if A.dim() == 0 or B.dim() == 0:
+        raise ValueError("matmul: both operands need at least one dimension")
+    if A.shape[-1] != B.shape[-2 if B.dim() > 1 else 0]:
+        raise ValueError(
+            f"matmul: shapes {tuple(A.shape)} and {tuple(B.shape)} do not line up "
+            f"({A.shape[-1]} != {B.shape[-2 if B.dim() > 1 else 0]})"
+        )
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # out = A B:  dA = g B^T,  dB = A^T g (1-D operands act as a row / a column)
+        a2 = A.unsqueeze(0) if A.dim() == 1 else A
+        b2 = B.unsqueeze(-1) if B.dim() == 1 else B
+        batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g2 = g.reshape(*batch, a2.shape[-2], b2.shape[-1])
+        ga = gb = None
+        if a.requires_grad:
+            ga = unbroadcast(g2 @ b2.transpose(-1, -2), a2.shape).reshape(A.shape)
+        if b.requires_grad:
+            gb = unbroadcast(a2.transpose(-1, -2) @ g2, b2.shape).reshape(B.shape)
+        return ga, gb
+
+    return make(A @ B, (a, b), vjp, "matmul")
+
+
+def maximum(a: Tensor, b: Tensor) -> Tensor:
+    A, B = a.data, b.data
+    _check_broadcast(A, B, "maximum")
+    out = torch.maximum(A, B)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # ties split the gradient evenly, as torch does
+        wa = (A > B).to(g.dtype) + 0.5 * (A == B).to(g.dtype)
+        return unbroadcast(g * wa, A.shape), unbroadcast(g * (1 - wa), B.shape)
+
+    return make(out, (a, b), vjp, "maximum")
+
+
+def minimum(a: Tensor, b: Tensor) -> Tensor:
+    return -maximum(-a, -b)
+
+
+def where(cond: Tensor | torch.Tensor, a: Tensor, b: Tensor | Scalar) -> Tensor:
+    C = cond.data if isinstance(cond, Tensor) else cond
+    b = as_tensor(b, a)
+    A, B = a.data, b.data
+    out = torch.where(C, A, B)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = torch.zeros((), dtype=g.dtype, device=g.device)
+        return (
+            unbroadcast(torch.where(C, g, zero), A.shape),
+            unbroadcast(torch.where(C, zero, g), B.shape),
+        )
+
+    return make(out, (a, b), vjp, "where")
+
+
+# -- elementwise unary ops --------------------------------------------------------------------
+def neg(a: Tensor) -> Tensor:
+    return make(-a.data, (a,), lambda g: (-g,), "neg")
+
+
+def exp(a: Tensor) -> Tensor:
+    out = a.data.exp()
+    return make(out, (a,), lambda g: (g * out,), "exp")  # d e^x = e^x
+
+
+def log(a: Tensor) -> Tensor:
+    A = a.data
+    return make(A.log(), (a,), lambda g: (g / A,), "log")  # d ln x = 1/x
+
+
+def log1p(a: Tensor) -> Tensor:
+    A = a.data
+    return make(A.log1p(), (a,), lambda g: (g / (1 + A),), "log1p")
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = a.data.sqrt()
+    return make(out, (a,), lambda g: (g / (2 * out),), "sqrt")  # d sqrt x = 1/(2 sqrt x)
+
+
+def abs(a: Tensor) -> Tensor:
+    A = a.data
+    return make(A.abs(), (a,), lambda g: (g * A.sign(),), "abs")
+
+
+def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    A = a.data
+    out = A.clamp(min, max)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        keep = torch.ones_like(A, dtype=torch.bool)
+        if min is not None:
+            keep &= A >= min
+        if max is not None:
+            keep &= A <= max
+        return (g * keep,)
+
+    return make(out, (a,), vjp, "clamp")
+
+
+# -- reductions -------------------------------------------------------------------------------
+Dims = int | Sequence[int] | None
+
+
+def _dims(dim: Dims, nd: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(nd))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(sorted(d % nd if nd else 0 for d in dims))
+
+
+def _expand_back(g: torch.Tensor, shape: torch.Size, dims: tuple[int, ...], keepdim: bool):
+    if not keepdim:
+        for d in dims:
+            g = g.unsqueeze(d)
+    return g.expand(shape)
+
+
+def sum(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    A = a.data
+    dims = _dims(dim, A.dim())
+    out = A.sum(dims, keepdim=keepdim) if dims else A.clone()
+    return make(out, (a,), lambda g: (_expand_back(g, A.shape, dims, keepdim),), "sum")
+
+
+def mean(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    A = a.data
+    dims = _dims(dim, A.dim())
+    n = math.prod(A.shape[d] for d in dims)
+    out = A.mean(dims, keepdim=keepdim) if dims else A.clone()
+    return make(out, (a,), lambda g: (_expand_back(g / n, A.shape, dims, keepdim),), "mean")
+
+
+def amax(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    A = a.data
+    dims = _dims(dim, A.dim())
+    out = A.amax(dims, keepdim=True) if dims else A.clone()
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        # the gradient goes to the maxima, split evenly among ties (as torch.amax)
+        hit = (A == out).to(g.dtype)
+        count = hit.sum(dims, keepdim=True) if dims else hit
+        return (_expand_back(g, A.shape, dims, keepdim) * hit / count,)
+
+    return make(out if keepdim or not dims else out.squeeze(dims), (a,), vjp, "amax")
+
+
+def var(a: Tensor, dim: Dims = None, correction: int = 1, keepdim: bool = False) -> Tensor:
+    A = a.data
+    dims = _dims(dim, A.dim())
+    n = math.prod(A.shape[d] for d in dims)
+    out = A.var(dims, correction=correction, keepdim=keepdim)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        # d var / dx_i = 2 (x_i - mean) / (n - correction)
+        centered = A - A.mean(dims, keepdim=True)
+        return (_expand_back(g, A.shape, dims, keepdim) * centered * (2.0 / (n - correction)),)
+
+    return make(out, (a,), vjp, "var")
+
+
+# -- shape ops --------------------------------------------------------------------------------
+def reshape(a: Tensor, *shape: Any) -> Tensor:
+    A = a.data
+    shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
+    try:
+        out = A.reshape(shape)
+    except RuntimeError:
+        raise ValueError(f"reshape: cannot view shape {tuple(A.shape)} as {shape}") from None
+    return make(out, (a,), lambda g: (g.reshape(A.shape),), "reshape")
+
+
+def permute(a: Tensor, *dims: Any) -> Tensor:
+    dims = tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d % len(dims)] = i
+    return make(a.data.permute(dims), (a,), lambda g: (g.permute(inverse),), "permute")
+
+
+def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
+    return make(a.data.transpose(dim0, dim1), (a,), lambda g: (g.transpose(dim0, dim1),), "transpose")
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    A = a.data
+    return make(A.flatten(start_dim, end_dim), (a,), lambda g: (g.reshape(A.shape),), "flatten")
+
+
+def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    A = a.data
+    return make(A.unsqueeze(dim), (a,), lambda g: (g.reshape(A.shape),), "unsqueeze")
+
+
+def squeeze(a: Tensor, dim: Dims = None) -> Tensor:
+    A = a.data
+    out = A.squeeze() if dim is None else A.squeeze(dim)
+    return make(out, (a,), lambda g: (g.reshape(A.shape),), "squeeze")
+
+
+def expand(a: Tensor, *shape: Any) -> Tensor:
+    A = a.data
+    shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
+    return make(A.expand(shape), (a,), lambda g: (unbroadcast(g, A.shape),), "expand")
+
+
+def contiguous(a: Tensor) -> Tensor:
+    return make(a.data.contiguous(), (a,), lambda g: (g,), "contiguous")
+
+
+def _is_basic_index(idx: Any) -> bool:
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
+
+
+def getitem(a: Tensor, idx: Any) -> Tensor:
+    A = a.data
+    if isinstance(idx, Tensor):
+        idx = idx.data
+    elif isinstance(idx, tuple):
+        idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    out = A[idx]
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        full = torch.zeros_like(A)
+        if _is_basic_index(idx) or (isinstance(idx, torch.Tensor) and idx.dtype == torch.bool):
+            full[idx] = g
+        elif isinstance(idx, torch.Tensor):  # integer rows, repeats summed
+            full.index_add_(0, idx.reshape(-1), g.reshape(-1, *A.shape[1:]))
+        else:
+            full.index_put_(tuple(torch.as_tensor(i) for i in idx), g, accumulate=True)
+        return (full,)
+
+    return make(out, (a,), vjp, "getitem")
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = tuple(tensors)
+    datas = [t.data for t in tensors]
+    try:
+        out = torch.cat(datas, dim)
+    except RuntimeError:
+        shapes = ", ".join(str(tuple(d.shape)) for d in datas)
+        raise ValueError(f"cat along dim {dim}: shapes {shapes} differ off that dim") from None
+    sizes = [d.shape[dim] for d in datas]
+    return make(out, tensors, lambda g: g.split(sizes, dim), "cat")
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = tuple(tensors)
+    datas = [t.data for t in tensors]
+    try:
+        out = torch.stack(datas, dim)
+    except RuntimeError:
+        shapes = ", ".join(str(tuple(d.shape)) for d in datas)
+        raise ValueError(f"stack needs equal shapes, got {shapes}") from None
+    return make(out, tensors, lambda g: g.unbind(dim), "stack")
+
+
+def narrow(a: Tensor, dim: int, start: int, length: int) -> Tensor:
+    A = a.data
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        full = torch.zeros_like(A)
+        full.narrow(dim, start, length).copy_(g)
+        return (full,)
+
+    return make(A.narrow(dim, start, length), (a,), vjp, "narrow")
+
+
+def split(a: Tensor, split_size: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
+    n = a.data.shape[dim]
+    if isinstance(split_size, int):
+        sizes = [min(split_size, n - s) for s in range(0, n, split_size)]
+    else:
+        sizes = list(split_size)
+        if builtins.sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not add up to {n} along dim {dim}")
+    starts = [builtins.sum(sizes[:i]) for i in range(len(sizes))]
+    return tuple(narrow(a, dim, s, k) for s, k in zip(starts, sizes))
+
+
+def chunk(a: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    n = a.data.shape[dim]
+    return split(a, -(-n // chunks), dim)
+
+
+# -- binding ----------------------------------------------------------------------------------
+def _cmp(op: str):
+    def f(self: Tensor, other: Any) -> Tensor:
+        o = other.data if isinstance(other, Tensor) else other
+        return Tensor(getattr(self.data, op)(o))
+
+    return f
+
+
+def _bind() -> None:
+    T = Tensor
+    T.__add__ = add
+    T.__radd__ = lambda self, o: add(self, o)
+    T.__sub__ = sub
+    T.__rsub__ = lambda self, o: rsub(self, o) if not isinstance(o, Tensor) else sub(o, self)
+    T.__mul__ = mul
+    T.__rmul__ = lambda self, o: mul(self, o)
+    T.__truediv__ = div
+    T.__rtruediv__ = lambda self, o: rdiv(self, o) if not isinstance(o, Tensor) else div(o, self)
+    T.__pow__ = pow
+    T.__rpow__ = lambda self, o: rpow(self, o)
+    T.__matmul__ = matmul
+    T.__neg__ = neg
+    T.__getitem__ = getitem
+    for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+        setattr(T, name, _cmp(name))
+    for f in (exp, log, log1p, sqrt, abs, clamp, sum, mean, amax, var, reshape, permute,
+              transpose, flatten, unsqueeze, squeeze, expand, contiguous, split, chunk,
+              matmul, narrow):
+        setattr(T, f.__name__, f)
+    T.view = reshape
+    T.max = amax
+    T.pow = pow
+    T.T = property(lambda self: transpose(self, -2, -1))
+
+
+_bind()

@@ -1,0 +1,277 @@
+"""Tensor and tape: dltrain's reverse-mode autodiff core.
+
+A `Tensor` wraps a `torch.Tensor` (any dtype, any device) used purely as storage and for
+primitive math. Every differentiable op builds its result with `make(data, parents, vjp)`:
+when gradients are enabled and a parent requires one, the result gets a `Node` holding the
+parents and a closure `vjp(grad) -> tuple of parent grads` (the vector-Jacobian product).
+The closure captures whatever the op saved for backward; `backward()` drops the closure as
+soon as it has run, so saved tensors die with their backward step.
+
+torch.autograd is never involved: torch tensors here never have `requires_grad` set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+VJP = Callable[[torch.Tensor], Sequence[torch.Tensor | None]]
+
+
+class _GradMode:
+    __slots__ = ("enabled",)
+
+    def __init__(self) -> None:
+        self.enabled = True
+
+
+GRAD_MODE = _GradMode()
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """Record nothing inside the block (evaluation, optimizer updates)."""
+    previous = GRAD_MODE.enabled
+    GRAD_MODE.enabled = False
+    try:
+        yield
+    finally:
+        GRAD_MODE.enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return GRAD_MODE.enabled
+
+
+class Node:
+    """One recorded op: its inputs and the closure computing their gradients."""
+
+    __slots__ = ("parents", "vjp", "op")
+
+    def __init__(self, parents: tuple[Tensor, ...], vjp: VJP, op: str) -> None:
+        self.parents = parents
+        self.vjp: VJP | None = vjp
+        self.op = op
+
+
+class Tensor:
+    """A torch tensor plus the autodiff bookkeeping dltrain needs.
+
+    `Tensor(t, requires_grad=True)` makes a leaf; ops on tensors return tensors that
+    remember how they were made. `.data` is the torch tensor, `.grad` a torch tensor or None.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "__weakref__")
+    __array_priority__ = 1000  # numpy defers binary ops to Tensor
+
+    def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not isinstance(data, torch.Tensor):
+            data = torch.as_tensor(data)
+        if data.requires_grad:  # a torch tensor from user code: keep torch.autograd out
+            data = data.detach()
+        if requires_grad and not (data.is_floating_point() or data.is_complex()):
+            raise TypeError(f"only floating point tensors can require gradients, got {data.dtype}")
+        self.data: torch.Tensor = data
+        self.grad: torch.Tensor | None = None
+        self.requires_grad = requires_grad
+        self._node: Node | None = None
+        self.name = name
+
+    # -- plain properties, mirroring torch ---------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def ndim(self) -> int:
+        return self.data.dim()
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def dim(self) -> int:
+        return self.data.dim()
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return self.data.numel()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def item(self) -> Any:
+        return self.data.item()
+
+    def numpy(self) -> Any:
+        return self.data.detach().cpu().numpy()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same storage, cut off from the graph."""
+        return _wrap(self.data)
+
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Device or dtype move; differentiable (the gradient moves back)."""
+        src = self.data
+        out = src.to(*args, **kwargs)
+        if out is src:
+            return self
+        return make(out, (self,), lambda g: (g.to(device=src.device, dtype=src.dtype),), "to")
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        self.requires_grad = flag
+        return self
+
+    def zero_grad(self) -> None:
+        if self.grad is not None:
+            self.grad.zero_()
+
+    def __repr__(self) -> str:
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{extra})"
+
+    __hash__ = object.__hash__  # == is elementwise, so identity hashing must be explicit
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    # -- backward ----------------------------------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` that requires one.
+
+        Without `gradient`, self must hold a single element (a loss). The graph is freed as
+        it is walked unless `retain_graph=True`.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the ops that "
+                "made it has requires_grad=True (or it was computed under no_grad())"
+            )
+        if gradient is None:
+            if self.data.numel() != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a single-element tensor (a loss); "
+                    f"this one has shape {tuple(self.shape)}. Pass gradient= of the same shape, "
+                    f"or reduce it first (e.g. .sum() or .mean())"
+                )
+            gradient = torch.ones_like(self.data)
+        else:
+            gradient = gradient.data if isinstance(gradient, Tensor) else torch.as_tensor(gradient)
+            if gradient.shape != self.data.shape:
+                raise RuntimeError(
+                    f"backward(): gradient has shape {tuple(gradient.shape)} but the tensor has "
+                    f"shape {tuple(self.shape)}"
+                )
+            gradient = gradient.to(device=self.data.device, dtype=self.data.dtype)
+        run_backward(self, gradient, retain_graph)
+
+
+def _wrap(data: torch.Tensor) -> Tensor:
+    """A Tensor around `data` without checks or graph (hot path)."""
+    out = Tensor.__new__(Tensor)
+    out.data = data
+    out.grad = None
+    out.requires_grad = False
+    out._node = None
+    out.name = None
+    return out
+
+
+def make(data: torch.Tensor, parents: tuple[Tensor, ...], vjp: VJP, op: str) -> Tensor:
+    """Wrap an op's result, recording a node when a parent needs a gradient."""
+    out = _wrap(data)
+    if GRAD_MODE.enabled:
+        for p in parents:
+            if p.requires_grad:
+                out.requires_grad = True
+                out._node = Node(parents, vjp, op)
+                break
+    return out
+
+
+def accumulate_leaf(leaf: Tensor, grad: torch.Tensor) -> None:
+    """leaf.grad += grad, in place when a buffer exists (flat gradient buffers rely on it)."""
+    if grad.shape != leaf.data.shape:
+        raise RuntimeError(
+            f"internal: gradient of shape {tuple(grad.shape)} for a leaf of shape "
+            f"{tuple(leaf.shape)}"
+        )
+    if leaf.grad is None:
+        # A fresh copy: the incoming grad may be shared with another input of the same op.
+        leaf.grad = grad.to(dtype=leaf.data.dtype, copy=True, memory_format=torch.contiguous_format)
+    else:
+        leaf.grad.add_(grad)
+
+
+def _topological(root: Tensor) -> list[Tensor]:
+    """Non-leaf tensors reachable from root, each after every tensor that uses it."""
+    order: list[Tensor] = []
+    seen: set[int] = {id(root)}
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        stack.append((t, True))
+        node = t._node
+        assert node is not None
+        for p in node.parents:
+            if p._node is not None and id(p) not in seen:
+                seen.add(id(p))
+                stack.append((p, False))
+    order.reverse()
+    return order
+
+
+def run_backward(root: Tensor, gradient: torch.Tensor, retain_graph: bool) -> None:
+    if root._node is None:
+        accumulate_leaf(root, gradient)
+        return
+    order = _topological(root)
+    grads: dict[int, torch.Tensor] = {id(root): gradient}
+    for i, t in enumerate(order):
+        order[i] = None  # type: ignore[call-overload]  # let t die once processed
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        node = t._node
+        assert node is not None
+        if node.vjp is None:
+            raise RuntimeError(
+                f"backward() through a graph that was already freed (op '{node.op}'): the first "
+                "backward() released it. Call backward(retain_graph=True) the first time if you "
+                "need a second pass, or recompute the forward"
+            )
+        parent_grads = node.vjp(g)
+        parents = node.parents
+        if not retain_graph:
+            node.vjp = None
+            node.parents = ()
+        for p, pg in zip(parents, parent_grads):
+            if pg is None or not p.requires_grad:
+                continue
+            if p._node is None:
+                accumulate_leaf(p, pg)
+            else:
+                key = id(p)
+                prev = grads.get(key)
+                grads[key] = pg if prev is None else prev + pg
