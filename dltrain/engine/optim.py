@@ -1,0 +1,223 @@
+"""Optimizers with torch.optim's update math, over a flat buffer or a list of parameters.
+
+State lives in tensors (saved to safetensors by checkpoints). The step counter is a Python
+int, so bias corrections are host scalars and no device value is read during a step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .params import FlatParams
+from .tensor import Tensor
+
+
+class Optimizer:
+    """Base: holds (param, grad) pairs and named state tensors per pair."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: Sequence[Tensor] | FlatParams, lr: float) -> None:
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        self.flat = params if isinstance(params, FlatParams) else None
+        self.params = list(params.params if self.flat is not None else params)
+        self.lr = float(lr)
+        self.step_count = 0
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self._pairs()]
+
+    def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        if self.flat is not None:
+            return [(self.flat.data, self.flat.grad)]
+        return [(p.data, p.grad) for p in self.params]
+
+    def zero_grad(self) -> None:
+        if self.flat is not None:
+            self.flat.zero_grad()
+        else:
+            for p in self.params:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for i, (p, g) in enumerate(self._pairs()):
+            if g is None:
+                continue
+            st = self.state[i]
+            if not st:
+                st.update({name: torch.zeros_like(p) for name in self.slots})
+                self._init_state(st, p)
+            self.update(p, g, st)
+
+    def _init_state(self, state: dict[str, torch.Tensor], p: torch.Tensor) -> None:
+        """Hook for non-zero initial state."""
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, plain values) for safetensors + JSON."""
+        tensors = {f"{i}.{k}": v for i, st in enumerate(self.state) for k, v in st.items()}
+        return tensors, {"step": self.step_count, "lr": self.lr, "type": type(self).__name__}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("type") != type(self).__name__:
+            raise ValueError(f"optimizer state is for {meta.get('type')}, not "
+                             f"{type(self).__name__}")
+        self.step_count = int(meta["step"])
+        self.lr = float(meta["lr"])
+        pairs = self._pairs()
+        self.state = [{} for _ in pairs]
+        for key, v in tensors.items():
+            i, name = key.split(".", 1)
+            p = pairs[int(i)][0]
+            self.state[int(i)][name] = v.to(device=p.device, dtype=p.dtype).clone()
+
+
+class SGD(Optimizer):
+    def __init__(self, params: Any, lr: float = 0.01, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, lr)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov momentum needs momentum > 0 and dampening 0")
+        self.momentum, self.dampening = momentum, dampening
+        self.weight_decay, self.nesterov = weight_decay, nesterov
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
+        d = g.add(p, alpha=self.weight_decay) if self.weight_decay else g
+        if self.momentum:
+            buf = st.get("momentum_buffer")
+            if buf is None:  # first step: the buffer starts as the gradient itself
+                buf = st["momentum_buffer"] = d.clone()
+            else:
+                buf.mul_(self.momentum).add_(d, alpha=1 - self.dampening)
+            d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
+        p.add_(d, alpha=-self.lr)
+
+
+class Adam(Optimizer):
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay, self.amsgrad = betas, eps, weight_decay, amsgrad
+        if amsgrad:
+            self.slots = self.slots + ("max_exp_avg_sq",)
+
+    decoupled = False
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:  # AdamW: p <- p (1 - lr wd)
+                p.mul_(1 - self.lr * self.weight_decay)
+            else:  # Adam's L2: g <- g + wd p
+                g = g.add(p, alpha=self.weight_decay)
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        m.lerp_(g, 1 - b1)  # m = b1 m + (1 - b1) g
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2 v + (1 - b2) g^2
+        t = self.step_count
+        step_size = self.lr / (1 - b1**t)
+        bc2_sqrt = math.sqrt(1 - b2**t)
+        if self.amsgrad:
+            torch.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+            v = st["max_exp_avg_sq"]
+        denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+        p.addcdiv_(m, denom, value=-step_size)  # p -= lr/(1-b1^t) m / (sqrt(v/(1-b2^t)) + eps)
+
+
+class AdamW(Adam):
+    decoupled = True
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+class RMSprop(Optimizer):
+    slots = ("square_avg",)
+
+    def __init__(self, params: Any, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, lr)
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
+        if momentum:
+            self.slots = self.slots + ("momentum_buffer",)
+        if centered:
+            self.slots = self.slots + ("grad_avg",)
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
+        if self.weight_decay:
+            g = g.add(p, alpha=self.weight_decay)
+        sq = st["square_avg"]
+        sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        if self.centered:  # divide by the standard deviation rather than the RMS
+            ga = st["grad_avg"]
+            ga.lerp_(g, 1 - self.alpha)
+            avg = sq.addcmul(ga, ga, value=-1).sqrt_()
+        else:
+            avg = sq.sqrt()
+        avg.add_(self.eps)
+        if self.momentum:
+            buf = st["momentum_buffer"]
+            buf.mul_(self.momentum).addcdiv_(g, avg)
+            p.add_(buf, alpha=-self.lr)
+        else:
+            p.addcdiv_(g, avg, value=-self.lr)
+
+
+class Adagrad(Optimizer):
+    slots = ("sum",)
+
+    def __init__(self, params: Any, lr: float = 0.01, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10):
+        super().__init__(params, lr)
+        self.lr_decay, self.weight_decay = lr_decay, weight_decay
+        self.initial, self.eps = initial_accumulator_value, eps
+
+    def _init_state(self, state: dict[str, torch.Tensor], p: torch.Tensor) -> None:
+        state["sum"].fill_(self.initial)
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
+        if self.weight_decay:
+            g = g.add(p, alpha=self.weight_decay)
+        clr = self.lr / (1 + (self.step_count - 1) * self.lr_decay)
+        st["sum"].addcmul_(g, g, value=1)
+        p.addcdiv_(g, st["sum"].sqrt().add_(self.eps), value=-clr)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop, "Adagrad": Adagrad,
+}
+
+
+@torch.no_grad()
+def clip_grad_norm_(grads: Sequence[torch.Tensor] | torch.Tensor, max_norm: float,
+                    eps: float = 1e-6) -> torch.Tensor:
+    """Scale gradients so their global L2 norm is at most max_norm; return the norm.
+
+    The scale min(1, max_norm / (norm + eps)) is applied on the device: no host sync.
+    """
+    grads = [grads] if isinstance(grads, torch.Tensor) else [g for g in grads if g is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    total = torch.linalg.vector_norm(norms)
+    coef = torch.clamp(max_norm / (total + eps), max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    return total
+
+
+@torch.no_grad()
+def clip_grad_value_(grads: Sequence[torch.Tensor] | torch.Tensor, clip_value: float) -> None:
+    grads = [grads] if isinstance(grads, torch.Tensor) else [g for g in grads if g is not None]
+    for g in grads:
+        g.clamp_(-clip_value, clip_value)

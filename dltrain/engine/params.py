@@ -1,0 +1,47 @@
+"""Parameters and gradients as views into one flat buffer per device and dtype.
+
+With one buffer, zeroing gradients is one memset, the optimizer update is a handful of
+whole-buffer ops (or one fused kernel), and a data-parallel all-reduce is one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .tensor import Tensor
+
+
+class FlatParams:
+    """Owns `data` and `grad` buffers; each parameter's `.data` / `.grad` is a view."""
+
+    def __init__(self, params: Sequence[Tensor]) -> None:
+        params = list(params)
+        if not params:
+            raise ValueError("FlatParams needs at least one parameter")
+        dev, dt = params[0].device, params[0].dtype
+        for p in params:
+            if p.device != dev or p.dtype != dt:
+                raise ValueError(
+                    f"one flat buffer holds one device and dtype; got {p.device}/{p.dtype} "
+                    f"next to {dev}/{dt}"
+                )
+        total = sum(p.numel() for p in params)
+        self.params = params
+        self.data = torch.empty(total, dtype=dt, device=dev)
+        self.grad = torch.zeros(total, dtype=dt, device=dev)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            view = self.data[offset:offset + n].view(p.shape)
+            view.copy_(p.data)
+            p.data = view
+            p.grad = self.grad[offset:offset + n].view(p.shape)
+            offset += n
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+    def __len__(self) -> int:
+        return self.data.numel()
