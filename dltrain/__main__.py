@@ -1,0 +1,5 @@
+import sys
+
+from dltrain.cli import main
+
+sys.exit(main())

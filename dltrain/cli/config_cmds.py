@@ -1,0 +1,73 @@
+"""`validate`, `summary`, `schema`, `init`: commands that read or write configs only."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from .app import app, guarded, out
+
+SetOpt = typer.Option(None, "--set", help="Override a key: --set train.epochs=3 (repeatable).")
+
+
+@app.command()
+@guarded
+def validate(config: Path = typer.Argument(..., help="Config file."),
+             set_: list[str] = SetOpt) -> None:
+    """Check a config (schema, shapes) without training; writes nothing."""
+    from ..spec import load
+
+    spec = load(str(config), set_ or [])
+    from ..engine.checks import check_run
+
+    check_run(spec, meta=True)
+    out.print(f"{config}: ok")
+
+
+@app.command()
+@guarded
+def summary(config: Path = typer.Argument(..., help="Config file (only `model` is read)."),
+            set_: list[str] = SetOpt) -> None:
+    """Layers, output shapes and parameter counts, like Keras's model.summary()."""
+    from ..spec import load_model
+    from .summary_table import print_summary
+
+    print_summary(load_model(str(config), set_ or []))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a config file (for editors and CI checks)."""
+    from ..spec import json_schema
+
+    out.print_json(json.dumps(json_schema()))
+
+
+TEMPLATES = ("mlp", "cnn")
+
+
+@app.command()
+@guarded
+def init(kind: str = typer.Argument("mlp", help="Starter: mlp or cnn."),
+         output: Path = typer.Option(Path("config.yaml"), "-o", "--output",
+                                     help="Where to write the config."),
+         force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
+    """Write a commented starter config."""
+    from ..errors import ConfigError, DltrainIOError
+
+    if kind not in TEMPLATES:
+        raise ConfigError(f"unknown starter '{kind}'; choose one of: {', '.join(TEMPLATES)}")
+    if output.exists() and not force:
+        raise DltrainIOError(f"{output} exists; pass --force to overwrite it")
+    text = resources.files("dltrain.templates").joinpath(f"{kind}.yaml").read_text()
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, output)
+    except OSError as e:
+        raise DltrainIOError(f"cannot write {output}: {e.strerror}") from None
+    out.print(f"wrote {output}; try: dltrain train {output}")

@@ -1,0 +1,220 @@
+"""Convolution, pooling, padding and upsampling layers (Keras semantics, NCHW inside).
+
+Keras's 'same' padding puts the odd pixel after (bottom/right); torch pads symmetrically,
+so an asymmetric 'same' becomes an explicit pad op followed by a 'valid' op.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import functional as F
+from ..tensor import Tensor
+from .base import (
+    BuildContext,
+    Layer,
+    RunContext,
+    Shape,
+    ShapeError,
+    need_rank,
+    pair,
+    register,
+    same_pads,
+)
+
+
+def _plan_padding(layer: Layer, sizes: Shape, k: tuple, s: tuple, d: tuple) -> tuple[
+        list[int], list[int] | None]:
+    """(symmetric padding, extra pad list for F.pad or None) for Keras 'same'/'valid'."""
+    if layer.spec.padding == "valid":
+        return [0] * len(sizes), None
+    pads = [same_pads(n, ki, si, di) for n, ki, si, di in zip(sizes, k, s, d)]
+    if all(a == b for a, b in pads):
+        return [a for a, _ in pads], None
+    extra: list[int] = []
+    for a, b in reversed(pads):
+        extra += [a, b]
+    return [0] * len(sizes), extra
+
+
+def _out_size(n: int, k: int, s: int, p: int, d: int = 1) -> int:
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+class _ConvND(Layer):
+    nd = 2
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        nd = self.nd
+        need_rank(self, shape, nd + 1, "(height, width, channels)" if nd == 2 else
+                  "(steps, channels)")
+        sp = self.spec
+        c_in = shape[0]
+        groups = getattr(sp, "groups", 1)
+        if c_in % groups or sp.filters % groups:
+            raise ShapeError(f"groups={groups} must divide the input channels ({c_in}) and "
+                             f"filters ({sp.filters})")
+        k, s, d = pair(sp.kernel_size, nd), pair(sp.strides, nd), pair(sp.dilation_rate, nd)
+        self.k, self.s, self.d, self.groups = k, s, d, groups
+        self.pad, self.extra = _plan_padding(self, shape[1:], k, s, d)
+        rf = math.prod(k)
+        self.add_param("kernel", (sp.filters, c_in // groups) + k, sp.kernel_initializer,
+                       c_in // groups * rf, sp.filters * rf, ctx)
+        if sp.use_bias:
+            self.add_param("bias", (sp.filters,), sp.bias_initializer, c_in * rf,
+                           sp.filters * rf, ctx)
+        sizes = [n + (sum(self.extra[2 * (nd - 1 - i):2 * (nd - 1 - i) + 2]) if self.extra
+                      else 0) for i, n in enumerate(shape[1:])]
+        out = tuple(_out_size(n, ki, si, p, di) for n, ki, si, p, di in
+                    zip(sizes, k, s, self.pad, d))
+        if any(o <= 0 for o in out):
+            raise ShapeError(f"kernel {k} does not fit the input {shape[1:]} with padding "
+                             f"'{sp.padding}'")
+        return (sp.filters,) + out
+
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if self.extra:
+            x = F.pad(x, self.extra)
+        conv = F.conv2d if self.nd == 2 else F.conv1d
+        return conv(x, self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.d,
+                    self.groups)
+
+
+@register("Conv2D")
+class Conv2D(_ConvND):
+    nd = 2
+
+
+@register("Conv1D")
+class Conv1D(_ConvND):
+    nd = 1
+
+
+@register("Conv2DTranspose")
+class Conv2DTranspose(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        sp = self.spec
+        c_in = shape[0]
+        k, s = pair(sp.kernel_size), pair(sp.strides)
+        self.s = s
+        if sp.output_padding is None:
+            # Keras: 'same' gives n * s; 'valid' gives n * s + max(k - s, 0)
+            total = [ki - si for ki, si in zip(k, s)]
+            if sp.padding == "same":
+                self.pad = [max(-(-t // 2), 0) for t in total]
+                self.opad = [2 * p - t for p, t in zip(self.pad, total)]
+            else:
+                self.pad = [0, 0]
+                self.opad = [max(si - ki, 0) for ki, si in zip(k, s)]
+        else:
+            self.opad = list(pair(sp.output_padding))
+            self.pad = [ki // 2 if sp.padding == "same" else 0 for ki in k]
+        if any(o >= si for o, si in zip(self.opad, s)):
+            raise ShapeError(f"output_padding {self.opad} must be smaller than strides {s}")
+        rf = math.prod(k)
+        # torch layout (in, out, kh, kw); Keras fans: fan_in = filters * rf
+        self.add_param("kernel", (c_in, sp.filters) + k, sp.kernel_initializer,
+                       sp.filters * rf, c_in * rf, ctx)
+        if sp.use_bias:
+            self.add_param("bias", (sp.filters,), sp.bias_initializer, sp.filters * rf,
+                           c_in * rf, ctx)
+        out = tuple((n - 1) * si - 2 * p + ki + o for n, si, p, ki, o in
+                    zip(shape[1:], s, self.pad, k, self.opad))
+        return (sp.filters,) + out
+
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.conv_transpose2d(xs[0], self.params["kernel"], self.params.get("bias"), self.s,
+                                  self.pad, self.opad)
+
+
+class _Pool2D(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        sp = self.spec
+        self.k = pair(sp.pool_size)
+        self.s = pair(sp.strides) if sp.strides is not None else self.k
+        self.pads = [0, 0, 0, 0]
+        if sp.padding == "same":
+            (t, b), (lft, r) = (same_pads(n, k, s) for n, k, s in zip(shape[1:], self.k, self.s))
+            self.pads = [lft, r, t, b]
+            out = tuple(-(-n // s) for n, s in zip(shape[1:], self.s))
+        else:
+            out = tuple((n - k) // s + 1 for n, k, s in zip(shape[1:], self.k, self.s))
+        if any(o <= 0 for o in out):
+            raise ShapeError(f"pool_size {self.k} is larger than the input {shape[1:]}")
+        self._counts: torch.Tensor | None = None
+        return (shape[0],) + out
+
+
+@register("MaxPooling2D")
+class MaxPooling2D(_Pool2D):
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if any(self.pads):
+            x = F.pad(x, self.pads, value=float("-inf"))  # padding never wins the max
+        return F.max_pool2d(x, self.k, self.s)
+
+
+@register("AveragePooling2D")
+class AveragePooling2D(_Pool2D):
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if not any(self.pads):
+            return F.avg_pool2d(x, self.k, self.s)
+        # Keras averages over the real pixels only: window sums / window counts
+        sums = F.avg_pool2d(F.pad(x, self.pads), self.k, self.s, divisor_override=1)
+        ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
+        counts = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(ones, self.pads),
+                                                self.k, self.s, divisor_override=1)
+        return sums / Tensor(counts)
+
+
+@register("GlobalAveragePooling2D")
+class GlobalAveragePooling2D(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        return (shape[0], 1, 1) if self.spec.keepdims else (shape[0],)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return xs[0].mean((2, 3), keepdim=self.spec.keepdims)
+
+
+@register("ZeroPadding2D")
+class ZeroPadding2D(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        p = self.spec.padding
+        if isinstance(p, int):
+            (t, b), (lft, r) = (p, p), (p, p)
+        elif len(p) == 2 and all(isinstance(v, int) for v in p):
+            (t, b), (lft, r) = (p[0], p[0]), (p[1], p[1])
+        elif len(p) == 2 and all(isinstance(v, list) and len(v) == 2 for v in p):
+            (t, b), (lft, r) = p
+        else:
+            raise ShapeError(f"padding {p}: use n, [h, w] or [[top, bottom], [left, right]]")
+        self.pads = [lft, r, t, b]
+        return (shape[0], shape[1] + t + b, shape[2] + lft + r)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.pad(xs[0], self.pads)
+
+
+@register("UpSampling2D")
+class UpSampling2D(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        self.size = pair(self.spec.size)
+        return (shape[0], shape[1] * self.size[0], shape[2] * self.size[1])
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.interpolate(xs[0], scale_factor=[float(s) for s in self.size])

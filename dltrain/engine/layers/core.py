@@ -1,0 +1,231 @@
+"""Dense, normalisation, dropout, reshaping, activations, embedding and merge layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import functional as F
+from .. import ops
+from ..tensor import Tensor
+from .base import (
+    BuildContext,
+    Layer,
+    RunContext,
+    Shape,
+    ShapeError,
+    engine_shape,
+    keras_shape,
+    register,
+    to_channels_first,
+    to_channels_last,
+)
+
+
+@register("Dense")
+class Dense(Layer):
+    """y = activation(x W^T + b) over the last (channel) axis."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        n_in, units = shape[0], self.spec.units
+        self.add_param("kernel", (units, n_in), self.spec.kernel_initializer, n_in, units, ctx)
+        if self.spec.use_bias:
+            self.add_param("bias", (units,), self.spec.bias_initializer, n_in, units, ctx)
+        return (units,) + shape[1:]
+
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if x.ndim >= 3:  # Keras applies Dense to the last axis: channels, dim 1 inside
+            y = F.linear(to_channels_last(x), self.params["kernel"], self.params.get("bias"))
+            return to_channels_first(y)
+        return F.linear(x, self.params["kernel"], self.params.get("bias"))
+
+
+@register("BatchNormalization")
+class BatchNormalization(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        c = shape[0]
+        if self.spec.scale:
+            self.add_param("gamma", (c,), "ones", c, c, ctx)
+        if self.spec.center:
+            self.add_param("beta", (c,), "zeros", c, c, ctx)
+        self.buffers["moving_mean"] = torch.zeros(c, dtype=ctx.dtype, device=ctx.device)
+        self.buffers["moving_variance"] = torch.ones(c, dtype=ctx.dtype, device=ctx.device)
+        return shape
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
+        # A frozen layer (trainable: false) runs in inference mode, as in Keras.
+        training = run.training and self.spec.trainable
+        return F.batch_norm(xs[0], self.buffers["moving_mean"], self.buffers["moving_variance"],
+                            self.params.get("gamma"), self.params.get("beta"), training,
+                            1.0 - self.spec.momentum, self.spec.epsilon)
+
+
+@register("LayerNormalization")
+class LayerNormalization(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        c = shape[0]
+        if self.spec.scale:
+            self.add_param("gamma", (c,), "ones", c, c, ctx)
+        if self.spec.center:
+            self.add_param("beta", (c,), "zeros", c, c, ctx)
+        return shape
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        c = x.shape[1]
+        y = F.layer_norm(to_channels_last(x), [c], self.params.get("gamma"),
+                         self.params.get("beta"), self.spec.epsilon)
+        return to_channels_first(y)
+
+
+@register("Dropout")
+class Dropout(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        return shapes[0]
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.dropout(xs[0], self.spec.rate, run.training, run.generator)
+
+
+@register("Flatten")
+class Flatten(Layer):
+    """Flattens in Keras's channels-last order, so weights match Keras models."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        return (math.prod(shapes[0]),)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return to_channels_last(xs[0]).flatten(1)
+
+
+@register("Reshape")
+class Reshape(Layer):
+    """Reshape with Keras's channels-last semantics."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        n = math.prod(shapes[0])
+        target = list(self.spec.target_shape)
+        if target.count(-1) > 1 or any(t == 0 or t < -1 for t in target):
+            raise ShapeError(f"target_shape {target} may hold one -1 and positive sizes only")
+        known = math.prod(t for t in target if t != -1)
+        if -1 in target:
+            if n % known:
+                raise ShapeError(f"cannot reshape {keras_shape(shapes[0])} ({n} values) to "
+                                 f"{target}")
+            target[target.index(-1)] = n // known
+        elif known != n:
+            raise ShapeError(f"cannot reshape {keras_shape(shapes[0])} ({n} values) to "
+                             f"{target} ({known} values)")
+        self.keras_target = tuple(target)
+        return engine_shape(self.keras_target)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = to_channels_last(xs[0])
+        return to_channels_first(x.reshape(x.shape[0], *self.keras_target))
+
+
+class _Elementwise(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        return shapes[0]
+
+
+@register("Activation")
+class Activation(_Elementwise):
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return xs[0]
+
+
+@register("ReLU")
+class ReLU(_Elementwise):
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        s = self.spec
+        y = F.leaky_relu(xs[0], s.negative_slope) if s.negative_slope else F.relu(xs[0])
+        return y.clamp(max=s.max_value) if s.max_value is not None else y
+
+    @property
+    def activation(self) -> str | None:
+        return None
+
+
+@register("LeakyReLU")
+class LeakyReLU(_Elementwise):
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.leaky_relu(xs[0], self.spec.negative_slope)
+
+
+@register("ELU")
+class ELU(_Elementwise):
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.elu(xs[0], self.spec.alpha)
+
+
+@register("Softmax")
+class Softmax(_Elementwise):
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return xs[0]
+
+    @property
+    def activation(self) -> str | None:
+        return "softmax"
+
+
+@register("Embedding")
+class Embedding(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        s = self.spec
+        self.add_param("embeddings", (s.input_dim, s.output_dim), s.embeddings_initializer,
+                       s.input_dim, s.output_dim, ctx)
+        return engine_shape(keras_shape(shapes[0]) + (s.output_dim,))
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return to_channels_first(F.embedding(xs[0], self.params["embeddings"]))
+
+
+@register("Add")
+class Add(Layer):
+    n_inputs = 0
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        if any(s != shapes[0] for s in shapes):
+            raise ShapeError("Add needs equal shapes, got " + ", ".join(
+                str(keras_shape(s)) for s in shapes))
+        return shapes[0]
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+@register("Concatenate")
+class Concatenate(Layer):
+    n_inputs = 0
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        rank = len(shapes[0])
+        ax = self.spec.axis
+        k = ax if ax < 0 else ax - 1  # Keras counts the batch axis
+        if not -rank <= k < rank or any(len(s) != rank for s in shapes):
+            raise ShapeError(f"Concatenate axis {ax} does not fit shapes " + ", ".join(
+                str(keras_shape(s)) for s in shapes))
+        k %= rank
+        ks = [list(keras_shape(s)) for s in shapes]
+        for s in ks:
+            if s[:k] + s[k + 1:] != ks[0][:k] + ks[0][k + 1:]:
+                raise ShapeError("Concatenate needs equal shapes off the axis, got " + ", ".join(
+                    str(tuple(s)) for s in ks))
+        out = ks[0][:]
+        out[k] = sum(s[k] for s in ks)
+        # Keras axis k (channels-last, no batch) -> engine dim (with batch)
+        self.dim = 1 if (rank >= 2 and k == rank - 1) or rank == 1 else k + 2
+        return engine_shape(tuple(out))
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return ops.cat(xs, self.dim)

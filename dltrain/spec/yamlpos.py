@@ -1,0 +1,142 @@
+"""Safe YAML with positions: every key and value keeps its file, line and column.
+
+Only YAML's plain data tags are accepted; a `!!python/...` or any other tag is an error and
+nothing is constructed from it. Duplicate keys and multi-document files are errors.
+Floats written the way people write them (`1e-4`, YAML 1.1 wants `1.0e-4`) are floats.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .errors import Issue, SpecError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Loc:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-4 and 3E+2 as floats."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers
+                                   .items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+_PLAIN = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_PLAIN + t for t in ("str", "int", "float", "bool", "null")}
+
+
+@dataclass
+class Doc:
+    """A loaded document: plain Python data plus the position of every path in it."""
+
+    value: Any
+    locs: dict[Path, Loc]
+    key_locs: dict[Path, Loc]
+
+
+def load_text(text: str, file: str) -> Doc:
+    """Parse YAML text; raise SpecError with the position of any problem."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.composer.ComposerError as e:
+        mark = e.problem_mark
+        raise SpecError([Issue(_loc(file, mark), "a config holds one YAML document; found a "
+                               "second '---' document here")]) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = (e.problem or "invalid YAML").strip()
+        raise SpecError([Issue(_loc(file, mark), f"YAML syntax error: {what}")]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        return Doc({}, {(): Loc(file, 1, 1)}, {})
+    doc = Doc(None, {}, {})
+    issues: list[Issue] = []
+    doc.value = _convert(node, (), file, doc, issues, _Loader(""))
+    if issues:
+        raise SpecError(issues)
+    return doc
+
+
+def _loc(file: str, mark: Any) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
+
+
+def _convert(node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issue],
+             ctor: yaml.SafeLoader) -> Any:
+    doc.locs[path] = _loc(file, node.start_mark)
+    if isinstance(node, yaml.MappingNode):
+        if node.tag != _PLAIN + "map":
+            return _bad_tag(node, path, file, issues)
+        out: dict[str, Any] = {}
+        for k_node, v_node in node.value:
+            if k_node.tag == _PLAIN + "merge":
+                issues.append(Issue(_loc(file, k_node.start_mark),
+                                    "YAML merge keys ('<<') are not supported; use 'extends:'"))
+                continue
+            key = _convert(k_node, path + ("<key>",), file, doc, issues, ctor)
+            doc.locs.pop(path + ("<key>",), None)
+            if not isinstance(key, str):
+                issues.append(Issue(_loc(file, k_node.start_mark),
+                                    f"keys must be names (text), got {key!r}"))
+                continue
+            if key in out:
+                first = doc.key_locs[path + (key,)]
+                issues.append(Issue(_loc(file, k_node.start_mark),
+                                    f"duplicate key '{key}' (first given at line {first.line}); "
+                                    "keep one of them"))
+                continue
+            doc.key_locs[path + (key,)] = _loc(file, k_node.start_mark)
+            out[key] = _convert(v_node, path + (key,), file, doc, issues, ctor)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != _PLAIN + "seq":
+            return _bad_tag(node, path, file, issues)
+        return [_convert(v, path + (i,), file, doc, issues, ctor) for i, v in enumerate(node.value)]
+    if node.tag not in _SCALAR_TAGS:
+        return _bad_tag(node, path, file, issues)
+    return ctor.construct_object(node, deep=True)
+
+
+def _bad_tag(node: yaml.Node, path: Path, file: str, issues: list[Issue]) -> None:
+    tag = node.tag.replace(_PLAIN, "!!")
+    issues.append(Issue(_loc(file, node.start_mark),
+                        f"YAML tag '{tag}' is not allowed: configs hold plain data only "
+                        "(text, numbers, booleans, lists, mappings); nothing is executed"))
+    return None
+
+
+def load_file(path: str) -> Doc:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise SpecError([Issue(None, f"config file not found: {path}")]) from None
+    except IsADirectoryError:
+        raise SpecError([Issue(None, f"{path} is a directory, not a config file")]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([Issue(None, f"{path} is not UTF-8 text ({e.reason} at byte "
+                               f"{e.start})")]) from None
+    except OSError as e:
+        raise SpecError([Issue(None, f"cannot read config {path}: {e.strerror}")]) from None
+    return load_text(text, path)
