@@ -1,0 +1,57 @@
+"""Image folders: one subfolder per class, read with Pillow and resized to the model input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def read_image(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
+    """One image as float32 (H, W, C) in 0..255, resized to input_shape. Pillow's
+    decompression-bomb limit stays on."""
+    h, w, c = input_shape
+    with Image.open(path) as im:
+        im = im.convert("L" if c == 1 else "RGB")
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32)
+    return arr.reshape(h, w, c)
+
+
+def read_image_folder(root: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray,
+                                                                         list[str]]:
+    if len(input_shape) != 3 or input_shape[2] not in (1, 3):
+        raise DataError(f"{root}: image folders need model.input_shape [height, width, 1 or 3],"
+                        f" got {list(input_shape)}")
+    if not os.path.isdir(root):
+        raise DataError(f"image folder not found: {root}")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise DataError(f"{root}: no class subfolders (expected one folder per class)")
+    xs, ys, bad = [], [], []
+    for label, cls in enumerate(classes):
+        folder = os.path.join(root, cls)
+        for name in sorted(os.listdir(folder)):
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                xs.append(read_image(path, input_shape))
+                ys.append(label)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                bad.append(f"  {path}: {type(e).__name__}: {e}")
+            except Image.DecompressionBombError as e:
+                bad.append(f"  {path}: refused, too many pixels ({e})")
+    if bad:
+        raise DataError(f"{root}: {len(bad)} image(s) cannot be read; fix or remove them:\n"
+                        + "\n".join(bad))
+    if not xs:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class "
+                        "folders")
+    return np.stack(xs), np.asarray(ys, dtype=np.int64), classes

@@ -1,0 +1,155 @@
+"""Splits, checks and preprocessing fitted on the training split only.
+
+`Preprocessor` is plain data (JSON in every checkpoint), so evaluate, predict and export
+apply exactly the transformation training used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .sources import Dataset, load_source
+
+
+@dataclass
+class Preprocessor:
+    """raw (N, *input_shape channels-last) -> model input, as numpy float32/int64."""
+
+    input_shape: list[int]
+    input_dtype: str = "float32"
+    rescale: float | None = None
+    scaling: str = "none"
+    offset: list[float] | None = None  # x' = (x * rescale - offset) * scale
+    scale: list[float] | None = None
+    classes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Preprocessor:
+        return cls(**d)
+
+    def fit(self, x: np.ndarray) -> None:
+        flat = self._flat(x)
+        if self.scaling == "standard":
+            mean, std = flat.mean(0), flat.std(0)
+            self.offset, self.scale = mean.tolist(), np.where(std > 0, 1 / np.where(
+                std > 0, std, 1), 1.0).tolist()
+        elif self.scaling == "minmax":
+            lo, hi = flat.min(0), flat.max(0)
+            span = hi - lo
+            self.offset = lo.tolist()
+            self.scale = np.where(span > 0, 1 / np.where(span > 0, span, 1), 1.0).tolist()
+
+    def _flat(self, x: np.ndarray) -> np.ndarray:
+        x = x.reshape(len(x), -1).astype(np.float64)
+        return x * self.rescale if self.rescale is not None else x
+
+    def shape_raw(self, x: np.ndarray, origin: str) -> np.ndarray:
+        want = math.prod(self.input_shape)
+        got = math.prod(x.shape[1:])
+        if got != want:
+            raise DataError(f"{origin}: each sample has {got} values (shape "
+                            f"{list(x.shape[1:])}) but model.input_shape {self.input_shape} "
+                            f"needs {want}")
+        return x.reshape((len(x),) + tuple(self.input_shape))
+
+    def apply(self, x: np.ndarray, origin: str = "input") -> np.ndarray:
+        """Raw samples -> model input in the engine's layout (channels first)."""
+        x = self.shape_raw(np.asarray(x), origin)
+        if self.input_dtype == "int64":
+            return x.astype(np.int64)
+        x = x.astype(np.float32)
+        if self.rescale is not None:
+            x = x * np.float32(self.rescale)
+        if self.offset is not None and self.scale is not None:
+            shape = (1,) + tuple(self.input_shape)
+            x = (x - np.asarray(self.offset, np.float32).reshape(shape)) * \
+                np.asarray(self.scale, np.float32).reshape(shape)
+        if x.ndim >= 3:  # (N, ..., C) -> (N, C, ...)
+            x = np.moveaxis(x, -1, 1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset | None
+
+
+def check_finite(ds: Dataset, what: str) -> None:
+    x = ds.x.reshape(len(ds.x), -1)
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            n = int(bad.any(1).sum())
+            raise DataError(f"{ds.origin}: {what} sample {r} (row {r + 1}), feature {c} is "
+                            f"{x[r, c]}; {n} sample(s) hold NaN or Inf. Clean them first")
+    if np.issubdtype(ds.y.dtype, np.floating) and not np.isfinite(ds.y).all():
+        r = int(np.argwhere(~np.isfinite(ds.y.reshape(len(ds.y), -1)))[0][0])
+        raise DataError(f"{ds.origin}: {what} target of sample {r} is not finite")
+
+
+def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
+    if ds.y.ndim != 1:
+        return
+    bad = (ds.y < 0) | (ds.y >= n_classes)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise DataError(f"{ds.origin}: {what} sample {i} has label {ds.y[i]}, outside the "
+                        f"model's {n_classes} classes (0..{n_classes - 1})")
+
+
+def _take(ds: Dataset, idx: np.ndarray, what: str) -> Dataset:
+    return Dataset(ds.x[idx], ds.y[idx], ds.classes, f"{ds.origin} ({what})", ds.image)
+
+
+def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:
+    if fraction <= 0:
+        return ds, None
+    order = np.random.default_rng(seed).permutation(len(ds.x))
+    n = int(round(len(ds.x) * fraction))
+    if n == 0 or n == len(ds.x):
+        raise DataError(f"{ds.origin}: a {what} split of {fraction} leaves an empty split "
+                        f"({len(ds.x)} samples)")
+    return _take(ds, np.sort(order[n:]), "train"), _take(ds, np.sort(order[:n]), what)
+
+
+def load_splits(spec: Any, base_dir: str) -> Splits:
+    d = spec.data
+    shape = tuple(spec.model.input_shape)
+    train = load_source(d.train, base_dir, spec.task, shape)
+    test = load_source(d.test, base_dir, spec.task, shape) if d.test else None
+    if test is None and d.test_split:
+        train, test = split(train, d.test_split, spec.seed + 1, "test")
+    val = load_source(d.validation, base_dir, spec.task, shape) if d.validation else None
+    if val is None and d.validation_split:
+        train, val = split(train, d.validation_split, spec.seed + 2, "validation")
+    for ds, what in ((train, "training"), (val, "validation"), (test, "test")):
+        if ds is not None:
+            if len(ds.x) == 0:
+                raise DataError(f"{ds.origin}: the {what} split is empty")
+            check_finite(ds, what)
+    return Splits(train, val, test)
+
+
+def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
+    d = spec.data
+    pre = Preprocessor(list(spec.model.input_shape), spec.model.input_dtype, d.rescale,
+                       d.scaling, classes=list(train.classes))
+    if spec.model.input_dtype == "float32":
+        pre.fit(pre.shape_raw(train.x, train.origin))
+    return pre
+
+
+def config_dir(config_path: str | None) -> str:
+    return os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()

@@ -1,0 +1,245 @@
+"""Data sources: each returns raw features and labels as numpy arrays.
+
+Features come back as the user has them (unscaled, channels-last for images); labels as
+int64 class indices (classification) or float32 targets (regression). Every problem is a
+DataError naming the file and the line, row, column or sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+MAX_NPZ_BYTES = 8 * 1024**3  # uncompressed size beyond which an archive is refused
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    origin: str = ""
+    image: bool = False  # x holds images (N, H, W, C)
+
+
+def _path(base: str, p: str) -> str:
+    return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+
+
+def load_source(src: Any, base_dir: str, task: str, input_shape: tuple[int, ...]) -> Dataset:
+    """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C)."""
+    if src.type == "image_folder":
+        from .images import read_image_folder
+
+        root = _path(base_dir, src.path)
+        x, y, classes = read_image_folder(root, input_shape)
+        return Dataset(x, y, classes, root, image=True)
+    loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz,
+              "idx": _idx}[src.type]
+    ds = loader(src, base_dir, task)
+    if len(ds.x) == 0:
+        raise DataError(f"{ds.origin}: no samples")
+    if len(ds.x) != len(ds.y):
+        raise DataError(f"{ds.origin}: {len(ds.x)} feature rows but {len(ds.y)} labels")
+    return ds
+
+
+def _builtin(src: Any, base_dir: str, task: str) -> Dataset:
+    from sklearn import datasets
+
+    loaded = getattr(datasets, f"load_{src.name}")()
+    x = loaded.data.astype(np.float32)
+    names = [str(n) for n in getattr(loaded, "target_names", [])]
+    y = loaded.target.astype(np.int64 if task == "classification" else np.float32)
+    if src.name == "digits":
+        x = x.reshape(-1, 8, 8, 1)
+    return Dataset(x, y, names, f"builtin:{src.name}", image=src.name == "digits")
+
+
+def _synthetic(src: Any, base_dir: str, task: str) -> Dataset:
+    from sklearn.datasets import make_classification, make_regression
+
+    if src.task == "classification":
+        informative = src.informative or min(src.features, max(2, src.features // 2))
+        x, y = make_classification(
+            n_samples=src.samples, n_features=src.features, n_informative=informative,
+            n_redundant=0, n_repeated=0, n_classes=src.classes, n_clusters_per_class=1,
+            flip_y=src.noise, class_sep=1.5, random_state=src.seed)
+        y = y.astype(np.int64)
+        classes = [str(i) for i in range(src.classes)]
+    else:
+        x, y = make_regression(n_samples=src.samples, n_features=src.features,
+                               n_informative=src.informative or src.features, noise=src.noise,
+                               random_state=src.seed)
+        y = y.astype(np.float32)
+        classes = []
+    return Dataset(x.astype(np.float32), y, classes, f"synthetic(seed={src.seed})")
+
+
+def _number(text: str, path: str, line: int, column: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{line}: column '{column}' holds '{text}', which is not a "
+                        "number; fix or remove the row") from None
+    return v
+
+
+def _csv(src: Any, base_dir: str, task: str) -> Dataset:
+    path = _path(base_dir, src.path)
+    try:
+        f = open(path, newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        reader = csv.reader(f, delimiter=src.delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty; it needs a header row") from None
+        header = [h.strip() for h in header]
+        if src.label_column not in header:
+            raise DataError(f"{path}:1: no column '{src.label_column}' in the header "
+                            f"({', '.join(header)})")
+        feats = src.feature_columns or [h for h in header if h != src.label_column]
+        missing = [c for c in feats if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: feature columns not in the header: {', '.join(missing)}")
+        fi = [header.index(c) for c in feats]
+        li = header.index(src.label_column)
+        rows, labels = [], []
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{line}: {len(row)} fields, the header has "
+                                f"{len(header)}; fix the row (a stray or missing "
+                                f"'{src.delimiter}'?)")
+            rows.append([_number(row[i], path, line, header[i]) for i in fi])
+            labels.append((row[li].strip(), line))
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    x = np.asarray(rows, dtype=np.float32)
+    if task == "regression":
+        y = np.asarray([_number(v, path, ln, src.label_column) for v, ln in labels], np.float32)
+        return Dataset(x, y, [], path)
+    names = sorted({v for v, _ in labels}, key=_label_key)
+    index = {n: i for i, n in enumerate(names)}
+    y = np.asarray([index[v] for v, _ in labels], dtype=np.int64)
+    return Dataset(x, y, names, path)
+
+
+def _label_key(v: str) -> tuple:
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def _npz(src: Any, base_dir: str, task: str) -> Dataset:
+    path = _path(base_dir, src.path)
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    if path.endswith(".npy"):
+        raise DataError(f"{path}: a .npy holds one array; put features and labels in a .npz "
+                        f"with keys '{src.x_key}' and '{src.y_key}' (numpy.savez)")
+    arrays = read_npz(path)
+    for key in (src.x_key, src.y_key):
+        if key not in arrays:
+            raise DataError(f"{path}: no array '{key}' (it has: {', '.join(arrays) or 'none'})")
+    x, y = arrays[src.x_key], arrays[src.y_key]
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: '{src.x_key}' has dtype {x.dtype}; features must be numbers")
+    if task == "classification":
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: labels '{src.y_key}' have dtype {y.dtype}; class "
+                            "labels must be integers 0..C-1")
+        y = y.astype(np.int64)
+        classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
+    else:
+        y = y.astype(np.float32)
+        classes = []
+    return Dataset(x.astype(np.float32), y, classes, path, image=x.ndim == 4)
+
+
+def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
+    """All arrays of an .npz, refusing object arrays (pickle) and absurd sizes up front."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+            if total > max_bytes:
+                raise DataError(f"{path}: the archive declares {total / 1e9:.1f} GB "
+                                f"uncompressed (limit {max_bytes / 1e9:.1f} GB); refusing to "
+                                "read it")
+            for info in zf.infolist():
+                if info.compress_size and info.file_size / info.compress_size > 1000 and \
+                        info.file_size > 64 * 1024**2:
+                    raise DataError(f"{path}: member '{info.filename}' expands "
+                                    f"{info.file_size // info.compress_size}x to "
+                                    f"{info.file_size / 1e6:.0f} MB: a zip bomb? Refusing it")
+    except zipfile.BadZipFile:
+        raise DataError(f"{path}: not a valid .npz (zip) archive") from None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise DataError(f"{path}: holds object arrays, which need pickle; dltrain never "
+                            "unpickles. Save plain numeric arrays instead") from None
+        raise DataError(f"{path}: cannot read: {e}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (MNIST's format), gzipped or not."""
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: broken gzip data: {e}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    need = math.prod(dims) * dtype.itemsize
+    body = raw[4 + 4 * ndim:]
+    if len(body) != need:
+        raise DataError(f"{path}: header promises {need} bytes of data for shape {dims}, the "
+                        f"file holds {len(body)}")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def _idx(src: Any, base_dir: str, task: str) -> Dataset:
+    ipath, lpath = _path(base_dir, src.images), _path(base_dir, src.labels)
+    x, y = read_idx(ipath), read_idx(lpath)
+    if x.ndim == 3:
+        x = x[..., None]
+    if len(x) != len(y):
+        raise DataError(f"{ipath} has {len(x)} images but {lpath} has {len(y)} labels")
+    y = y.astype(np.int64)
+    classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
+    return Dataset(x.astype(np.float32), y, classes, ipath, image=True)

@@ -1,0 +1,96 @@
+"""TensorBoard event files: scalars, histograms, images, the config and hparams.
+
+Every event is logged at the optimizer step, and a resumed run opens its writer with
+`purge_step`, so TensorBoard drops what a crashed run wrote past the checkpoint and each
+step appears once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class TBLogger:
+    def __init__(self, logdir: Path, purge_step: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.w = SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=30)
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        for k, v in values.items():
+            self.w.add_scalar(f"{prefix}/{k}", v, step)
+
+    def histograms(self, named: dict[str, Any], prefix: str, step: int) -> None:
+        for k, v in named.items():
+            if v is not None and v.numel():
+                self.w.add_histogram(f"{prefix}/{k}", v.detach().float().cpu().numpy(), step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.w.add_text(tag, "```\n" + text + "\n```", step)
+
+    def image(self, tag: str, hwc: np.ndarray, step: int) -> None:
+        self.w.add_image(tag, hwc, step, dataformats="HWC")
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                 for k, v in hparams.items()}
+        self.w.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
+    def close(self) -> None:
+        self.w.flush()
+        self.w.close()
+
+
+def sample_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                names: list[str]) -> np.ndarray:
+    """A grid of images (N, H, W, C in any range) captioned 'pred/true', red when wrong."""
+    from PIL import Image, ImageDraw
+
+    n = len(images)
+    cols = min(8, n)
+    rows = -(-n // cols)
+    cell, cap = 64, 14
+    canvas = Image.new("RGB", (cols * cell, rows * (cell + cap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        img = images[i].astype(np.float32)
+        lo, hi = img.min(), img.max()
+        img = ((img - lo) / (hi - lo + 1e-8) * 255).astype(np.uint8)
+        if img.shape[-1] == 1:
+            img = np.repeat(img, 3, -1)
+        tile = Image.fromarray(img[..., :3]).resize((cell, cell), Image.NEAREST)
+        r, c = divmod(i, cols)
+        canvas.paste(tile, (c * cell, r * (cell + cap)))
+        label = f"{_name(pred[i], names)}/{_name(true[i], names)}"
+        draw.text((c * cell + 2, r * (cell + cap) + cell), label,
+                  fill=(0, 120, 0) if pred[i] == true[i] else (200, 0, 0))
+    return np.asarray(canvas)
+
+
+def _name(i: int, names: list[str]) -> str:
+    return names[i][:6] if i < len(names) else str(i)
+
+
+def confusion_image(cm: np.ndarray, names: list[str]) -> np.ndarray:
+    """The confusion matrix as a heat map with counts (rows: true, columns: predicted)."""
+    from PIL import Image, ImageDraw
+
+    n = len(cm)
+    cell, margin = 28, 40
+    canvas = Image.new("RGB", (margin + n * cell, margin + n * cell), "white")
+    draw = ImageDraw.Draw(canvas)
+    peak = max(int(cm.max()), 1)
+    for i in range(n):
+        draw.text((2, margin + i * cell + 8), _name(i, names), fill="black")
+        draw.text((margin + i * cell + 4, 4), _name(i, names), fill="black")
+        for j in range(n):
+            v = int(cm[i, j])
+            shade = 255 - int(200 * v / peak)
+            x0, y0 = margin + j * cell, margin + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1],
+                           fill=(shade, shade, 255), outline=(220, 220, 220))
+            draw.text((x0 + 4, y0 + 8), str(v), fill="black" if shade > 120 else "white")
+    return np.asarray(canvas)
