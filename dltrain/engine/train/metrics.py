@@ -39,14 +39,16 @@ class MetricState:
             getattr(self, k).copy_(v)
 
     @torch.no_grad()
-    def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        """out: the model's outputs (logits or probabilities: argmax is the same)."""
+    def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor,
+               logits: bool = True) -> None:
+        """out: the model's outputs, logits or probabilities (argmax is the same; a single
+        binary unit is thresholded at 0 for logits, 0.5 for probabilities)."""
         b = out.shape[0]
         self.loss_sum += loss.detach().to(torch.float64) * b
         self.count += b
         if self.task == "classification":
             if self.binary:
-                pred = (out.reshape(-1) > (0.0 if out.min() < 0 else 0.5)).long()
+                pred = (out.reshape(-1) > (0.0 if logits else 0.5)).long()
             else:
                 pred = out.argmax(1)
             yi = y.long().reshape(-1) if not y.is_floating_point() or y.dim() == 1 else \

@@ -1,0 +1,97 @@
+"""Read raw inputs for `dltrain predict`: .npz / .npy arrays, CSV files, images."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .images import IMAGE_EXTENSIONS, read_image
+from .sources import read_npz
+
+
+def read_inputs(path: str, spec: Any) -> np.ndarray:
+    """Raw samples from `path`, unscaled, as the user has them."""
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise DataError(f"{path}: no image files to predict")
+        return _images([os.path.join(path, f) for f in files], spec)
+    if not os.path.isfile(path):
+        raise DataError(f"input file not found: {path}")
+    low = path.lower()
+    if low.endswith(IMAGE_EXTENSIONS):
+        return _images([path], spec)
+    if low.endswith(".npz"):
+        arrays = read_npz(path)
+        if "x" in arrays:
+            return arrays["x"]
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        raise DataError(f"{path}: holds {', '.join(arrays)}; name the inputs 'x' or keep one "
+                        "array")
+    if low.endswith(".npy"):
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"{path}: cannot read without pickle ({e})") from None
+    if low.endswith(".csv"):
+        return _csv(path, spec)
+    raise DataError(f"{path}: unknown input type; use .npz, .npy, .csv or image files")
+
+
+def _images(paths: list[str], spec: Any) -> np.ndarray:
+    shape = tuple(spec.model.input_shape)
+    bad, out = [], []
+    for p in paths:
+        try:
+            out.append(read_image(p, shape))
+        except Exception as e:  # Pillow raises many kinds; list them all
+            bad.append(f"  {p}: {e}")
+    if bad:
+        raise DataError(f"{len(bad)} image(s) cannot be read:\n" + "\n".join(bad))
+    return np.stack(out)
+
+
+def _csv(path: str, spec: Any) -> np.ndarray:
+    src = spec.data.train
+    label = getattr(src, "label_column", None)
+    wanted = getattr(src, "feature_columns", None)
+    delim = getattr(src, "delimiter", ",")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter=delim)
+        header = [h.strip() for h in next(reader, [])]
+        cols = wanted or [h for h in header if h != label]
+        missing = [c for c in cols if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: missing feature columns {', '.join(missing)}")
+        idx = [header.index(c) for c in cols]
+        rows = []
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{reader.line_num}: {len(row)} fields, the header has "
+                                f"{len(header)}")
+            try:
+                rows.append([float(row[i]) for i in idx])
+            except ValueError:
+                bad = next(i for i in idx if not _is_float(row[i]))
+                raise DataError(f"{path}:{reader.line_num}: column '{header[bad]}' holds "
+                                f"'{row[bad]}', which is not a number") from None
+    x = np.asarray(rows, dtype=np.float32)
+    if x.size and not np.isfinite(x).all():
+        r, c = np.argwhere(~np.isfinite(x))[0]
+        raise DataError(f"{path}: row {r + 1}, column '{cols[c]}' is {x[r, c]}")
+    return x
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False

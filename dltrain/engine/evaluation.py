@@ -1,0 +1,117 @@
+"""`evaluate` and `predict` on a verified checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.inputs import read_inputs
+from ..data.prepare import check_finite, check_labels, load_splits
+from ..data.sources import Dataset, read_npz
+from ..errors import DataError, DltrainIOError
+from .inference import load_checkpoint, predict_array
+from .train.losses import build_loss
+from .train.metrics import MetricState
+from .train.trainer import evaluate_model
+
+
+@dataclass
+class EvalResult:
+    checkpoint: str
+    split: str
+    n: int
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+
+
+def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
+    spec = loaded.spec
+    if which.endswith(".npz"):
+        arrays = read_npz(which)
+        if "x" not in arrays or "y" not in arrays:
+            raise DataError(f"{which}: needs arrays 'x' and 'y' (has {', '.join(arrays)})")
+        y = arrays["y"].astype(np.int64 if spec.task == "classification" else np.float32)
+        return Dataset(arrays["x"], y, loaded.pre.classes, which), which
+    if which not in ("test", "validation", "train"):
+        raise DataError(f"--data {which}: use test, validation, train or an .npz file")
+    splits = load_splits(spec, loaded.state.get("config_dir") or os.getcwd())
+    order = {"test": ["test", "validation"], "validation": ["validation"], "train": ["train"]}
+    for name in order[which]:
+        ds = getattr(splits, name)
+        if ds is not None:
+            return ds, name
+    raise DataError(f"the run has no {which} split (set data.test or data.test_split, or "
+                    "data.validation / validation_split)")
+
+
+def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
+    loaded = load_checkpoint(path)
+    spec, model, pre = loaded.spec, loaded.model, loaded.pre
+    ds, split = _dataset(loaded, which)
+    check_finite(ds, split)
+    n_out = model.output_shape[0]
+    if spec.task == "classification":
+        check_labels(ds, max(n_out, 2), split)
+    x = torch.from_numpy(pre.apply(ds.x, ds.origin))
+    y = torch.from_numpy(np.ascontiguousarray(ds.y))
+    ms = MetricState(list(spec.metrics), spec.task, n_out, "cpu")
+    metrics, ms, _ = evaluate_model(model, build_loss(spec, model), ms, x, y, 512)
+    res = EvalResult(str(loaded.path), split, len(x), metrics)
+    if spec.task == "classification":
+        cm = ms.confusion_matrix().numpy()
+        names = pre.classes if len(pre.classes) == len(cm) else [str(i) for i in range(len(cm))]
+        res.class_names, res.confusion = names, cm.tolist()
+        for i, name in enumerate(names):
+            tp, pred, true = cm[i, i], cm[:, i].sum(), cm[i].sum()
+            p = tp / pred if pred else 0.0
+            r = tp / true if true else 0.0
+            res.per_class.append({"class": name, "precision": p, "recall": r,
+                                  "f1": 2 * p * r / (p + r) if p + r else 0.0,
+                                  "support": int(true)})
+    return res
+
+
+def predict_file(path: str, input_path: str, output: str) -> int:
+    loaded = load_checkpoint(path)
+    raw = read_inputs(input_path, loaded.spec)
+    probs = predict_array(loaded, raw, origin=input_path)
+    low = output.lower()
+    if low.endswith(".npy"):
+        buf = io.BytesIO()
+        np.save(buf, probs.astype(np.float32), allow_pickle=False)
+        data = buf.getvalue()
+    elif low.endswith(".csv"):
+        s = io.StringIO()
+        w = csv.writer(s)
+        if loaded.spec.task == "classification":
+            names = loaded.pre.classes
+            n = probs.shape[1]
+            binary = n == 1
+            labels = (probs[:, 0] > 0.5).astype(int) if binary else probs.argmax(1)
+            cols = [f"p_{names[i] if i < len(names) else i}" for i in range(max(n, 1))]
+            w.writerow(["label"] + cols)
+            for lab, row in zip(labels, probs):
+                w.writerow([names[lab] if lab < len(names) else lab] + [f"{v:.6g}" for v in row])
+        else:
+            w.writerow([f"prediction_{i}" for i in range(probs.shape[1])])
+            for row in probs:
+                w.writerow([f"{v:.6g}" for v in row])
+        data = s.getvalue().encode()
+    else:
+        raise DataError(f"--output {output}: use a .npy or .csv file name")
+    tmp = output + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, output)
+    except OSError as e:
+        raise DltrainIOError(f"cannot write {output}: {e.strerror}") from None
+    return len(probs)

@@ -1,0 +1,59 @@
+"""Load a verified checkpoint with its own spec and preprocessing; predict raw inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from ..data.prepare import Preprocessor
+from ..errors import CheckpointError
+from ..spec import RunSpec
+from . import checkpoint as ck
+from .layers.base import RunContext
+from .model import Model, compile_model
+from .tensor import Tensor, no_grad
+from .train.losses import build_loss
+
+
+@dataclass
+class Loaded:
+    path: Path
+    spec: RunSpec
+    model: Model
+    pre: Preprocessor
+    state: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path) -> Loaded:
+    """A run directory or checkpoint -> the model and everything needed to use it."""
+    ckpt = ck.resolve(path)
+    state = ck.read_state(ckpt)
+    try:
+        spec = RunSpec.model_validate(state["spec"])
+    except (KeyError, ValidationError) as e:
+        raise CheckpointError(f"{ckpt}/state.json: the stored spec is unreadable ({e})") from None
+    model = compile_model(spec.model, seed=spec.seed)
+    try:
+        model.load_state_tensors(ck.read_tensors(ckpt / "model.safetensors"))
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt}/model.safetensors: {e}") from None
+    return Loaded(ckpt, spec, model, Preprocessor.from_json(state["preprocessing"]), state)
+
+
+@no_grad()
+def predict_array(loaded: Loaded, raw: np.ndarray, batch_size: int = 512,
+                  origin: str = "input") -> np.ndarray:
+    """Raw inputs (as the user has them) -> probabilities (classification) or values."""
+    x = torch.from_numpy(loaded.pre.apply(raw, origin))
+    logits = build_loss(loaded.spec, loaded.model).logits
+    outs = []
+    run = RunContext(training=False)
+    for i in range(0, len(x), batch_size):
+        out = loaded.model(Tensor(x[i:i + batch_size]), run, logits=logits)
+        outs.append((loaded.model.probabilities(out) if logits else out).data)
+    return torch.cat(outs).numpy() if outs else np.zeros((0,) + loaded.model.output_shape)

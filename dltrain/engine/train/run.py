@@ -1,0 +1,307 @@
+"""A training run end to end: run directory, data, resume, epochs, checkpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ... import __version__
+from ...data.prepare import Preprocessor, check_labels, config_dir, load_splits, make_preprocessor
+from ...errors import CheckpointError, ConfigError, DltrainIOError, NonFiniteError
+from ...spec import RunSpec, load
+from .. import checkpoint as ck
+from ..checks import check_run
+from .schedules import improved
+from .tblog import TBLogger, confusion_image, sample_grid
+from .trainer import Interrupted, Reporter, TrainData, Trainer
+
+Log = Callable[[str], None]
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available here; use "
+                          "'auto' or 'cpu'")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: d}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise DltrainIOError(f"cannot write {path}: {e.strerror}") from None
+
+
+def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
+                 pre: Preprocessor | None = None) -> tuple[TrainData, Preprocessor, Any]:
+    splits = load_splits(spec, config_dir(config_path))
+    pre = pre or make_preprocessor(spec, splits.train)
+
+    def tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(pre.apply(ds.x, ds.origin)).to(device)
+        return x, torch.from_numpy(np.ascontiguousarray(ds.y)).to(device)
+
+    x, y = tensors(splits.train)
+    data = TrainData(x, y, image=splits.train.image, classes=pre.classes)
+    if splits.validation is not None:
+        data.x_val, data.y_val = tensors(splits.validation)
+    return data, pre, splits
+
+
+def _checkpoint_files(tr: Trainer, spec: RunSpec, pre: Preprocessor,
+                      extra: dict[str, Any]) -> dict[str, bytes]:
+    opt_tensors, opt_meta = tr.opt.state_dict()
+    trainer_tensors = {"rng.dropout": tr.dropout_gen.get_state(),
+                       "rng.augment": tr.augment_gen.get_state()}
+    trainer_tensors.update({f"metrics.{k}": v for k, v in tr.train_metrics.tensors().items()})
+    if tr.es_weights is not None:
+        trainer_tensors.update({f"es_best.{k}": v for k, v in tr.es_weights.items()})
+    state = {
+        "format": ck.FORMAT_VERSION, "dltrain": __version__, "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.machine(),
+        "global_step": tr.global_step, "epoch": tr.epoch, "batch": tr.batch,
+        "optimizer": opt_meta, "schedule": tr.schedule.state(), "early_stopping": tr.es_state,
+        "preprocessing": pre.to_json(), "spec": spec.model_dump(mode="json"), **extra,
+    }
+    return {"model.safetensors": ck.tensors_bytes(tr.model.state_tensors()),
+            "optimizer.safetensors": ck.tensors_bytes(opt_tensors),
+            "trainer.safetensors": ck.tensors_bytes(trainer_tensors),
+            "state.json": json.dumps(state, indent=1).encode()}
+
+
+def _restore(tr: Trainer, ckpt: Path, state: dict[str, Any]) -> None:
+    tr.model.load_state_tensors(ck.read_tensors(ckpt / "model.safetensors"))
+    tr.opt.load_state_dict(ck.read_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+    tt = ck.read_tensors(ckpt / "trainer.safetensors")
+    tr.dropout_gen.set_state(tt["rng.dropout"])
+    tr.augment_gen.set_state(tt["rng.augment"])
+    tr.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})
+    es = {k[8:]: v for k, v in tt.items() if k.startswith("es_best.")}
+    tr.es_weights = es or None
+    tr.global_step, tr.epoch, tr.batch = state["global_step"], state["epoch"], state["batch"]
+    tr.schedule.load(state["schedule"])
+    tr.es_state = state["early_stopping"]
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. Second: stop at once."""
+
+    def __init__(self, tr: Trainer) -> None:
+        self.tr = tr
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.tr.stop_signal is not None:
+            raise Interrupted(signum, None)
+        self.tr.stop_signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def train_run(config: str, overrides: Sequence[str] = (), run_dir: str | None = None,
+              resume: bool = False, allow_changes: Sequence[str] = (),
+              reporter: Reporter | None = None, log: Log = print) -> Path:
+    """Train the run described by `config`; returns the run directory."""
+    spec = load(config, overrides)
+    threads = os.environ.get("DLTRAIN_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = pick_device(spec.train.device)
+    model = check_run(spec)
+    rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
+    root = rdir / "checkpoints"
+    existing = ck.list_checkpoints(root)
+    if existing and not resume:
+        raise ConfigError(f"{rdir} already holds a run ({len(existing)} checkpoint(s)); pass "
+                          "--resume to continue it, or --run-dir DIR to start a new one")
+    ck.clean_leftovers(root, log)
+    ckpt = ck.newest_valid(root, log) if resume else None
+    if resume and ckpt is None and existing:
+        raise CheckpointError(f"{root}: no valid checkpoint to resume from")
+    state = ck.read_state(ckpt) if ckpt else None
+    if state is not None:
+        changes = [c for c in config_changes(state["spec"], spec.model_dump(mode="json"))
+                   if not any(c[0] == a or c[0].startswith(a + ".") for a in allow_changes)]
+        if changes:
+            lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changes)
+            raise ConfigError(f"the config differs from the run being resumed ({ckpt}):\n"
+                              f"{lines}\nrevert it, or allow a change with "
+                              "--allow-config-change KEY")
+        if state["dltrain"] != __version__ or state["torch"] != torch.__version__:
+            log(f"warning: resuming a run saved with dltrain {state['dltrain']} / torch "
+                f"{state['torch']} on dltrain {__version__} / torch {torch.__version__}; "
+                "bit-exact continuation is not promised across versions")
+    pre = Preprocessor.from_json(state["preprocessing"]) if state else None
+    data, pre, splits = prepare_data(spec, config, device, pre)
+    if spec.task == "classification":
+        n_classes = max(model.output_shape[0], 2)
+        for ds, what in ((splits.train, "training"), (splits.validation, "validation"),
+                         (splits.test, "test")):
+            if ds is not None:
+                check_labels(ds, n_classes, what)
+    if str(device) != "cpu":
+        from ..model import to_device
+
+        to_device(model, device)
+    tr = Trainer(spec, model, data, device, reporter)
+    if ckpt is not None and state is not None:
+        _restore(tr, ckpt, state)
+        log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
+    rdir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(rdir / "config.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
+                                                      sort_keys=False))
+    return _loop(tr, spec, pre, rdir, state, data, log, config_dir(config))
+
+
+def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
+          state: dict[str, Any] | None, data: TrainData, log: Log, cfg_dir: str) -> Path:
+    root = rdir / "checkpoints"
+    cks = spec.checkpoint
+    best: dict[str, Any] = dict(state.get("best") or {}) if state else {}
+    tb = TBLogger(rdir / "tensorboard", tr.global_step if state else None) \
+        if spec.logging.tensorboard else None
+    mpath = rdir / "metrics.jsonl"
+    if mpath.exists():  # drop epochs the resumed run will redo
+        kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and
+                json.loads(ln)["epoch"] <= tr.epoch]
+        _atomic_text(mpath, "".join(x + "\n" for x in kept))
+    if tb is not None and state is None:
+        tb.text("config", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    saved: list[str] = []
+
+    def save(finished: bool = False) -> str:
+        tr.check_finite()
+        if not bool(torch.isfinite(tr.flat.data).all()):
+            raise NonFiniteError(f"parameters hold NaN/Inf at step {tr.global_step}; no "
+                                 "checkpoint written, the last one is resumable")
+        name = f"step-{tr.global_step:08d}"
+        files = _checkpoint_files(tr, spec, pre, {"best": best, "finished": finished,
+                                                         "config_dir": cfg_dir})
+        ck.commit(root, name, files)
+        ck.prune(root, cks.keep_last, {best.get("name", "")})
+        saved.append(name)
+        return name
+
+    def on_step() -> None:
+        step = tr.global_step
+        if step % spec.train.log_every_steps == 0:
+            tr.check_finite()
+            logs = tr.train_metrics.results()
+            tr.reporter.step(tr.batch, logs)
+            if tb is not None:
+                tb.scalars("train", {"loss": logs["loss"], "learning_rate": tr.opt.lr}, step)
+        if cks.every_steps and step % cks.every_steps == 0:
+            save()
+        if tr.stop_signal is not None:
+            raise Interrupted(tr.stop_signal, save())
+
+    epochs = spec.train.epochs
+    if state is not None and state.get("finished") and tr.epoch >= epochs:
+        log(f"the run in {rdir} has already finished {epochs} epochs")
+        return rdir
+    with _Signals(tr):
+        try:
+            while tr.epoch < epochs and not tr.stop_early:
+                tr.reporter.epoch_start(tr.epoch, epochs, tr.steps_per_epoch)
+                tr.run_epoch(on_step)
+                logs = _end_epoch(tr, spec, data, tb)
+                tr.epoch += 1
+                tr.batch = 0
+                mon = cks.monitor if cks.monitor in logs else "loss"
+                is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode,
+                                                     mon)
+                if is_best:
+                    best = {"name": f"step-{tr.global_step:08d}", "value": logs[mon],
+                            "monitor": mon, "epoch": tr.epoch}
+                last = tr.epoch >= epochs or tr.stop_early
+                if is_best or last or (cks.every_epochs and tr.epoch % cks.every_epochs == 0):
+                    if last and tr.es is not None and tr.es.restore_best_weights and \
+                            tr.es_weights is not None and tr.stop_early:
+                        tr.model.load_state_tensors(tr.es_weights)
+                        log("restored the weights of the best epoch")
+                    save(finished=last)
+                    if is_best:
+                        ck.mark_best(root, best["name"])
+                with open(mpath, "a") as f:
+                    f.write(json.dumps({"epoch": tr.epoch, "step": tr.global_step, **logs})
+                            + "\n")
+                tr.reporter.epoch_end(tr.epoch - 1, logs)
+            if tb is not None:
+                final = json.loads(mpath.read_text().splitlines()[-1]) if mpath.exists() else {}
+                tb.hparams({"optimizer": spec.optimizer.type,
+                            "learning_rate": spec.optimizer.learning_rate,
+                            "batch_size": spec.train.batch_size, "epochs": epochs,
+                            "seed": spec.seed},
+                           {k: v for k, v in final.items() if isinstance(v, float)})
+        finally:
+            if tb is not None:
+                tb.close()
+    tr.reporter.close()
+    return rdir
+
+
+def _end_epoch(tr: Trainer, spec: RunSpec, data: TrainData, tb: TBLogger | None
+               ) -> dict[str, float]:
+    tr.check_finite()
+    logs = tr.train_metrics.results()
+    tr.train_metrics.reset()
+    step = tr.global_step
+    val_ms = None
+    if data.x_val is not None and data.y_val is not None:
+        vlogs, val_ms, probs = tr.evaluate(data.x_val, data.y_val, keep_outputs=data.image)
+        logs.update({f"val_{k}": v for k, v in vlogs.items()})
+    logs["learning_rate"] = tr.opt.lr
+    for msg in (tr.schedule.epoch_end(logs), tr.early_stopping(logs)):
+        if msg:
+            tr.reporter.message(msg)
+    if tb is not None:
+        tb.scalars("epoch", {**logs, "epoch": tr.epoch + 1}, step)
+        if spec.logging.histograms:
+            tb.histograms({k: p.data for k, p in tr.model.named_parameters()}, "weights", step)
+            tb.histograms(tr.epoch_grads, "gradients", step)
+        if spec.logging.images and data.image and val_ms is not None and \
+                spec.task == "classification":
+            n = min(32, len(data.x_val))
+            imgs = data.x_val[:n].detach().cpu().numpy()
+            imgs = np.moveaxis(imgs, 1, -1)
+            pred = probs[:n].argmax(1).cpu().numpy() if probs.shape[1] > 1 else \
+                (probs[:n, 0] > 0.5).long().cpu().numpy()
+            tb.image("samples/pred_true", sample_grid(imgs, data.y_val[:n].cpu().numpy(), pred,
+                                                      data.classes), step)
+            tb.image("confusion_matrix", confusion_image(val_ms.confusion_matrix().numpy(),
+                                                         data.classes), step)
+    return logs
