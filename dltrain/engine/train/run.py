@@ -111,10 +111,13 @@ def _restore(tr: Trainer, ckpt: Path, state: dict[str, Any]) -> None:
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. Second: stop at once."""
+    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. Second: stop at once.
 
-    def __init__(self, tr: Trainer) -> None:
-        self.tr = tr
+    Installed before anything else, so a signal during setup is remembered too."""
+
+    def __init__(self) -> None:
+        self.tr: Trainer | None = None
+        self.pending: int | None = None
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
@@ -122,10 +125,17 @@ class _Signals:
             self.old[s] = signal.signal(s, self._handle)
         return self
 
+    def attach(self, tr: Trainer) -> None:
+        self.tr = tr
+        tr.stop_signal = self.pending
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.tr.stop_signal is not None:
+        current = self.tr.stop_signal if self.tr is not None else self.pending
+        if current is not None:
             raise Interrupted(signum, None)
-        self.tr.stop_signal = signum
+        self.pending = signum
+        if self.tr is not None:
+            self.tr.stop_signal = signum
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self.old.items():
@@ -136,6 +146,13 @@ def train_run(config: str, overrides: Sequence[str] = (), run_dir: str | None = 
               resume: bool = False, allow_changes: Sequence[str] = (),
               reporter: Reporter | None = None, log: Log = print) -> Path:
     """Train the run described by `config`; returns the run directory."""
+    with _Signals() as sig:
+        return _train(sig, config, overrides, run_dir, resume, allow_changes, reporter, log)
+
+
+def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | None,
+           resume: bool, allow_changes: Sequence[str], reporter: Reporter | None,
+           log: Log) -> Path:
     spec = load(config, overrides)
     threads = os.environ.get("DLTRAIN_THREADS")
     if threads:
@@ -178,6 +195,7 @@ def train_run(config: str, overrides: Sequence[str] = (), run_dir: str | None = 
 
         to_device(model, device)
     tr = Trainer(spec, model, data, device, reporter)
+    sig.attach(tr)
     if ckpt is not None and state is not None:
         _restore(tr, ckpt, state)
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
@@ -192,7 +210,9 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     root = rdir / "checkpoints"
     cks = spec.checkpoint
     best: dict[str, Any] = dict(state.get("best") or {}) if state else {}
-    tb = TBLogger(rdir / "tensorboard", tr.global_step if state else None) \
+    # events up to the checkpoint's step were flushed before it was committed; later ones
+    # belong to the crashed attempt and are purged
+    tb = TBLogger(rdir / "tensorboard", tr.global_step + 1 if state else None) \
         if spec.logging.tensorboard else None
     mpath = rdir / "metrics.jsonl"
     if mpath.exists():  # drop epochs the resumed run will redo
@@ -209,6 +229,8 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
             raise NonFiniteError(f"parameters hold NaN/Inf at step {tr.global_step}; no "
                                  "checkpoint written, the last one is resumable")
         name = f"step-{tr.global_step:08d}"
+        if tb is not None:
+            tb.w.flush()
         files = _checkpoint_files(tr, spec, pre, {"best": best, "finished": finished,
                                                          "config_dir": cfg_dir})
         ck.commit(root, name, files)
@@ -233,43 +255,44 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     if state is not None and state.get("finished") and tr.epoch >= epochs:
         log(f"the run in {rdir} has already finished {epochs} epochs")
         return rdir
-    with _Signals(tr):
-        try:
-            while tr.epoch < epochs and not tr.stop_early:
-                tr.reporter.epoch_start(tr.epoch, epochs, tr.steps_per_epoch)
-                tr.run_epoch(on_step)
-                logs = _end_epoch(tr, spec, data, tb)
-                tr.epoch += 1
-                tr.batch = 0
-                mon = cks.monitor if cks.monitor in logs else "loss"
-                is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode,
-                                                     mon)
+    try:
+        while tr.epoch < epochs and not tr.stop_early:
+            tr.reporter.epoch_start(tr.epoch, epochs, tr.steps_per_epoch)
+            tr.run_epoch(on_step)
+            logs = _end_epoch(tr, spec, data, tb)
+            tr.epoch += 1
+            tr.batch = 0
+            mon = cks.monitor if cks.monitor in logs else "loss"
+            is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode,
+                                                 mon)
+            if is_best:
+                best = {"name": f"step-{tr.global_step:08d}", "value": logs[mon],
+                        "monitor": mon, "epoch": tr.epoch}
+            last = tr.epoch >= epochs or tr.stop_early
+            # the line goes first: a resume drops lines newer than its checkpoint, so a
+            # crash between the two never loses an epoch's line
+            with open(mpath, "a") as f:
+                f.write(json.dumps({"epoch": tr.epoch, "step": tr.global_step, **logs})
+                        + "\n")
+            if is_best or last or (cks.every_epochs and tr.epoch % cks.every_epochs == 0):
+                if last and tr.es is not None and tr.es.restore_best_weights and \
+                        tr.es_weights is not None and tr.stop_early:
+                    tr.model.load_state_tensors(tr.es_weights)
+                    log("restored the weights of the best epoch")
+                save(finished=last)
                 if is_best:
-                    best = {"name": f"step-{tr.global_step:08d}", "value": logs[mon],
-                            "monitor": mon, "epoch": tr.epoch}
-                last = tr.epoch >= epochs or tr.stop_early
-                if is_best or last or (cks.every_epochs and tr.epoch % cks.every_epochs == 0):
-                    if last and tr.es is not None and tr.es.restore_best_weights and \
-                            tr.es_weights is not None and tr.stop_early:
-                        tr.model.load_state_tensors(tr.es_weights)
-                        log("restored the weights of the best epoch")
-                    save(finished=last)
-                    if is_best:
-                        ck.mark_best(root, best["name"])
-                with open(mpath, "a") as f:
-                    f.write(json.dumps({"epoch": tr.epoch, "step": tr.global_step, **logs})
-                            + "\n")
-                tr.reporter.epoch_end(tr.epoch - 1, logs)
-            if tb is not None:
-                final = json.loads(mpath.read_text().splitlines()[-1]) if mpath.exists() else {}
-                tb.hparams({"optimizer": spec.optimizer.type,
-                            "learning_rate": spec.optimizer.learning_rate,
-                            "batch_size": spec.train.batch_size, "epochs": epochs,
-                            "seed": spec.seed},
-                           {k: v for k, v in final.items() if isinstance(v, float)})
-        finally:
-            if tb is not None:
-                tb.close()
+                    ck.mark_best(root, best["name"])
+            tr.reporter.epoch_end(tr.epoch - 1, logs)
+        if tb is not None:
+            final = json.loads(mpath.read_text().splitlines()[-1]) if mpath.exists() else {}
+            tb.hparams({"optimizer": spec.optimizer.type,
+                        "learning_rate": spec.optimizer.learning_rate,
+                        "batch_size": spec.train.batch_size, "epochs": epochs,
+                        "seed": spec.seed},
+                       {k: v for k, v in final.items() if isinstance(v, float)})
+    finally:
+        if tb is not None:
+            tb.close()
     tr.reporter.close()
     return rdir
 

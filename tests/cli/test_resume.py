@@ -1,0 +1,150 @@
+"""Exact resume: kill -9 at random moments, SIGTERM, and stop-after-epoch-k all end with
+weights and optimizer state byte-identical to an uninterrupted run (CPU), with shuffling,
+dropout, augmentation, a warmup schedule and gradient accumulation on. TensorBoard is read
+back with its own EventAccumulator."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from dltrain.engine import checkpoint as ck
+from tests.cli.helpers import ROOT, dltrain
+
+CONFIG = """\
+name: resume
+seed: 3
+data:
+  train: {type: builtin, name: digits}
+  validation_split: 0.2
+  rescale: 0.0625
+  augment: {random_flip: horizontal, random_crop_padding: 1}
+model:
+  input_shape: [8, 8, 1]
+  layers:
+    - {type: Conv2D, filters: 8, kernel_size: 3, padding: same, activation: relu}
+    - {type: BatchNormalization}
+    - {type: MaxPooling2D}
+    - {type: Flatten}
+    - {type: Dropout, rate: 0.3}
+    - {type: Dense, units: 10, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: {type: adam, learning_rate: 0.003, schedule: {type: constant, warmup_steps: 15}}
+metrics: [accuracy]
+train: {epochs: 16, batch_size: 16, gradient_accumulation_steps: 2, log_every_steps: 5}
+checkpoint: {every_steps: 7, keep_last: 2}
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    p = tmp_path / "resume.yaml"
+    p.write_text(CONFIG)
+    return p
+
+
+def _final_files(run: Path) -> dict:
+    last = run / "checkpoints" / ck.list_checkpoints(run / "checkpoints")[-1]
+    ck.verify(last)
+    return {f: (last / f).read_bytes() for f in ("model.safetensors", "optimizer.safetensors")}
+
+
+def _train_cmd(cfg, run):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DLTRAIN_THREADS="1")
+    return [sys.executable, "-m", "dltrain", "train", str(cfg), "-q", "--run-dir", str(run),
+            "--resume"], env
+
+
+def _steps(tbdir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tbdir), size_guidance={"scalars": 0, "histograms": 0,
+                                                      "images": 0, "tensors": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)], acc
+
+
+@pytest.fixture
+def reference(tmp_path, cfg):
+    run = tmp_path / "ref"
+    res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), env={"DLTRAIN_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    return run
+
+
+def test_tensorboard_has_scalars_histograms_images(reference):
+    steps, acc = _steps(reference / "tensorboard", "train/loss")
+    tags = acc.Tags()
+    assert steps == sorted(set(steps)) and steps[0] == 5
+    for t in ("train/learning_rate", "epoch/loss", "epoch/val_loss", "epoch/val_accuracy",
+              "epoch/epoch"):
+        assert t in tags["scalars"], t
+    assert len(acc.Scalars("epoch/val_loss")) == 16
+    assert any(t.startswith("weights/conv2d_1.kernel") for t in tags["histograms"])
+    assert any(t.startswith("gradients/dense_1.kernel") for t in tags["histograms"])
+    assert "samples/pred_true" in tags["images"] and "confusion_matrix" in tags["images"]
+    assert any("config" in t for t in tags["tensors"])
+
+
+def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, reference):
+    run = tmp_path / "killed"
+    cmd, env = _train_cmd(cfg, run)
+    rng = random.Random(11)
+    kills = 0
+    for attempt in range(30):
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        delay = rng.uniform(2.8, 4.2)
+        try:
+            p.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+            continue
+        assert p.returncode == 0, p.stderr.read().decode()
+        break
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 2
+    assert _final_files(run) == _final_files(reference)
+    ref_steps, _ = _steps(reference / "tensorboard", "train/loss")
+    steps, _ = _steps(run / "tensorboard", "train/loss")
+    assert steps == ref_steps  # each step once after the resumes
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+
+
+def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):
+    run = tmp_path / "term"
+    cmd, env = _train_cmd(cfg, run)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the signal")
+    assert p.returncode == 143, err.decode()
+    assert b"stopped by SIGTERM; saved" in err
+    assert not [x for x in (run / "checkpoints").iterdir() if x.name.startswith(".tmp")]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert _final_files(run) == _final_files(reference)
+
+
+def test_stop_after_epoch_k_then_continue_is_bit_exact(tmp_path, cfg, reference):
+    run = tmp_path / "k"
+    res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), "--set", "train.epochs=4",
+                  env={"DLTRAIN_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), "--resume",
+                  "--allow-config-change", "train.epochs", env={"DLTRAIN_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert _final_files(run) == _final_files(reference)
+    final = load_file(str(run / "checkpoints" / ck.list_checkpoints(run / "checkpoints")[-1] /
+                          "model.safetensors"))
+    assert "batch_normalization_1.moving_mean" in final

@@ -1,0 +1,47 @@
+"""Every file in configs/ validates against the JSON schema and the pydantic schema, compiles,
+and trains a few steps."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from dltrain.spec import json_schema, load
+from dltrain.engine.train.run import train_run
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.stem for p in CONFIGS}
+    assert {"seed_mlp", "digits_mlp", "digits_cnn", "iris", "wine_csv"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_json_schema_accepts_config(path):
+    jsonschema.validate(yaml.safe_load(path.read_text()), json_schema())
+
+
+def test_json_schema_rejects_a_misspelt_key():
+    doc = yaml.safe_load(CONFIGS[0].read_text())
+    doc["optimzer"] = doc.pop("optimizer")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, json_schema())
+    doc = yaml.safe_load(CONFIGS[0].read_text())
+    doc["model"]["layers"][0]["unts"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, json_schema())
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "bench" not in p.parts],
+                         ids=lambda p: p.stem)
+def test_config_trains_a_few_steps(path, tmp_path):
+    spec = load(str(path))
+    over = ["train.epochs=1", "logging.tensorboard=false"]
+    rdir = train_run(str(path), over, str(tmp_path / "run"), log=lambda m: None)
+    lines = (rdir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["loss"] > 0
+    assert spec.name == path.stem
