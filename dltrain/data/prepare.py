@@ -92,11 +92,11 @@ def check_finite(ds: Dataset, what: str) -> None:
         if bad.any():
             r, c = np.argwhere(bad)[0]
             n = int(bad.any(1).sum())
-            raise DataError(f"{ds.origin}: {what} sample {r} (row {r + 1}), feature {c} is "
-                            f"{x[r, c]}; {n} sample(s) hold NaN or Inf. Clean them first")
+            raise DataError(f"{ds.where(r)} ({what}), feature {c} is {x[r, c]}; {n} sample(s) "
+                            "hold NaN or Inf. Clean them first")
     if np.issubdtype(ds.y.dtype, np.floating) and not np.isfinite(ds.y).all():
         r = int(np.argwhere(~np.isfinite(ds.y.reshape(len(ds.y), -1)))[0][0])
-        raise DataError(f"{ds.origin}: {what} target of sample {r} is not finite")
+        raise DataError(f"{ds.where(r)} ({what}): the target is not finite")
 
 
 def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
@@ -105,12 +105,16 @@ def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
     bad = (ds.y < 0) | (ds.y >= n_classes)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{ds.origin}: {what} sample {i} has label {ds.y[i]}, outside the "
-                        f"model's {n_classes} classes (0..{n_classes - 1})")
+        label = ds.classes[ds.y[i]] if 0 <= ds.y[i] < len(ds.classes) else ds.y[i]
+        raise DataError(f"{ds.where(i)} ({what}) has label {label}, outside the model's "
+                        f"{n_classes} classes (0..{n_classes - 1}); fix the label or the "
+                        "last layer's units")
 
 
 def _take(ds: Dataset, idx: np.ndarray, what: str) -> Dataset:
-    return Dataset(ds.x[idx], ds.y[idx], ds.classes, f"{ds.origin} ({what})", ds.image)
+    lines = ds.lines[idx] if ds.lines is not None else None
+    return Dataset(ds.x[idx], ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image,
+                   lines)
 
 
 def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:

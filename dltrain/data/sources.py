@@ -30,6 +30,13 @@ class Dataset:
     classes: list[str] = field(default_factory=list)
     origin: str = ""
     image: bool = False  # x holds images (N, H, W, C)
+    lines: np.ndarray | None = None  # file line of each sample (CSV), for error messages
+
+    def where(self, i: int) -> str:
+        """'file:line' of sample i for a CSV, else 'origin: sample i'."""
+        if self.lines is not None:
+            return f"{self.origin.split(' (')[0]}:{int(self.lines[i])}: sample {i}"
+        return f"{self.origin}: sample {i}"
 
 
 def _path(base: str, p: str) -> str:
@@ -133,13 +140,17 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
     if not rows:
         raise DataError(f"{path}: no data rows after the header")
     x = np.asarray(rows, dtype=np.float32)
+    lines = np.asarray([ln for _, ln in labels])
     if task == "regression":
         y = np.asarray([_number(v, path, ln, src.label_column) for v, ln in labels], np.float32)
-        return Dataset(x, y, [], path)
+        return Dataset(x, y, [], path, lines=lines)
+    if all(v.isdigit() for v, _ in labels):  # integer labels are the class indices
+        y = np.asarray([int(v) for v, _ in labels], dtype=np.int64)
+        return Dataset(x, y, [str(i) for i in range(int(y.max()) + 1)], path, lines=lines)
     names = sorted({v for v, _ in labels}, key=_label_key)
     index = {n: i for i, n in enumerate(names)}
     y = np.asarray([index[v] for v, _ in labels], dtype=np.int64)
-    return Dataset(x, y, names, path)
+    return Dataset(x, y, names, path, lines=lines)
 
 
 def _label_key(v: str) -> tuple:
