@@ -40,13 +40,20 @@ Log = Callable[[str], None]
 
 
 # -- fault injection (tests only) --------------------------------------------------------------
+_FAULT_HITS: dict[str, int] = {}
+
+
 def _fault(point: str) -> None:
-    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|kill> breaks a save at one step (tests)."""
+    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|kill> breaks a save at one step; with
+    DLTRAIN_TEST_FAULT_SKIP=N the first N saves pass that point (tests only)."""
     spec = os.environ.get("DLTRAIN_TEST_FAULT")
     if not spec:
         return
     where, _, action = spec.rpartition(":")
     if where != point:
+        return
+    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
+    if _FAULT_HITS[point] <= int(os.environ.get("DLTRAIN_TEST_FAULT_SKIP", "0")):
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
