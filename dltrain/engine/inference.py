@@ -14,7 +14,7 @@ from ..data.prepare import Preprocessor
 from ..errors import CheckpointError
 from ..spec import RunSpec
 from . import checkpoint as ck
-from .layers.base import RunContext
+from .layers.base import RunContext, keras_shape, to_channels_last
 from .model import Model, compile_model
 from .tensor import Tensor, no_grad
 from .train.losses import build_loss
@@ -30,7 +30,10 @@ class Loaded:
 
 
 def load_checkpoint(path: str | Path) -> Loaded:
-    """A run directory or checkpoint -> the model and everything needed to use it."""
+    """A run directory, checkpoint or exported bundle -> the model and what it needs."""
+    p = Path(path)
+    if p.is_dir() and (p / "spec.json").exists():
+        return _load_bundle(p)
     ckpt = ck.resolve(path)
     state = ck.read_state(ckpt)
     try:
@@ -45,6 +48,20 @@ def load_checkpoint(path: str | Path) -> Loaded:
     return Loaded(ckpt, spec, model, Preprocessor.from_json(state["preprocessing"]), state)
 
 
+def _load_bundle(p: Path) -> Loaded:
+    import json
+
+    ck.verify(p)
+    try:
+        spec = RunSpec.model_validate(json.loads((p / "spec.json").read_text()))
+        pre = Preprocessor.from_json(json.loads((p / "preprocessing.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{p}: unreadable bundle ({e})") from None
+    model = compile_model(spec.model, seed=spec.seed)
+    model.load_state_tensors(ck.read_tensors(p / "model.safetensors"))
+    return Loaded(p, spec, model, pre, {})
+
+
 @no_grad()
 def predict_array(loaded: Loaded, raw: np.ndarray, batch_size: int = 512,
                   origin: str = "input") -> np.ndarray:
@@ -55,5 +72,8 @@ def predict_array(loaded: Loaded, raw: np.ndarray, batch_size: int = 512,
     run = RunContext(training=False)
     for i in range(0, len(x), batch_size):
         out = loaded.model(Tensor(x[i:i + batch_size]), run, logits=logits)
-        outs.append((loaded.model.probabilities(out) if logits else out).data)
-    return torch.cat(outs).numpy() if outs else np.zeros((0,) + loaded.model.output_shape)
+        out = loaded.model.probabilities(out) if logits else out
+        outs.append(to_channels_last(out).data)  # image-like outputs as Keras users see them
+    if not outs:
+        return np.zeros((0,) + keras_shape(loaded.model.output_shape), dtype=np.float32)
+    return torch.cat(outs).numpy()

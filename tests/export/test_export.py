@@ -1,0 +1,206 @@
+"""ONNX export checked by onnx.checker and onnxruntime against `dltrain predict`; the
+safetensors bundle; refusals. Every layer in the catalogue is exported by some model here."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dltrain.engine.inference import load_checkpoint, predict_array
+from dltrain.engine.layers import LAYERS
+from dltrain.engine.train.run import train_run
+from dltrain.export import export_checkpoint
+from dltrain.export.onnx_export import EXPORTERS
+from tests.cli.helpers import ROOT, dltrain
+
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))
+
+CATALOGUE = """\
+name: catalogue
+data: {train: {type: synthetic, samples: 64, features: 192, classes: 3}}
+model:
+  input_shape: [8, 8, 3]
+  layers:
+    - {type: Conv2D, filters: 4, kernel_size: 3, strides: 2, padding: same, activation: gelu}
+    - {type: BatchNormalization}
+    - {type: LeakyReLU, negative_slope: 0.2}
+    - {type: ZeroPadding2D, padding: [[1, 0], [0, 1]]}
+    - {type: AveragePooling2D, pool_size: 2, padding: same}
+    - {type: UpSampling2D, size: 2, name: up}
+    - {type: Conv2DTranspose, filters: 4, kernel_size: 3, padding: same, activation: silu,
+       name: ct}
+    - {type: Add, inputs: [up, ct]}
+    - {type: MaxPooling2D, pool_size: 3, strides: 2, padding: same, name: mp}
+    - {type: Dense, units: 6, activation: softplus, name: dch}
+    - {type: Concatenate, inputs: [mp, dch]}
+    - {type: LayerNormalization}
+    - {type: ELU}
+    - {type: Reshape, target_shape: [9, 10]}
+    - {type: Conv1D, filters: 5, kernel_size: 3, padding: same, activation: tanh}
+    - {type: Flatten}
+    - {type: Dropout, rate: 0.1}
+    - {type: Dense, units: 16, activation: sigmoid}
+    - {type: ReLU, max_value: 0.7}
+    - {type: Dense, units: 3}
+    - {type: Softmax}
+loss: sparse_categorical_crossentropy
+optimizer: adam
+train: {epochs: 1, batch_size: 16}
+logging: {tensorboard: false}
+"""
+
+GENERATOR = """\
+name: generator
+data: {train: {type: synthetic, samples: 64, features: 10, classes: 2}}
+model:
+  input_shape: [10]
+  layers:
+    - {type: Dense, units: 128, use_bias: false, activation: relu}
+    - {type: Reshape, target_shape: [4, 4, 8]}
+    - {type: BatchNormalization}
+    - {type: Conv2DTranspose, filters: 4, kernel_size: 4, strides: 2, padding: same,
+       use_bias: false}
+    - {type: BatchNormalization}
+    - {type: LeakyReLU, negative_slope: 0.2}
+    - {type: Conv2DTranspose, filters: 3, kernel_size: 3, strides: 2, activation: tanh}
+    - {type: GlobalAveragePooling2D}
+    - {type: Dense, units: 2, activation: log_softmax}
+    - {type: Activation, activation: relu}
+    - {type: Dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: adam
+train: {epochs: 1, batch_size: 16}
+logging: {tensorboard: false}
+"""
+
+EMBEDDING = """\
+name: tokens
+data: {train: {type: npz, path: tokens.npz}}
+model:
+  input_shape: [6]
+  input_dtype: int64
+  layers:
+    - {type: Embedding, input_dim: 20, output_dim: 4}
+    - {type: Conv1D, filters: 3, kernel_size: 2, activation: relu}
+    - {type: Flatten}
+    - {type: Dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: adam
+train: {epochs: 1, batch_size: 8}
+logging: {tensorboard: false}
+"""
+
+
+def _raw_inputs(loaded, n=24):
+    rng = np.random.default_rng(0)
+    shape = (n, *loaded.pre.input_shape)
+    if loaded.pre.input_dtype == "int64":
+        return rng.integers(0, 20, shape).astype(np.int64)
+    if loaded.spec.data.train.type == "builtin" and loaded.spec.data.train.name == "digits":
+        return rng.integers(0, 17, shape).astype(np.float32)
+    return (rng.standard_normal(shape) * 2).astype(np.float32)
+
+
+def _check_onnx_matches(run: Path, tmp_path: Path):
+    onnx_path = tmp_path / "model.onnx"
+    export_checkpoint(str(run), "onnx", str(onnx_path))
+    m = onnx.load(str(onnx_path))
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == 17
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    loaded = load_checkpoint(run)
+    for n in (24, 1):  # the batch dimension is dynamic
+        x = _raw_inputs(loaded, n)
+        ours = predict_array(loaded, x)
+        theirs = ort.InferenceSession(str(onnx_path)).run(None, {"input": x})[0]
+        assert theirs.shape == ours.shape
+        np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_exports_and_matches_onnxruntime(path, tmp_path):
+    run = train_run(str(path), ["train.epochs=1", "logging.tensorboard=false"],
+                    str(tmp_path / "run"), log=lambda m: None)
+    _check_onnx_matches(run, tmp_path)
+
+
+@pytest.mark.parametrize("text", [CATALOGUE, GENERATOR, EMBEDDING],
+                         ids=["catalogue", "generator", "embedding"])
+def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "tokens.npz", x=rng.integers(0, 20, (40, 6)),
+             y=rng.integers(0, 2, 40))
+    (tmp_path / "c.yaml").write_text(text)
+    run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
+    _check_onnx_matches(run, tmp_path)
+
+
+def test_catalogue_covers_every_layer_type():
+    types = set()
+    for text in (CATALOGUE, GENERATOR, EMBEDDING):
+        import yaml
+
+        types |= {la["type"] for la in yaml.safe_load(text)["model"]["layers"]}
+    assert types == set(LAYERS), set(LAYERS) - types
+    assert set(EXPORTERS) == set(LAYERS)
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("iris")
+    return train_run(str(ROOT / "configs/iris.yaml"), ["train.epochs=3"], str(d / "run"),
+                     log=lambda m: None)
+
+
+def test_bundle_reloads_and_predicts_identically(iris_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    res = dltrain("export", str(iris_run), "--format", "safetensors", "-o", str(bundle))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in bundle.iterdir()) == ["MANIFEST.json", "model.safetensors",
+                                                        "preprocessing.json", "spec.json"]
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4
+    a = predict_array(load_checkpoint(iris_run), x)
+    b = predict_array(load_checkpoint(bundle), x)
+    assert np.array_equal(a, b)
+    np.savez(tmp_path / "x.npz", x=x)
+    res = dltrain("predict", str(bundle), "-i", str(tmp_path / "x.npz"), "-o",
+                  str(tmp_path / "p.npy"))
+    assert res.returncode == 0 and np.array_equal(np.load(tmp_path / "p.npy"), a)
+
+
+def test_bundle_loads_in_plain_pytorch(iris_run, tmp_path):
+    """The README's few lines: a torch.nn model from the bundle, same probabilities."""
+    bundle = tmp_path / "bundle"
+    export_checkpoint(str(iris_run), "safetensors", str(bundle))
+    w = load_file(str(bundle / "model.safetensors"))
+    pre = json.loads((bundle / "preprocessing.json").read_text())
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3),
+                              torch.nn.Softmax(-1))
+    net[0].weight.data, net[0].bias.data = w["dense_1.kernel"], w["dense_1.bias"]
+    net[2].weight.data, net[2].bias.data = w["dense_2.kernel"], w["dense_2.bias"]
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4
+    xs = (torch.tensor(x) - torch.tensor(pre["offset"])) * torch.tensor(pre["scale"])
+    with torch.no_grad():
+        p = net(xs).numpy()
+    np.testing.assert_allclose(p, predict_array(load_checkpoint(iris_run), x), atol=1e-6)
+
+
+def test_export_refuses_broken_or_missing_checkpoints(iris_run, tmp_path):
+    res = dltrain("export", str(tmp_path / "missing"), "-o", str(tmp_path / "m.onnx"))
+    assert res.returncode == 4 and not (tmp_path / "m.onnx").exists()
+    ckpts = sorted((iris_run / "checkpoints").glob("step-*"))
+    bad = ckpts[-1]
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    res = dltrain("export", str(bad), "-o", str(tmp_path / "m.onnx"))
+    assert res.returncode == 4 and "sha256" in res.stderr
+    assert not (tmp_path / "m.onnx").exists()
+    assert not list(tmp_path.glob(".m.onnx*"))
+    res = dltrain("export", str(ckpts[0]), "-o", str(bad / "x.onnx"))
+    assert res.returncode == 6 and "refusing to write into a run's checkpoints" in res.stderr
