@@ -24,12 +24,15 @@ def test_json_schema_accepts_config(path):
     jsonschema.validate(yaml.safe_load(path.read_text()), json_schema())
 
 
+DIGITS = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.yaml"
+
+
 def test_json_schema_rejects_a_misspelt_key():
-    doc = yaml.safe_load(CONFIGS[0].read_text())
+    doc = yaml.safe_load(DIGITS.read_text())
     doc["optimzer"] = doc.pop("optimizer")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, json_schema())
-    doc = yaml.safe_load(CONFIGS[0].read_text())
+    doc = yaml.safe_load(DIGITS.read_text())
     doc["model"]["layers"][0]["unts"] = 3
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, json_schema())

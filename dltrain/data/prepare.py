@@ -73,9 +73,10 @@ class Preprocessor:
             shape = (1,) + tuple(self.input_shape)
             x = (x - np.asarray(self.offset, np.float32).reshape(shape)) * \
                 np.asarray(self.scale, np.float32).reshape(shape)
-        if x.ndim >= 3:  # (N, ..., C) -> (N, C, ...)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim >= 3:  # (N, ..., C) -> (N, C, ...) as a view: memory stays channels-last
             x = np.moveaxis(x, -1, 1)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return x
 
 
 @dataclass

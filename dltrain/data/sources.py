@@ -85,10 +85,13 @@ def _synthetic(src: Any, base_dir: str, task: str) -> Dataset:
         y = y.astype(np.int64)
         classes = [str(i) for i in range(src.classes)]
     else:
+        n_targets = int(np.prod(src.targets)) if src.targets else 1
         x, y = make_regression(n_samples=src.samples, n_features=src.features,
                                n_informative=src.informative or src.features, noise=src.noise,
-                               random_state=src.seed)
+                               n_targets=n_targets, random_state=src.seed)
         y = y.astype(np.float32)
+        if src.targets:  # squash into (-1, 1), e.g. for a tanh image output
+            y = np.tanh(y / (np.abs(y).max() + 1e-8) * 2).reshape(-1, *src.targets)
         classes = []
     return Dataset(x.astype(np.float32), y, classes, f"synthetic(seed={src.seed})")
 

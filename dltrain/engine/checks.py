@@ -21,7 +21,7 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
     out = model.output_shape
     loss = spec.loss.type
     problems: list[str] = []
-    if len(out) != 1:
+    if len(out) != 1 and spec.task == "classification":
         problems.append(f"the model's output has shape {keras_shape(out)} per sample, but "
                         f"{loss} needs a flat (units,) output; add a Flatten or "
                         "GlobalAveragePooling2D before the final Dense layers")
@@ -41,4 +41,12 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
     if problems:
         loss_loc = spec._source.loc(("loss",)) if spec._source else None
         raise SpecError([Issue(where if len(out) != 1 else loss_loc, p) for p in problems])
+    src = spec.data.train
+    if spec.task == "regression" and getattr(src, "type", None) == "synthetic":
+        want = tuple(src.targets or [1])
+        if want != keras_shape(out):
+            raise SpecError([Issue(spec._source.loc(("data", "train")) if spec._source else
+                                   None, f"synthetic targets have shape {list(want)} per "
+                                   f"sample but the model outputs {list(keras_shape(out))}; "
+                                   "set data.train.targets")])
     return model

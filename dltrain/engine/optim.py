@@ -29,6 +29,7 @@ class Optimizer:
         self.lr = float(lr)
         self.step_count = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self._pairs()]
+        self._scratch: dict[int, torch.Tensor] = {}  # reused temporaries (not checkpointed)
 
     def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         if self.flat is not None:
@@ -44,6 +45,8 @@ class Optimizer:
 
     @torch.no_grad()
     def step(self) -> None:
+        if self.flat is not None:
+            self.flat.sync_grads()
         self.step_count += 1
         for i, (p, g) in enumerate(self._pairs()):
             if g is None:
@@ -56,6 +59,14 @@ class Optimizer:
 
     def _init_state(self, state: dict[str, torch.Tensor], p: torch.Tensor) -> None:
         """Hook for non-zero initial state."""
+
+    def scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A reusable buffer shaped like `like`: large temporaries allocated every step
+        cost more in page faults than the arithmetic itself."""
+        buf = self._scratch.get(id(like))
+        if buf is None or buf.shape != like.shape:
+            buf = self._scratch[id(like)] = torch.empty_like(like)
+        return buf
 
     def update(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
@@ -129,8 +140,10 @@ class Adam(Optimizer):
         if self.amsgrad:
             torch.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
             v = st["max_exp_avg_sq"]
-        denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-        p.addcdiv_(m, denom, value=-step_size)  # p -= lr/(1-b1^t) m / (sqrt(v/(1-b2^t)) + eps)
+        # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps); multiplying through by
+        # sqrt(1-b2^t) saves a pass: p -= s*c m / (sqrt(v) + eps*c), c = sqrt(1-b2^t)
+        denom = torch.sqrt(v, out=self.scratch(p)).add_(self.eps * bc2_sqrt)
+        p.addcdiv_(m, denom, value=-step_size * bc2_sqrt)
 
 
 class AdamW(Adam):
@@ -162,9 +175,9 @@ class RMSprop(Optimizer):
         if self.centered:  # divide by the standard deviation rather than the RMS
             ga = st["grad_avg"]
             ga.lerp_(g, 1 - self.alpha)
-            avg = sq.addcmul(ga, ga, value=-1).sqrt_()
+            avg = torch.addcmul(sq, ga, ga, value=-1, out=self.scratch(p)).sqrt_()
         else:
-            avg = sq.sqrt()
+            avg = torch.sqrt(sq, out=self.scratch(p))
         avg.add_(self.eps)
         if self.momentum:
             buf = st["momentum_buffer"]
@@ -192,7 +205,7 @@ class Adagrad(Optimizer):
             g = g.add(p, alpha=self.weight_decay)
         clr = self.lr / (1 + (self.step_count - 1) * self.lr_decay)
         st["sum"].addcmul_(g, g, value=1)
-        p.addcdiv_(g, st["sum"].sqrt().add_(self.eps), value=-clr)
+        p.addcdiv_(g, torch.sqrt(st["sum"], out=self.scratch(p)).add_(self.eps), value=-clr)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

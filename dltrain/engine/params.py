@@ -37,11 +37,26 @@ class FlatParams:
             view = self.data[offset:offset + n].view(p.shape)
             view.copy_(p.data)
             p.data = view
-            p.grad = self.grad[offset:offset + n].view(p.shape)
+            p.grad_buffer = self.grad[offset:offset + n].view(p.shape)
+            p.grad = p.grad_buffer
             offset += n
 
     def zero_grad(self) -> None:
-        self.grad.zero_()
+        """Mark every gradient empty; backward copies the first contribution into the
+        buffer (no memset, no read of zeros)."""
+        for p in self.params:
+            p.grad = None
+
+    def sync_grads(self) -> None:
+        """Make `grad` hold every parameter's gradient: zero the slots nobody wrote, copy in
+        gradients that were assigned from outside."""
+        for p in self.params:
+            buf = p.grad_buffer
+            if p.grad is None:
+                buf.zero_()
+            elif p.grad is not buf:
+                buf.copy_(p.grad)
+            p.grad = buf
 
     def __len__(self) -> int:
         return self.data.numel()

@@ -64,7 +64,7 @@ class Tensor:
     remember how they were made. `.data` is the torch tensor, `.grad` a torch tensor or None.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "grad_buffer", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary ops to Tensor
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
@@ -81,6 +81,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self._node: Node | None = None
         self.name = name
+        self.grad_buffer: torch.Tensor | None = None  # preallocated home of .grad (FlatParams)
 
     # -- plain properties, mirroring torch ---------------------------------------------------
     @property
@@ -192,6 +193,7 @@ def _wrap(data: torch.Tensor) -> Tensor:
     out.requires_grad = False
     out._node = None
     out.name = None
+    out.grad_buffer = None
     return out
 
 
@@ -215,8 +217,11 @@ def accumulate_leaf(leaf: Tensor, grad: torch.Tensor) -> None:
             f"{tuple(leaf.shape)}"
         )
     if leaf.grad is None:
-        # A fresh copy: the incoming grad may be shared with another input of the same op.
-        leaf.grad = grad.to(dtype=leaf.data.dtype, copy=True, memory_format=torch.contiguous_format)
+        if leaf.grad_buffer is not None:  # its slot in a flat buffer: copy, no memset needed
+            leaf.grad = leaf.grad_buffer.copy_(grad)
+        else:  # a fresh copy: the incoming grad may be shared with another input of the op
+            leaf.grad = grad.to(dtype=leaf.data.dtype, copy=True,
+                                memory_format=torch.contiguous_format)
     else:
         leaf.grad.add_(grad)
 

@@ -36,6 +36,8 @@ class SyntheticSource(Spec):
     noise: float = Field(0.1, ge=0, description="Noise: label flips (classification) or "
                          "target noise std (regression).")
     seed: int = Field(0, description="Seed of the generator.")
+    targets: list[PosInt] | None = Field(None, description="Regression: shape of each target "
+                                         "(channels-last), e.g. [64, 64, 3]; default one value.")
 
 
 class CsvSource(Spec):

@@ -10,16 +10,26 @@ import torch.nn.functional as TF
 from ..tensor import Tensor, make
 
 
-def relu(input: Tensor) -> Tensor:
-    out = torch.relu(input.data)
-    return make(out, (input,), lambda g: (g * (out > 0),), "relu")  # d relu = [x > 0]
+aten = torch.ops.aten
 
 
-def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    """inplace=True overwrites input's storage: only when nothing else reads it (the model
+    planner decides)."""
+    out = torch.relu_(input.data) if inplace else torch.relu(input.data)
+    # d relu = [x > 0] = [out > 0]: one masked copy (aten's threshold_backward)
+    return make(out, (input,), lambda g: (aten.threshold_backward(g, out, 0),), "relu")
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     X = input.data
-    out = TF.leaky_relu(X, negative_slope)
-    # d = 1 for x > 0, slope otherwise
-    return make(out, (input,), lambda g: (torch.where(X > 0, g, g * negative_slope),), "leaky_relu")
+    out = TF.leaky_relu(X, negative_slope, inplace=inplace)
+    # d = 1 for x > 0, slope otherwise; for slope > 0, out > 0 exactly where x > 0, so the
+    # output serves as well as the input (one pass: aten's leaky_relu_backward)
+    if inplace and negative_slope <= 0:
+        raise ValueError("in-place leaky_relu needs negative_slope > 0")
+    return make(out, (input,), lambda g: (
+        aten.leaky_relu_backward(g, out, negative_slope, inplace),), "leaky_relu")
 
 
 def elu(input: Tensor, alpha: float = 1.0) -> Tensor:

@@ -192,46 +192,37 @@ def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
     """Normalise over every dim but the channels (dim 1). Training updates running stats
-    in place (running_var with the unbiased variance, as torch)."""
+    in place (running_var with the unbiased variance, as torch).
+
+    y = xhat * w + b, xhat = (x - mean) * invstd. In training the statistics depend on x:
+        dx = invstd * (gh - mean(gh) - xhat * mean(gh * xhat)),  gh = g * w
+    (means over every dim but the channels); in eval dx = g * w * invstd. dw = sum(g * xhat),
+    db = sum(g). torch's native batch-norm kernels compute exactly this in one pass each
+    way (see _affine_norm_vjp for the same formula written out for layer_norm).
+    """
     X = input.data
     C = X.shape[1]
-    dims = (0,) + tuple(range(2, X.dim()))
-    bshape = (1, C) + (1,) * (X.dim() - 2)
-    n = X.numel() // C
     rm, rv = _data(running_mean), _data(running_var)
-    W = weight.data.reshape(bshape) if weight is not None else None
-    Bv = bias.data.reshape(bshape) if bias is not None else None
-    if training:
-        if n <= 1:
-            raise ValueError(
-                f"batch_norm in training needs more than one value per channel, got input "
-                f"shape {tuple(X.shape)}"
-            )
-        var, mean = torch.var_mean(X, dims, correction=0, keepdim=True)
-        if rm is not None and rv is not None:
-            rm.mul_(1 - momentum).add_(mean.reshape(C), alpha=momentum)
-            rv.mul_(1 - momentum).add_(var.reshape(C), alpha=momentum * n / (n - 1))
-    else:
-        if rm is None or rv is None:
-            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-        mean, var = rm.reshape(bshape), rv.reshape(bshape)
-    invstd = torch.rsqrt(var + eps)
-    xhat = (X - mean) * invstd
-    out = xhat * W if W is not None else xhat
-    out = out + Bv if Bv is not None else out
+    if training and X.numel() // C <= 1:
+        raise ValueError(f"batch_norm in training needs more than one value per channel, got "
+                         f"input shape {tuple(X.shape)}")
+    if not training and (rm is None or rv is None):
+        raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    W = weight.data if weight is not None else None
+    B = bias.data if bias is not None else None
+    out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum,
+                                                         eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        gx = None
-        if input.requires_grad:
-            if training:
-                gx = _affine_norm_vjp(g, xhat, invstd, W, dims)
-            else:  # statistics are constants: dx = g w invstd
-                gx = g * (W * invstd if W is not None else invstd)
+        mask = [input.requires_grad, weight is not None and weight.requires_grad,
+                bias is not None and bias.requires_grad]
+        gx, gw, gb = aten.native_batch_norm_backward(g, X, W, rm, rv, save_mean, save_invstd,
+                                                     training, eps, mask)
         res: list[torch.Tensor | None] = [gx]
         if weight is not None:
-            res.append((g * xhat).sum(dims) if weight.requires_grad else None)
+            res.append(gw)
         if bias is not None:
-            res.append(g.sum(dims) if bias.requires_grad else None)
+            res.append(gb)
         return tuple(res)
 
     parents = tuple(t for t in (input, weight, bias) if t is not None)

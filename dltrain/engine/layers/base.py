@@ -59,9 +59,12 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def apply_activation(name: str | None, x: Tensor) -> Tensor:
+def apply_activation(name: str | None, x: Tensor, inplace: bool = False) -> Tensor:
+    """inplace: x is a fresh result nobody else reads (a layer's own pre-activation)."""
     if name is None or name == "linear":
         return x
+    if inplace and name == "relu":
+        return ACTIVATIONS["relu"](x, inplace=True)
     fn = ACTIVATIONS[name]
     if name in ("softmax", "log_softmax"):
         return fn(x, dim=1)  # channels: the last Keras axis is dim 1 inside
@@ -85,8 +88,14 @@ class Layer:
         """Create weights for these input shapes; return the output shape."""
         raise NotImplementedError
 
+    # set by the model planner: this layer may overwrite its input (nobody else reads it)
+    inplace = False
+    # whether this layer's backward never reads its own output, so a consumer may overwrite it
+    output_unsaved = False
+
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return apply_activation(self.activation, self.pre_activation(xs, run))
+        # the pre-activation is a fresh tensor only this layer sees: relu may reuse it
+        return apply_activation(self.activation, self.pre_activation(xs, run), inplace=True)
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
         """The output before the layer's activation (layers that have one)."""

@@ -46,6 +46,10 @@ def _out_size(n: int, k: int, s: int, p: int, d: int = 1) -> int:
 class _ConvND(Layer):
     nd = 2
 
+    @property
+    def output_unsaved(self) -> bool:  # the convolution's backward reads x and W, not y
+        return self.activation in (None, "linear")
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         nd = self.nd
@@ -96,6 +100,7 @@ class Conv1D(_ConvND):
 
 @register("Conv2DTranspose")
 class Conv2DTranspose(Layer):
+    output_unsaved = _ConvND.output_unsaved
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         need_rank(self, shape, 3, "(height, width, channels)")

@@ -27,8 +27,15 @@ from .base import (
 class Dense(Layer):
     """y = activation(x W^T + b) over the last (channel) axis."""
 
+    @property
+    def output_unsaved(self) -> bool:  # linear's backward reads x and W, not y
+        return self.activation in (None, "linear") and self.inputs_rank < 2
+
+    inputs_rank = 1
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
+        self.inputs_rank = len(shape)
         n_in, units = shape[0], self.spec.units
         self.add_param("kernel", (units, n_in), self.spec.kernel_initializer, n_in, units, ctx)
         if self.spec.use_bias:
@@ -45,6 +52,7 @@ class Dense(Layer):
 
 @register("BatchNormalization")
 class BatchNormalization(Layer):
+    output_unsaved = True  # its backward reads the input and the batch statistics
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         c = shape[0]
@@ -145,7 +153,8 @@ class Activation(_Elementwise):
 class ReLU(_Elementwise):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         s = self.spec
-        y = F.leaky_relu(xs[0], s.negative_slope) if s.negative_slope else F.relu(xs[0])
+        y = F.leaky_relu(xs[0], s.negative_slope, self.inplace) if s.negative_slope else \
+            F.relu(xs[0], self.inplace)
         return y.clamp(max=s.max_value) if s.max_value is not None else y
 
     @property
@@ -156,7 +165,8 @@ class ReLU(_Elementwise):
 @register("LeakyReLU")
 class LeakyReLU(_Elementwise):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return F.leaky_relu(xs[0], self.spec.negative_slope)
+        inplace = self.inplace and self.spec.negative_slope > 0
+        return F.leaky_relu(xs[0], self.spec.negative_slope, inplace)
 
 
 @register("ELU")

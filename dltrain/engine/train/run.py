@@ -66,7 +66,10 @@ def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
 
     def tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(pre.apply(ds.x, ds.origin)).to(device)
-        return x, torch.from_numpy(np.ascontiguousarray(ds.y)).to(device)
+        y = ds.y
+        if y.ndim >= 4:  # image-shaped regression targets: channels first, like the model
+            y = np.moveaxis(y, -1, 1)
+        return x, torch.from_numpy(np.ascontiguousarray(y)).to(device)
 
     x, y = tensors(splits.train)
     data = TrainData(x, y, image=splits.train.image, classes=pre.classes)

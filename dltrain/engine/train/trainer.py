@@ -163,6 +163,7 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         o = self.spec.optimizer
+        self.flat.sync_grads()
         g = self.flat.grad
         if o.clipnorm:
             clip_grad_norm_(g, o.clipnorm)

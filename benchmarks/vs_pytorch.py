@@ -1,0 +1,128 @@
+"""dltrain against plain PyTorch eager on the four workloads of configs/bench/, side by side.
+
+    python benchmarks/vs_pytorch.py [--device cpu|cuda] [--steps 50] [--rounds 3] [--json]
+
+Each workload runs as `dltrain bench` does (the trainer's model, fused loss, flat-buffer
+Adam) and as the same network in torch.nn with torch.autograd and torch.optim.Adam, timed
+the same way (median ms per full step after a warm-up). The two alternate step by step, so
+machine noise and drift hit both alike. Prints both medians and the ratio dltrain / PyTorch.
+Targets (checked here, not in tests): ratio <= 1.0 on every workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dltrain.engine.bench import Stepper  # noqa: E402
+from dltrain.spec import load  # noqa: E402
+
+WORKLOADS = ["mlp_seed", "mlp_wide", "cnn", "dcgan_g"]
+
+
+def torch_model(name: str) -> tuple[nn.Module, tuple, str]:
+    """(model, input shape per sample, loss kind) written as a PyTorch user would."""
+    if name == "mlp_seed":
+        return nn.Sequential(nn.Linear(100, 64), nn.ReLU(), nn.Linear(64, 10)), (100,), "ce"
+    if name == "mlp_wide":
+        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                             nn.Linear(512, 10)), (784,), "ce"
+    if name == "cnn":
+        layers: list[nn.Module] = []
+        c = 3
+        for f in (32, 64, 128):
+            layers += [nn.Conv2d(c, f, 3, padding=1), nn.BatchNorm2d(f, eps=1e-3, momentum=0.01),
+                       nn.ReLU(), nn.MaxPool2d(2)]
+            c = f
+        layers += [nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Dropout(0.5),
+                   nn.Linear(256, 10)]
+        return nn.Sequential(*layers), (3, 32, 32), "ce"
+    bn = lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)  # noqa: E731
+    return nn.Sequential(
+        nn.Linear(100, 8 * 8 * 256, bias=False), nn.ReLU(), nn.Unflatten(1, (256, 8, 8)), bn(256),
+        nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False), bn(128), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), bn(64), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False), nn.Tanh()), (100,), "mse"
+
+
+class TorchStepper:
+    """The same workload as a PyTorch user writes it; one full step per call."""
+
+    def __init__(self, name: str, batch: int, device: str) -> None:
+        torch.manual_seed(0)
+        model, shape, kind = torch_model(name)
+        self.model = model.to(device).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, eps=1e-7)
+        self.x = torch.randn(batch, *shape, device=device)
+        if kind == "ce":
+            self.y = torch.randint(0, 10, (batch,), device=device)
+            self.loss_fn: nn.Module = nn.CrossEntropyLoss()
+        else:
+            self.y = torch.randn(batch, 3, 64, 64, device=device)
+            self.loss_fn = nn.MSELoss()
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def __call__(self) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sync()
+        return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=WORKLOADS)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for name in args.only:
+        spec = load(str(ROOT / "configs" / "bench" / f"{name}.yaml"))
+        steps = args.steps * args.rounds if name.startswith("mlp") else \
+            max(20, args.steps * args.rounds // 5)
+        ours, theirs = Stepper(spec, args.device), TorchStepper(name, spec.train.batch_size,
+                                                                 args.device)
+        for _ in range(5):
+            ours()
+            theirs()
+        a_t, b_t = [], []
+        for _ in range(steps):  # step by step in lockstep: noise and drift hit both sides
+            a_t.append(sum(ours()))
+            b_t.append(theirs())
+        a, b = 1000 * statistics.median(a_t), 1000 * statistics.median(b_t)
+        rows.append({"workload": name, "dltrain_ms": a, "pytorch_ms": b, "ratio": a / b})
+    info = {"device": args.device, "torch": torch.__version__, "threads":
+            torch.get_num_threads(), "machine": platform.machine(), "processor":
+            platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    if args.json:
+        print(json.dumps({"info": info, "rows": rows}))
+        return 0
+    print(f"device {info['device']}, torch {info['torch']}, {info['threads']} threads, "
+          f"{info['date']}")
+    print(f"{'workload':<10} {'dltrain ms':>11} {'pytorch ms':>11} {'ratio':>7}")
+    for r in rows:
+        flag = "" if r["ratio"] <= 1.0 else "  > 1.0"
+        print(f"{r['workload']:<10} {r['dltrain_ms']:>11.3f} {r['pytorch_ms']:>11.3f} "
+              f"{r['ratio']:>7.2f}{flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
