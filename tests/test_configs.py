@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
-from dltrain.spec import json_schema, load
 from dltrain.engine.train.run import train_run
+from dltrain.spec import json_schema, load
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

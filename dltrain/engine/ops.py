@@ -314,7 +314,8 @@ def permute(a: Tensor, *dims: Any) -> Tensor:
 
 
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
-    return make(a.data.transpose(dim0, dim1), (a,), lambda g: (g.transpose(dim0, dim1),), "transpose")
+    return make(a.data.transpose(dim0, dim1), (a,), lambda g: (g.transpose(dim0, dim1),),
+                "transpose")
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..kernels import optimizer as K_opt
+from ..kernels import use_triton
 from .params import FlatParams
 from .tensor import Tensor
 
@@ -101,6 +103,13 @@ class SGD(Optimizer):
         self.weight_decay, self.nesterov = weight_decay, nesterov
 
     def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
+        if use_triton(p) and p.dim() == 1 and (self.dampening == 0 or not self.momentum):
+            first = self.momentum and "momentum_buffer" not in st
+            if first:
+                st["momentum_buffer"] = torch.empty_like(p)
+            K_opt.sgd_step(p, g, st.get("momentum_buffer"), self.lr, self.momentum,
+                           self.dampening, self.weight_decay, self.nesterov, bool(first))
+            return
         d = g.add(p, alpha=self.weight_decay) if self.weight_decay else g
         if self.momentum:
             buf = st.get("momentum_buffer")
@@ -126,6 +135,10 @@ class Adam(Optimizer):
 
     def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
         b1, b2 = self.betas
+        if use_triton(p) and p.dim() == 1 and not self.amsgrad:  # one fused launch
+            K_opt.adam_step(p, g, st["exp_avg"], st["exp_avg_sq"], self.lr, b1, b2, self.eps,
+                            self.weight_decay, self.step_count, self.decoupled)
+            return
         if self.weight_decay:
             if self.decoupled:  # AdamW: p <- p (1 - lr wd)
                 p.mul_(1 - self.lr * self.weight_decay)
@@ -221,8 +234,11 @@ def clip_grad_norm_(grads: Sequence[torch.Tensor] | torch.Tensor, max_norm: floa
     The scale min(1, max_norm / (norm + eps)) is applied on the device: no host sync.
     """
     grads = [grads] if isinstance(grads, torch.Tensor) else [g for g in grads if g is not None]
-    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
-    total = torch.linalg.vector_norm(norms)
+    if len(grads) == 1 and grads[0].dim() == 1 and use_triton(grads[0]):
+        total = K_opt.grad_norm(grads[0]).to(grads[0].dtype)
+    else:
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+        total = torch.linalg.vector_norm(norms)
     coef = torch.clamp(max_norm / (total + eps), max=1.0)
     for g in grads:
         g.mul_(coef.to(g.dtype))

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DltrainError
 from ..engine.inference import Loaded
 from ..engine.layers.base import Layer, keras_shape
+from ..errors import DltrainError
 
 OPSET = 17
 

@@ -204,7 +204,8 @@ def expand_layers(doc: Doc) -> None:
                 continue
             use = layer.get("use")
             if use not in blocks:
-                issues.append(Issue(doc.locs.get(src + ("use",), where), f"unknown block '{use}'" + suggest(str(use), blocks)
+                issues.append(Issue(doc.locs.get(src + ("use",), where),
+                                    f"unknown block '{use}'" + suggest(str(use), blocks)
                                     + (" (define it under model.blocks)" if not blocks else "")))
                 continue
             if depth > 8:

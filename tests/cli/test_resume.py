@@ -97,7 +97,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     cmd, env = _train_cmd(cfg, run)
     rng = random.Random(11)
     kills = 0
-    for attempt in range(30):
+    for _ in range(30):
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         delay = rng.uniform(2.8, 4.2)
         try:

@@ -4,7 +4,8 @@ and 200 training steps reproducing a torch.autograd run."""
 import torch
 import torch.nn.functional as TF
 
-from dltrain.engine import Tensor, functional as F
+from dltrain.engine import Tensor
+from dltrain.engine import functional as F
 from dltrain.engine.optim import Adam
 from tests.oracle import check
 
@@ -82,7 +83,7 @@ def test_mlp_training_reproduces_torch_autograd_over_200_steps():
     theirs = [p.clone().requires_grad_() for p in init]
     opt, ref = Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
     xe = Tensor(x)
-    for step in range(200):
+    for _ in range(200):
         w1, b1, w2, b2 = ours
         loss = F.cross_entropy(F.linear(F.relu(F.linear(xe, w1, b1)), w2, b2), y)
         opt.zero_grad()

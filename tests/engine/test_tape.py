@@ -8,7 +8,8 @@ import weakref
 import pytest
 import torch
 
-from dltrain.engine import Tensor, functional as F, no_grad
+from dltrain.engine import Tensor, no_grad
+from dltrain.engine import functional as F
 from dltrain.engine.optim import Adam
 from dltrain.engine.params import FlatParams
 

@@ -15,7 +15,7 @@ def dtypes(device):
 
 def rand(*shape, seed=0, device="cpu", dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=g).to(device=device, dtype=dtype)
 
 
 def close(a, b, dtype=torch.float32):

@@ -1,6 +1,5 @@
 """The table of bad configs: exit 2, file:line:col and a useful suggestion for each."""
 
-import textwrap
 
 import pytest
 

@@ -27,6 +27,7 @@ from .nn import (
     adaptive_avg_pool2d,
     avg_pool2d,
     batch_norm,
+    bias_act,
     conv1d,
     conv2d,
     conv_transpose2d,
@@ -41,7 +42,8 @@ from .nn import (
 from .sequence import gru_cell, lstm_cell, rnn_tanh_cell, scaled_dot_product_attention
 
 __all__ = [
-    "ACTIVATIONS", "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
+    "ACTIVATIONS", "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "bias_act",
+    "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "conv1d", "conv2d", "conv_transpose2d",
     "cross_entropy", "dropout", "elu", "embedding", "gelu", "gru_cell", "huber_loss",
     "interpolate", "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax",

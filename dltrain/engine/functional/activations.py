@@ -9,7 +9,6 @@ import torch.nn.functional as TF
 
 from ..tensor import Tensor, make
 
-
 aten = torch.ops.aten
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ...kernels import cross_entropy as K_ce
+from ...kernels import use_triton
 from .. import ops
 from ..tensor import Tensor, make
 from .activations import relu
@@ -86,6 +88,8 @@ def cross_entropy(input: Tensor, target: Tensor | torch.Tensor, weight: Any = No
     T = target.data if isinstance(target, Tensor) else target
     W = weight.data if isinstance(weight, Tensor) else weight
     C = X.shape[1] if X.dim() > 1 else X.shape[0]
+    if X.dim() == 2 and not T.is_floating_point() and use_triton(X):
+        return _cross_entropy_fused(input, T, W, ignore_index, reduction, label_smoothing)
     X2 = _rows(X)
     logp = torch.log_softmax(X2, -1)
     probs_target = T.is_floating_point()
@@ -134,6 +138,26 @@ def cross_entropy(input: Tensor, target: Tensor | torch.Tensor, weight: Any = No
 
     parents = (input, target) if isinstance(target, Tensor) and probs_target else (input,)
     return make(out, parents, vjp, "cross_entropy")
+
+
+def _cross_entropy_fused(input: Tensor, T: torch.Tensor, W: torch.Tensor | None,
+                         ignore_index: int, reduction: str, smoothing: float) -> Tensor:
+    """The Triton kernel: per-row losses and lse forward, the logits' gradient backward."""
+    X = input.data
+    if T.shape != (X.shape[0],):
+        raise ValueError(f"cross_entropy: input {tuple(X.shape)} needs class-index targets of "
+                         f"shape ({X.shape[0]},), got {tuple(T.shape)}")
+    rows, lse, wt = K_ce.cross_entropy_fwd(X, T, W, ignore_index, smoothing)
+    denom = wt.sum()
+    out = {"mean": rows.sum() / denom, "sum": rows.sum()}.get(reduction, rows).to(X.dtype)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
+        gf = g.float()
+        g_rows = {"mean": (gf / denom).expand(X.shape[0]),
+                  "sum": gf.expand(X.shape[0])}.get(reduction, gf)
+        return (K_ce.cross_entropy_bwd(X, T, W, ignore_index, smoothing, lse, g_rows),)
+
+    return make(out, (input,), vjp, "cross_entropy")
 
 
 def nll_loss(input: Tensor, target: Tensor | torch.Tensor, weight: Any = None,

@@ -14,6 +14,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as TF
 
+from ...kernels import batch_norm_act as K_bn
+from ...kernels import bias_act as K_ba
+from ...kernels import layer_norm as K_ln
+from ...kernels import use_triton
 from ..tensor import Tensor, make
 
 aten = torch.ops.aten
@@ -50,6 +54,23 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     parents = (input, weight) if bias is None else (input, weight, bias)
     return make(out, parents, vjp, "linear")
+
+
+def bias_act(input: Tensor, bias: Tensor | None, act: str = "relu", p: float = 0.0,
+             seed: int = 0, slope: float = 0.01) -> Tensor:
+    """act(input + bias) with dropout from a seed, fused (Triton) on 2-D inputs; the dropout
+    mask is regenerated in the backward instead of stored."""
+    X = input.data
+    B = bias.data if bias is not None else None
+    y = K_ba.bias_act_fwd(X, B, act, p, seed, slope) if use_triton(X) else \
+        K_ba.bias_act_fwd_reference(X, B, act, p, seed, slope)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        fn = K_ba.bias_act_bwd if use_triton(X) else K_ba.bias_act_bwd_reference
+        dx, db = fn(g, X, B, act, p, seed, slope)
+        return (dx,) if bias is None else (dx, db)
+
+    return make(y, (input,) if bias is None else (input, bias), vjp, "bias_act")
 
 
 def _resolve_padding(padding: str | IntOrSeq, kernel: Sequence[int], dilation: list[int],
@@ -210,6 +231,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
     W = weight.data if weight is not None else None
     B = bias.data if bias is not None else None
+    if training and use_triton(X) and W is not None and B is not None:
+        return _batch_norm_fused(input, weight, bias, rm, rv, momentum, eps)
     out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum,
                                                          eps)
 
@@ -229,6 +252,24 @@ def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
     return make(out, parents, vjp, "batch_norm")
 
 
+def _batch_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, rm: torch.Tensor | None,
+                      rv: torch.Tensor | None, momentum: float, eps: float,
+                      act: str = "none", slope: float = 0.01) -> Tensor:
+    """Training batch norm (+ activation) through the Triton kernel."""
+    X, W, B = input.data, weight.data, bias.data
+    y, mean, rstd = K_bn.batch_norm_act_fwd(X, W, B, eps, act, slope)
+    if rm is not None and rv is not None:  # running stats as torch: unbiased variance
+        n = X.numel() // X.shape[1]
+        var = 1.0 / (rstd * rstd) - eps
+        rm.mul_(1 - momentum).add_(mean.to(rm.dtype), alpha=momentum)
+        rv.mul_(1 - momentum).add_(var.to(rv.dtype), alpha=momentum * n / max(n - 1, 1))
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return K_bn.batch_norm_act_bwd(g, X, W, B, mean, rstd, act, slope)
+
+    return make(y, (input, weight, bias), vjp, "batch_norm")
+
+
 def layer_norm(input: Tensor, normalized_shape: IntOrSeq, weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     X = input.data
@@ -242,6 +283,8 @@ def layer_norm(input: Tensor, normalized_shape: IntOrSeq, weight: Tensor | None 
         )
     dims = tuple(range(X.dim() - k, X.dim()))
     n = math.prod(shape)
+    if use_triton(X) and weight is not None and bias is not None:
+        return _layer_norm_fused(input, weight, bias, n, eps)
     var, mean = torch.var_mean(X, dims, correction=0, keepdim=True)
     invstd = torch.rsqrt(var + eps)
     xhat = (X - mean) * invstd
@@ -261,6 +304,19 @@ def layer_norm(input: Tensor, normalized_shape: IntOrSeq, weight: Tensor | None 
 
     parents = tuple(t for t in (input, weight, bias) if t is not None)
     return make(out, parents, vjp, "layer_norm")
+
+
+def _layer_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, n: int, eps: float) -> Tensor:
+    X = input.data
+    X2 = X.reshape(-1, n)
+    W, B = weight.data.reshape(n), bias.data.reshape(n)
+    y, mean, rstd = K_ln.layer_norm_fwd(X2, W, B, eps)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dx, dw, db = K_ln.layer_norm_bwd(g.reshape(-1, n), X2, W, mean, rstd)
+        return dx.reshape(X.shape), dw.reshape(weight.shape), db.reshape(bias.shape)
+
+    return make(y.reshape(X.shape), (input, weight, bias), vjp, "layer_norm")
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True,

@@ -13,6 +13,9 @@ import math
 
 import torch
 
+from ...kernels import attention as K_attn
+from ...kernels import rnn_gates as K_rnn
+from ...kernels import use_triton
 from .. import ops
 from ..tensor import Tensor, make
 from .activations import sigmoid, tanh
@@ -29,6 +32,8 @@ def lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tens
     """One LSTM step: gates i, f, g, o; c' = f c + i g; h' = o tanh(c')."""
     h, c = hx
     gi, gh = _gates(input, h, w_ih, w_hh, b_ih, b_hh)
+    if use_triton(gi.data) and gi.data.dim() == 2:
+        return _lstm_gates_fused(gi + gh, c)
     i, f, g, o = ops.chunk(gi + gh, 4, dim=-1)
     c_next = sigmoid(f) * c + sigmoid(i) * tanh(g)
     h_next = sigmoid(o) * tanh(c_next)
@@ -40,6 +45,8 @@ def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor
     """One GRU step: r, z, n gates; n = tanh(W_in x + b_in + r (W_hn h + b_hn));
     h' = (1 - z) n + z h."""
     gi, gh = _gates(input, hx, w_ih, w_hh, b_ih, b_hh)
+    if use_triton(gi.data) and gi.data.dim() == 2:
+        return _gru_gates_fused(gi, gh, hx)
     i_r, i_z, i_n = ops.chunk(gi, 3, dim=-1)
     h_r, h_z, h_n = ops.chunk(gh, 3, dim=-1)
     r = sigmoid(i_r + h_r)
@@ -72,6 +79,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             f"{tuple(V.shape)} do not fit (E of query and key, S of key and value must match)"
         )
     L, S = Q.shape[-2], K.shape[-2]
+    M0 = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+    if use_triton(Q) and dropout_p == 0.0 and (M0 is None or M0.dim() == 2):
+        return _attention_fused(query, key, value, M0, is_causal, scale)
     sc = 1.0 / math.sqrt(Q.shape[-1]) if scale is None else scale
     scores = (Q @ K.transpose(-1, -2)) * sc
     if is_causal:
@@ -103,3 +113,42 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         return gq, gk, gv
 
     return make(out, (query, key, value), vjp, "scaled_dot_product_attention")
+
+
+def _attention_fused(query: Tensor, key: Tensor, value: Tensor, mask: torch.Tensor | None,
+                     causal: bool, scale: float | None) -> Tensor:
+    """Flash attention (Triton): O and the row log-sum-exp forward, tiled backward."""
+    Q, K, V = query.data, key.data, value.data
+    shape = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2])
+    Qb, Kb, Vb = (t.expand(*shape, *t.shape[-2:]) for t in (Q, K, V))
+    out, lse = K_attn.attention_fwd(Qb, Kb, Vb, mask, causal, scale)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dq, dk, dv = K_attn.attention_bwd(g, Qb, Kb, Vb, out, lse, mask, causal, scale)
+        return (ops.unbroadcast(dq, Q.shape), ops.unbroadcast(dk, K.shape),
+                ops.unbroadcast(dv, V.shape))
+
+    return make(out, (query, key, value), vjp, "scaled_dot_product_attention")
+
+
+def _lstm_gates_fused(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """h', c' from the summed gate pre-activations in one kernel. The backward is linear in
+    (dh', dc'), so h' and c' are separate nodes over (gates, c), each running the fused
+    backward with the other's gradient zero; their contributions add up exactly."""
+    G, C = gates.data, c.data
+    h_next, c_next = K_rnn.lstm_gates_fwd(G, C)
+
+    def from_h(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return K_rnn.lstm_gates_bwd(g, torch.zeros_like(C), G, C, c_next)
+
+    def from_c(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return K_rnn.lstm_gates_bwd(torch.zeros_like(C), g, G, C, c_next)
+
+    return (make(h_next, (gates, c), from_h, "lstm_h"),
+            make(c_next, (gates, c), from_c, "lstm_c"))
+
+
+def _gru_gates_fused(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    GI, GH, Hd = gi.data, gh.data, h.data
+    out = K_rnn.gru_gates_fwd(GI, GH, Hd)
+    return make(out, (gi, gh, h), lambda g: K_rnn.gru_gates_bwd(g, GI, GH, Hd), "gru_gates")

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ...kernels import use_triton
 from .. import functional as F
 from .. import ops
 from ..tensor import Tensor
@@ -41,6 +42,14 @@ class Dense(Layer):
         if self.spec.use_bias:
             self.add_param("bias", (units,), self.spec.bias_initializer, n_in, units, ctx)
         return (units,) + shape[1:]
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if self.activation == "relu" and x.ndim == 2 and use_triton(x.data):
+            # matmul, then bias + relu fused in one kernel
+            return F.bias_act(F.linear(x, self.params["kernel"]), self.params.get("bias"),
+                              "relu")
+        return super().forward(xs, run)
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
         x = xs[0]
