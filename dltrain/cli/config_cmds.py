@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -58,16 +57,12 @@ def init(kind: str = typer.Argument("mlp", help="Starter: mlp or cnn."),
          force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
     """Write a commented starter config."""
     from ..errors import ConfigError, DltrainIOError
+    from ..fsutil import atomic_write_text
 
     if kind not in TEMPLATES:
         raise ConfigError(f"unknown starter '{kind}'; choose one of: {', '.join(TEMPLATES)}")
     if output.exists() and not force:
         raise DltrainIOError(f"{output} exists; pass --force to overwrite it")
     text = resources.files("dltrain.templates").joinpath(f"{kind}.yaml").read_text()
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, output)
-    except OSError as e:
-        raise DltrainIOError(f"cannot write {output}: {e.strerror}") from None
+    atomic_write_text(output, text)
     out.print(f"wrote {output}; try: dltrain train {output}")

@@ -39,6 +39,13 @@ if triton is not None:
         return tl.where(offs_n[None, :] < S, s, float("-inf"))
 
     @triton.jit
+    def _tile(ptr, bh, offs, n, E, offs_d):
+        """Rows offs of head bh from a (heads, n, E) tensor, zero past n and E."""
+        m = (offs[:, None] < n) & (offs_d[None, :] < E)
+        return tl.load(ptr + bh * n * E + offs[:, None] * E + offs_d[None, :], mask=m,
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
     def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, L, S, E, scale,
                          HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -53,10 +60,8 @@ if triton is not None:
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for start in range(0, S, BLOCK_N):
             offs_n = start + tl.arange(0, BLOCK_N)
-            kv = bh * S * E + offs_n[:, None] * E + offs_d[None, :]
-            km = (offs_n[:, None] < S) & dm
-            k = tl.load(k_ptr + kv, mask=km, other=0.0).to(tl.float32)
-            v = tl.load(v_ptr + kv, mask=km, other=0.0).to(tl.float32)
+            k = _tile(k_ptr, bh, offs_n, S, E, offs_d)
+            v = _tile(v_ptr, bh, offs_n, S, E, offs_d)
             s = _scores(q, k, offs_m, offs_n, mask_ptr, L, S, scale, HAS_MASK, CAUSAL)
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -87,10 +92,8 @@ if triton is not None:
         dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         for start in range(0, L, BLOCK_M):
             offs_m = start + tl.arange(0, BLOCK_M)
-            qo = bh * L * E + offs_m[:, None] * E + offs_d[None, :]
-            qm = (offs_m[:, None] < L) & dm
-            q = tl.load(q_ptr + qo, mask=qm, other=0.0).to(tl.float32)
-            do = tl.load(do_ptr + qo, mask=qm, other=0.0).to(tl.float32)
+            q = _tile(q_ptr, bh, offs_m, L, E, offs_d)
+            do = _tile(do_ptr, bh, offs_m, L, E, offs_d)
             lse = tl.load(lse_ptr + bh * L + offs_m, mask=offs_m < L, other=0.0)
             delta = tl.load(delta_ptr + bh * L + offs_m, mask=offs_m < L, other=0.0)
             s = _scores(q, k, offs_m, offs_n, mask_ptr, L, S, scale, HAS_MASK, CAUSAL)
@@ -120,10 +123,8 @@ if triton is not None:
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for start in range(0, S, BLOCK_N):
             offs_n = start + tl.arange(0, BLOCK_N)
-            kv = bh * S * E + offs_n[:, None] * E + offs_d[None, :]
-            km = (offs_n[:, None] < S) & dm
-            k = tl.load(k_ptr + kv, mask=km, other=0.0).to(tl.float32)
-            v = tl.load(v_ptr + kv, mask=km, other=0.0).to(tl.float32)
+            k = _tile(k_ptr, bh, offs_n, S, E, offs_d)
+            v = _tile(v_ptr, bh, offs_n, S, E, offs_d)
             s = _scores(q, k, offs_m, offs_n, mask_ptr, L, S, scale, HAS_MASK, CAUSAL)
             p = tl.exp(s - lse[:, None])
             ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])

@@ -52,16 +52,24 @@ if triton is not None:
         return tl.full(z.shape, 1.0, tl.float32)
 
     @triton.jit
-    def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, M, N, p, seed, slope, ACT: tl.constexpr,
-                             HAS_B: tl.constexpr, DROP: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    def _load_z(x_ptr, b_ptr, pm, pn, M, N, HAS_B: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+        """z = x + b on one (BLOCK_M, BLOCK_N) tile, with its offsets and mask."""
+        rows = pm * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+        cols = pn * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
         m = (rows < M) & (cols < N)
         offs = rows * N + cols
         z = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
         if HAS_B:
             z += tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        return z, offs, m
+
+    @triton.jit
+    def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, M, N, p, seed, slope, ACT: tl.constexpr,
+                             HAS_B: tl.constexpr, DROP: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_N: tl.constexpr):
+        z, offs, m = _load_z(x_ptr, b_ptr, tl.program_id(0), tl.program_id(1), M, N, HAS_B,
+                             BLOCK_M, BLOCK_N)
         y = _act(z, ACT, slope)
         if DROP:
             keep = tl.rand(seed, offs) >= p
@@ -73,13 +81,7 @@ if triton is not None:
                              ACT: tl.constexpr, HAS_B: tl.constexpr, DROP: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         pm = tl.program_id(0)
-        rows = pm * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-        m = (rows < M) & (cols < N)
-        offs = rows * N + cols
-        z = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        if HAS_B:
-            z += tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        z, offs, m = _load_z(x_ptr, b_ptr, pm, tl.program_id(1), M, N, HAS_B, BLOCK_M, BLOCK_N)
         dz = tl.load(dy_ptr + offs, mask=m, other=0.0).to(tl.float32) * _dact(z, ACT, slope)
         if DROP:
             keep = tl.rand(seed, offs) >= p

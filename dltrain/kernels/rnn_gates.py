@@ -35,15 +35,33 @@ if triton is not None:
         return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
     @triton.jit
-    def _lstm_fwd_kernel(g_ptr, c_ptr, h_out, c_out, B, H, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < B * H
-        b, j = offs // H, offs % H
-        base = g_ptr + b * 4 * H + j
+    def _lstm_gates(g_ptr, offs, m, H):
+        """The activated gates i, f, g, o of the elements at offs (row-major (B, H))."""
+        base = g_ptr + (offs // H) * 4 * H + offs % H
         i = _sig(tl.load(base, mask=m, other=0.0).to(tl.float32))
         f = _sig(tl.load(base + H, mask=m, other=0.0).to(tl.float32))
         g = _tanh(tl.load(base + 2 * H, mask=m, other=0.0).to(tl.float32))
         o = _sig(tl.load(base + 3 * H, mask=m, other=0.0).to(tl.float32))
+        return i, f, g, o
+
+    @triton.jit
+    def _gru_gates(gi_ptr, gh_ptr, h_ptr, offs, m, H):
+        """r, z, n, the hidden part of n's pre-activation, and h at offs."""
+        row = (offs // H) * 3 * H + offs % H
+        gi, gh = gi_ptr + row, gh_ptr + row
+        r = _sig(tl.load(gi, mask=m, other=0.0).to(tl.float32) +
+                 tl.load(gh, mask=m, other=0.0).to(tl.float32))
+        z = _sig(tl.load(gi + H, mask=m, other=0.0).to(tl.float32) +
+                 tl.load(gh + H, mask=m, other=0.0).to(tl.float32))
+        ghn = tl.load(gh + 2 * H, mask=m, other=0.0).to(tl.float32)
+        n = _tanh(tl.load(gi + 2 * H, mask=m, other=0.0).to(tl.float32) + r * ghn)
+        return r, z, n, ghn, tl.load(h_ptr + offs, mask=m, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _lstm_fwd_kernel(g_ptr, c_ptr, h_out, c_out, B, H, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < B * H
+        i, f, g, o = _lstm_gates(g_ptr, offs, m, H)
         c = f * tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32) + i * g
         tl.store(c_out + offs, c.to(c_out.dtype.element_ty), mask=m)
         tl.store(h_out + offs, (o * _tanh(c)).to(h_out.dtype.element_ty), mask=m)
@@ -54,11 +72,7 @@ if triton is not None:
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < B * H
         b, j = offs // H, offs % H
-        base = g_ptr + b * 4 * H + j
-        i = _sig(tl.load(base, mask=m, other=0.0).to(tl.float32))
-        f = _sig(tl.load(base + H, mask=m, other=0.0).to(tl.float32))
-        g = _tanh(tl.load(base + 2 * H, mask=m, other=0.0).to(tl.float32))
-        o = _sig(tl.load(base + 3 * H, mask=m, other=0.0).to(tl.float32))
+        i, f, g, o = _lstm_gates(g_ptr, offs, m, H)
         c = tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
         tc = _tanh(tl.load(cn_ptr + offs, mask=m, other=0.0).to(tl.float32))
         dh = tl.load(dh_ptr + offs, mask=m, other=0.0).to(tl.float32)
@@ -75,14 +89,7 @@ if triton is not None:
     def _gru_fwd_kernel(gi_ptr, gh_ptr, h_ptr, out_ptr, B, H, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < B * H
-        b, j = offs // H, offs % H
-        gi = gi_ptr + b * 3 * H + j
-        gh = gh_ptr + b * 3 * H + j
-        ld = lambda p: tl.load(p, mask=m, other=0.0).to(tl.float32)  # noqa: E731
-        r = _sig(ld(gi) + ld(gh))
-        z = _sig(ld(gi + H) + ld(gh + H))
-        n = _tanh(ld(gi + 2 * H) + r * ld(gh + 2 * H))
-        h = ld(h_ptr + offs)
+        r, z, n, ghn, h = _gru_gates(gi_ptr, gh_ptr, h_ptr, offs, m, H)
         tl.store(out_ptr + offs, ((1 - z) * n + z * h).to(out_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
@@ -91,15 +98,8 @@ if triton is not None:
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < B * H
         b, j = offs // H, offs % H
-        gi = gi_ptr + b * 3 * H + j
-        gh = gh_ptr + b * 3 * H + j
-        ld = lambda p: tl.load(p, mask=m, other=0.0).to(tl.float32)  # noqa: E731
-        r = _sig(ld(gi) + ld(gh))
-        z = _sig(ld(gi + H) + ld(gh + H))
-        ghn = ld(gh + 2 * H)
-        n = _tanh(ld(gi + 2 * H) + r * ghn)
-        h = ld(h_ptr + offs)
-        d = ld(dout_ptr + offs)
+        r, z, n, ghn, h = _gru_gates(gi_ptr, gh_ptr, h_ptr, offs, m, H)
+        d = tl.load(dout_ptr + offs, mask=m, other=0.0).to(tl.float32)
         dan = d * (1 - z) * (1 - n * n)
         dar = dan * ghn * r * (1 - r)
         daz = d * (h - n) * z * (1 - z)

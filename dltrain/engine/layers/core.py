@@ -59,16 +59,21 @@ class Dense(Layer):
         return F.linear(x, self.params["kernel"], self.params.get("bias"))
 
 
+def add_affine(layer: Layer, c: int, ctx: BuildContext) -> None:
+    """Keras's normalisation weights: gamma (scale) and beta (center), as the spec asks."""
+    if layer.spec.scale:
+        layer.add_param("gamma", (c,), "ones", c, c, ctx)
+    if layer.spec.center:
+        layer.add_param("beta", (c,), "zeros", c, c, ctx)
+
+
 @register("BatchNormalization")
 class BatchNormalization(Layer):
     output_unsaved = True  # its backward reads the input and the batch statistics
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         c = shape[0]
-        if self.spec.scale:
-            self.add_param("gamma", (c,), "ones", c, c, ctx)
-        if self.spec.center:
-            self.add_param("beta", (c,), "zeros", c, c, ctx)
+        add_affine(self, c, ctx)
         self.buffers["moving_mean"] = torch.zeros(c, dtype=ctx.dtype, device=ctx.device)
         self.buffers["moving_variance"] = torch.ones(c, dtype=ctx.dtype, device=ctx.device)
         return shape
@@ -85,13 +90,8 @@ class BatchNormalization(Layer):
 @register("LayerNormalization")
 class LayerNormalization(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
-        (shape,) = shapes
-        c = shape[0]
-        if self.spec.scale:
-            self.add_param("gamma", (c,), "ones", c, c, ctx)
-        if self.spec.center:
-            self.add_param("beta", (c,), "zeros", c, c, ctx)
-        return shape
+        add_affine(self, shapes[0][0], ctx)
+        return shapes[0]
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         x = xs[0]

@@ -16,7 +16,8 @@ import yaml
 
 from ... import __version__
 from ...data.prepare import Preprocessor, check_labels, config_dir, load_splits, make_preprocessor
-from ...errors import CheckpointError, ConfigError, DltrainIOError, NonFiniteError
+from ...errors import CheckpointError, ConfigError, NonFiniteError
+from ...fsutil import atomic_write_text
 from ...spec import RunSpec, load
 from .. import checkpoint as ck
 from ..checks import check_run
@@ -48,15 +49,6 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DltrainIOError(f"cannot write {path}: {e.strerror}") from None
 
 
 def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
@@ -203,7 +195,7 @@ def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | 
         _restore(tr, ckpt, state)
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
     rdir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(rdir / "config.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
+    atomic_write_text(rdir / "config.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
                                                       sort_keys=False))
     return _loop(tr, spec, pre, rdir, state, data, log, config_dir(config))
 
@@ -221,7 +213,7 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     if mpath.exists():  # drop epochs the resumed run will redo
         kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and
                 json.loads(ln)["epoch"] <= tr.epoch]
-        _atomic_text(mpath, "".join(x + "\n" for x in kept))
+        atomic_write_text(mpath, "".join(x + "\n" for x in kept))
     if tb is not None and state is None:
         tb.text("config", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     saved: list[str] = []

@@ -1,0 +1,20 @@
+"""Small file-system helpers shared by the CLI and the engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DltrainIOError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: readers never see a
+    half-written file. OSError becomes exit code 6 naming the path."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DltrainIOError(f"cannot write {path}: {e.strerror}") from None
