@@ -44,7 +44,7 @@ _FAULT_HITS: dict[str, int] = {}
 
 
 def _fault(point: str) -> None:
-    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|kill> breaks a save at one step; with
+    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|erofs|kill> breaks a save at one step; with
     DLTRAIN_TEST_FAULT_SKIP=N the first N saves pass that point (tests only)."""
     spec = os.environ.get("DLTRAIN_TEST_FAULT")
     if not spec:
@@ -57,7 +57,7 @@ def _fault(point: str) -> None:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES}[action]
+    code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES, "erofs": errno.EROFS}[action]
     raise OSError(code, os.strerror(code), point)
 
 

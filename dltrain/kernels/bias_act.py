@@ -125,7 +125,8 @@ def _act_ref(z: torch.Tensor, act: str, slope: float) -> tuple[torch.Tensor, tor
     if act == "relu":
         return z.clamp(min=0), (z > 0).to(z.dtype)
     if act == "leaky_relu":
-        return torch.where(z > 0, z, z * slope), torch.where(z > 0, 1.0, slope).to(z.dtype)
+        return torch.where(z > 0, z, z * slope), torch.where(z > 0, torch.ones_like(z),
+                                                             torch.full_like(z, slope))
     if act == "gelu_tanh":
         t = torch.tanh(K * (z + 0.044715 * z**3))
         du = K * (1 + 3 * 0.044715 * z * z)
@@ -142,7 +143,8 @@ def bias_act_fwd_reference(x: torch.Tensor, b: torch.Tensor | None, act: str, p:
                            seed: int, slope: float = 0.01) -> torch.Tensor:
     """Same math; its dropout draws from torch's generator (same distribution, other
     numbers), so tests compare it to Triton with p = 0 and check the masks separately."""
-    z = x.float() + (b.float() if b is not None else 0)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    z = x.to(acc) + (b.to(acc) if b is not None else 0)
     y = _act_ref(z, act, slope)[0]
     if p > 0:
         y = torch.where(_keep_ref(x.shape, p, seed, x.device), y / (1 - p), 0.0)
@@ -152,8 +154,9 @@ def bias_act_fwd_reference(x: torch.Tensor, b: torch.Tensor | None, act: str, p:
 def bias_act_bwd_reference(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: str,
                            p: float, seed: int, slope: float = 0.01
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    z = x.float() + (b.float() if b is not None else 0)
-    dz = dy.float() * _act_ref(z, act, slope)[1]
+    acc = torch.promote_types(x.dtype, torch.float32)
+    z = x.to(acc) + (b.to(acc) if b is not None else 0)
+    dz = dy.to(acc) * _act_ref(z, act, slope)[1]
     if p > 0:
         dz = torch.where(_keep_ref(x.shape, p, seed, x.device), dz / (1 - p), 0.0)
     return dz.to(x.dtype), (dz.sum(0).to(b.dtype) if b is not None else None)

@@ -168,3 +168,19 @@ def test_two_sigints_stop_at_once_and_leave_no_partial_checkpoint(tmp_path, cfg)
     assert not [x for x in root.iterdir() if x.name.startswith(".tmp")]
     for name in ck.list_checkpoints(root):
         ck.verify(root / name)
+
+
+def test_resume_on_other_software_versions_warns(tmp_path, cfg, reference):
+    import json
+
+    root = reference / "checkpoints"
+    name = ck.list_checkpoints(root)[-1]
+    files = {p.name: p.read_bytes() for p in (root / name).iterdir() if p.name != ck.MANIFEST}
+    state = json.loads(files["state.json"])
+    state["torch"] = "1.0.0"
+    files["state.json"] = json.dumps(state).encode()
+    ck.commit(root, name, files)  # a valid checkpoint, as saved by another torch
+    res = dltrain("train", str(cfg), "-q", "--run-dir", "ref", "--resume", "--set",
+                  "train.epochs=5", "--allow-config-change", "train.epochs", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "torch 1.0.0" in res.stderr and "bit-exact continuation is not promised" in res.stderr

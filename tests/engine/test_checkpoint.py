@@ -124,7 +124,8 @@ def test_save_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
     _save(tmp_path, 1)
     for point in ("write:model.safetensors", "write:state.json", "manifest", "rename"):
         for action, text in (("enospc", "No space left on device"),
-                             ("eacces", "Permission denied")):
+                             ("eacces", "Permission denied"),
+                             ("erofs", "Read-only file system")):
             monkeypatch.setenv("DLTRAIN_TEST_FAULT", f"{point}:{action}")
             with pytest.raises(DltrainIOError, match=f"cannot save checkpoint .*step-00000002: "
                                                      f"{text}"):

@@ -280,3 +280,11 @@ def test_attention(kw):
     S = 7 if kw.get("is_causal") else 9
     check(*same("scaled_dot_product_attention", **kw), r(2, 3, 7, 13), r(2, 3, S, 13, seed=1),
           r(2, 3, S, 5, seed=2))
+
+
+@pytest.mark.parametrize("act,ref", [("relu", torch.relu), ("none", lambda z: z),
+                                     ("leaky_relu", lambda z: TF.leaky_relu(z, 0.2)),
+                                     ("gelu_tanh", lambda z: TF.gelu(z, approximate="tanh"))])
+def test_bias_act(act, ref):
+    check(lambda x, b: F.bias_act(x, b, act, slope=0.2), lambda x, b: ref(x + b), r(7, 13),
+          r(13, seed=1))
