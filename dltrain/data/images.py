@@ -24,8 +24,9 @@ def read_image(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     return arr.reshape(h, w, c)
 
 
-def read_image_folder(root: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray,
-                                                                         list[str]]:
+def scan_image_folder(root: str, input_shape: tuple[int, ...]
+                      ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(image paths, labels, class names) of a folder with one subfolder per class."""
     if len(input_shape) != 3 or input_shape[2] not in (1, 3):
         raise DataError(f"{root}: image folders need model.input_shape [height, width, 1 or 3],"
                         f" got {list(input_shape)}")
@@ -34,24 +35,42 @@ def read_image_folder(root: str, input_shape: tuple[int, ...]) -> tuple[np.ndarr
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not classes:
         raise DataError(f"{root}: no class subfolders (expected one folder per class)")
-    xs, ys, bad = [], [], []
+    paths, labels = [], []
     for label, cls in enumerate(classes):
         folder = os.path.join(root, cls)
         for name in sorted(os.listdir(folder)):
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = os.path.join(folder, name)
-            try:
-                xs.append(read_image(path, input_shape))
-                ys.append(label)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                bad.append(f"  {path}: {type(e).__name__}: {e}")
-            except Image.DecompressionBombError as e:
-                bad.append(f"  {path}: refused, too many pixels ({e})")
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.join(folder, name))
+                labels.append(label)
+    if not paths:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class "
+                        "folders")
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def try_read(path: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    """(image, None), or (None, why not) for the list of bad files."""
+    try:
+        return read_image(path, input_shape), None
+    except Image.DecompressionBombError as e:
+        return None, f"  {path}: refused, too many pixels ({e})"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return None, f"  {path}: {type(e).__name__}: {e}"
+
+
+def problem(path: str, input_shape: tuple[int, ...]) -> str | None:
+    return try_read(path, input_shape)[1]
+
+
+def raise_bad(root: str, bad: list[str]) -> None:
     if bad:
         raise DataError(f"{root}: {len(bad)} image(s) cannot be read; fix or remove them:\n"
                         + "\n".join(bad))
-    if not xs:
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class "
-                        "folders")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64), classes
+
+
+def read_image_folder(root: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray,
+                                                                         list[str]]:
+    paths, ys, classes = scan_image_folder(root, input_shape)
+    read = [try_read(p, input_shape) for p in paths]
+    raise_bad(root, [why for _, why in read if why])
+    return np.stack([img for img, _ in read]), ys, classes

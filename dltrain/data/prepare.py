@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from .sources import Dataset, load_source
+from .stream import StreamedImages
 
 
 @dataclass
@@ -44,6 +45,25 @@ class Preprocessor:
                 std > 0, std, 1), 1.0).tolist()
         elif self.scaling == "minmax":
             lo, hi = flat.min(0), flat.max(0)
+            span = hi - lo
+            self.offset = lo.tolist()
+            self.scale = np.where(span > 0, 1 / np.where(span > 0, span, 1), 1.0).tolist()
+
+    def fit_stream(self, chunks: Any) -> None:
+        """fit() over chunks of samples, in one pass (sums in float64)."""
+        n, s1, s2, lo, hi = 0, 0.0, 0.0, None, None
+        for chunk in chunks:
+            f = self._flat(chunk)
+            n += len(f)
+            s1, s2 = s1 + f.sum(0), s2 + (f * f).sum(0)
+            lo = f.min(0) if lo is None else np.minimum(lo, f.min(0))
+            hi = f.max(0) if hi is None else np.maximum(hi, f.max(0))
+        if self.scaling == "standard":
+            mean = s1 / n
+            std = np.sqrt(np.maximum(s2 / n - mean * mean, 0))
+            self.offset = mean.tolist()
+            self.scale = np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0).tolist()
+        elif self.scaling == "minmax":
             span = hi - lo
             self.offset = lo.tolist()
             self.scale = np.where(span > 0, 1 / np.where(span > 0, span, 1), 1.0).tolist()
@@ -87,6 +107,8 @@ class Splits:
 
 
 def check_finite(ds: Dataset, what: str) -> None:
+    if isinstance(ds.x, StreamedImages):  # decoded 8-bit pixels: finite by construction
+        return
     x = ds.x.reshape(len(ds.x), -1)
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
@@ -114,7 +136,8 @@ def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
 
 def _take(ds: Dataset, idx: np.ndarray, what: str) -> Dataset:
     lines = ds.lines[idx] if ds.lines is not None else None
-    return Dataset(ds.x[idx], ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image,
+    x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
+    return Dataset(x, ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image,
                    lines)
 
 
@@ -132,11 +155,13 @@ def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, 
 def load_splits(spec: Any, base_dir: str) -> Splits:
     d = spec.data
     shape = tuple(spec.model.input_shape)
-    train = load_source(d.train, base_dir, spec.task, shape)
-    test = load_source(d.test, base_dir, spec.task, shape) if d.test else None
+    load = lambda src: load_source(src, base_dir, spec.task, shape, d.max_in_memory_mb,  # noqa
+                                   d.workers)
+    train = load(d.train)
+    test = load(d.test) if d.test else None
     if test is None and d.test_split:
         train, test = split(train, d.test_split, spec.seed + 1, "test")
-    val = load_source(d.validation, base_dir, spec.task, shape) if d.validation else None
+    val = load(d.validation) if d.validation else None
     if val is None and d.validation_split:
         train, val = split(train, d.validation_split, spec.seed + 2, "validation")
     for ds, what in ((train, "training"), (val, "validation"), (test, "test")):
@@ -151,9 +176,24 @@ def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
     d = spec.data
     pre = Preprocessor(list(spec.model.input_shape), spec.model.input_dtype, d.rescale,
                        d.scaling, classes=list(train.classes))
-    if spec.model.input_dtype == "float32":
+    if spec.model.input_dtype == "float32" and isinstance(train.x, StreamedImages):
+        if d.scaling != "none":  # fitted from one streamed pass over the training split
+            pre.fit_stream(train.x.iter_chunks())
+    elif spec.model.input_dtype == "float32":
         pre.fit(pre.shape_raw(train.x, train.origin))
     return pre
+
+
+def model_input(x: Any, pre: Preprocessor, origin: str, device: Any) -> Any:
+    """Raw samples -> what the model reads: one tensor on the device, or for streamed images
+    an object whose indexing decodes, preprocesses and moves a batch."""
+    import torch
+
+    if isinstance(x, StreamedImages):
+        from .stream import StreamedInputs
+
+        return StreamedInputs(x, pre, device)
+    return torch.from_numpy(pre.apply(x, origin)).to(device)
 
 
 def config_dir(config_path: str | None) -> str:

@@ -43,13 +43,20 @@ def _path(base: str, p: str) -> str:
     return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
 
 
-def load_source(src: Any, base_dir: str, task: str, input_shape: tuple[int, ...]) -> Dataset:
-    """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C)."""
+def load_source(src: Any, base_dir: str, task: str, input_shape: tuple[int, ...],
+                max_in_memory_mb: float = 2048, workers: int = 2) -> Dataset:
+    """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C) and,
+    when larger than max_in_memory_mb decoded, streamed from disk by worker processes."""
     if src.type == "image_folder":
-        from .images import read_image_folder
+        from .images import read_image_folder, scan_image_folder
+        from .stream import stream_image_folder
 
         root = _path(base_dir, src.path)
-        x, y, classes = read_image_folder(root, input_shape)
+        n = len(scan_image_folder(root, input_shape)[0])
+        if n * math.prod(input_shape) * 4 > max_in_memory_mb * 1024**2:
+            x, y, classes = stream_image_folder(root, input_shape, workers)
+        else:
+            x, y, classes = read_image_folder(root, input_shape)
         return Dataset(x, y, classes, root, image=True)
     loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz,
               "idx": _idx}[src.type]

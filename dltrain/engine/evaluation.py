@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data.inputs import read_inputs
-from ..data.prepare import check_finite, check_labels, load_splits
+from ..data.prepare import check_finite, check_labels, load_splits, model_input
 from ..data.sources import Dataset, read_npz
 from ..errors import DataError, DltrainIOError
 from .inference import load_checkpoint, predict_array
@@ -60,7 +60,7 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     n_out = model.output_shape[0]
     if spec.task == "classification":
         check_labels(ds, max(n_out, 2), split)
-    x = torch.from_numpy(pre.apply(ds.x, ds.origin))
+    x = model_input(ds.x, pre, ds.origin, torch.device("cpu"))
     y = torch.from_numpy(np.ascontiguousarray(ds.y))
     ms = MetricState(list(spec.metrics), spec.task, n_out, "cpu")
     metrics, ms, _ = evaluate_model(model, build_loss(spec, model), ms, x, y, 512)

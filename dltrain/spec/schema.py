@@ -94,6 +94,10 @@ class DataSpec(Spec):
                                   "Rescaling), before scaling.")
     augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Image "
                                  "augmentation during training.")
+    max_in_memory_mb: float = Field(2048, gt=0, description="An image folder larger than this, "
+                                     "decoded, is streamed from disk batch by batch instead "
+                                     "of held in memory.")
+    workers: PosInt = Field(2, description="Worker processes decoding streamed images.")
 
 
 # -- loss, optimizer, schedule, metrics --------------------------------------------------------

@@ -15,7 +15,14 @@ import torch
 import yaml
 
 from ... import __version__
-from ...data.prepare import Preprocessor, check_labels, config_dir, load_splits, make_preprocessor
+from ...data.prepare import (
+    Preprocessor,
+    check_labels,
+    config_dir,
+    load_splits,
+    make_preprocessor,
+    model_input,
+)
 from ...errors import CheckpointError, ConfigError, NonFiniteError
 from ...fsutil import atomic_write_text
 from ...spec import RunSpec, load
@@ -56,8 +63,8 @@ def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
     splits = load_splits(spec, config_dir(config_path))
     pre = pre or make_preprocessor(spec, splits.train)
 
-    def tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(pre.apply(ds.x, ds.origin)).to(device)
+    def tensors(ds: Any) -> tuple[Any, torch.Tensor]:
+        x = model_input(ds.x, pre, ds.origin, device)
         y = ds.y
         if y.ndim >= 4:  # image-shaped regression targets: channels first, like the model
             y = np.moveaxis(y, -1, 1)
