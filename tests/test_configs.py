@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dltrain.engine.train.run import train_run
+from dltrain.run.train import train_run
 from dltrain.spec import json_schema, load
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))

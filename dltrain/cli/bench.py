@@ -18,7 +18,7 @@ def bench(config: Path = typer.Argument(..., help="Config file."),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Time full training steps (forward, backward, optimizer) of a config here."""
     from ..engine.bench import bench as run_bench
-    from ..engine.train.run import pick_device
+    from ..run.train import pick_device
     from ..spec import load
 
     res = run_bench(load(str(config)), steps, 10, str(pick_device(device)))

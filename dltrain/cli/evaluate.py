@@ -19,7 +19,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory or checkpoint."
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object of "
                                           "metric name to value.")) -> None:
     """Metrics of a trained model on the test split (else validation), per-class report."""
-    from ..engine.evaluation import evaluate_checkpoint
+    from ..run.evaluate import evaluate_checkpoint
 
     res = evaluate_checkpoint(str(run), data)
     if as_json:

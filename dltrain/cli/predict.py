@@ -18,7 +18,7 @@ def predict(run: Path = typer.Argument(..., help="Run directory or checkpoint.")
             output: Path = typer.Option(..., "--output", "-o", help=".npy for probabilities "
                                         "(or values); .csv for the predicted label too.")) -> None:
     """Predict with a trained model on raw, unscaled inputs."""
-    from ..engine.evaluation import predict_file
+    from ..run.evaluate import predict_file
 
     n = predict_file(str(run), str(input), str(output))
     out.print(f"wrote {n} predictions to {output}")

@@ -24,7 +24,7 @@ def train(config: Path = typer.Argument(..., help="Config file."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines, no "
                                      "progress bar.")) -> None:
     """Train a model; writes a run directory with checkpoints, TensorBoard logs, metrics."""
-    from ..engine.train.run import train_run
+    from ..run.train import train_run
     from ..spec import load
     from .progress import PlainReporter, RichReporter
 

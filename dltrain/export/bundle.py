@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from ..engine import checkpoint as ck
-from ..engine.inference import load_checkpoint
 from ..errors import ConfigError, DltrainIOError
+from ..run.inference import load_checkpoint
 
 FORMATS = ("onnx", "safetensors")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.inference import Loaded
 from ..engine.layers.base import Layer, keras_shape
 from ..errors import DltrainError
+from ..run.inference import Loaded
 
 OPSET = 17
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dltrain.engine.inference import load_checkpoint, predict_array
 from dltrain.engine.layers import LAYERS
-from dltrain.engine.train.run import train_run
 from dltrain.export import export_checkpoint
 from dltrain.export.onnx_export import EXPORTERS
+from dltrain.run.inference import load_checkpoint, predict_array
+from dltrain.run.train import train_run
 from tests.cli.helpers import ROOT, dltrain
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))

@@ -91,7 +91,7 @@ def test_optimizers_and_clipping(cls, kw, monkeypatch):
 def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
     import json
 
-    from dltrain.engine.train.run import train_run
+    from dltrain.run.train import train_run
     from tests.cli.helpers import ROOT
 
     curves = []

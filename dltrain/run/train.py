@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import yaml
 
-from ... import __version__
-from ...data.prepare import (
+from .. import __version__
+from ..data.prepare import (
     Preprocessor,
     check_labels,
     config_dir,
@@ -23,14 +23,14 @@ from ...data.prepare import (
     make_preprocessor,
     model_input,
 )
-from ...errors import CheckpointError, ConfigError, NonFiniteError
-from ...fsutil import atomic_write_text
-from ...spec import RunSpec, load
-from .. import checkpoint as ck
-from ..checks import check_run
-from .schedules import improved
-from .tblog import TBLogger, confusion_image, sample_grid
-from .trainer import Interrupted, Reporter, TrainData, Trainer
+from ..engine import checkpoint as ck
+from ..engine.checks import check_run
+from ..engine.train.schedules import improved
+from ..engine.train.tblog import TBLogger, confusion_image, sample_grid
+from ..engine.train.trainer import Interrupted, Reporter, TrainData, Trainer
+from ..errors import CheckpointError, ConfigError, NonFiniteError
+from ..fsutil import atomic_write_text
+from ..spec import RunSpec, load
 
 Log = Callable[[str], None]
 
@@ -193,7 +193,7 @@ def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | 
             if ds is not None:
                 check_labels(ds, n_classes, what)
     if str(device) != "cpu":
-        from ..model import to_device
+        from ..engine.model import to_device
 
         to_device(model, device)
     tr = Trainer(spec, model, data, device, reporter)

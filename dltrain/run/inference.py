@@ -11,13 +11,13 @@ import torch
 from pydantic import ValidationError
 
 from ..data.prepare import Preprocessor
+from ..engine import checkpoint as ck
+from ..engine.layers.base import RunContext, keras_shape, to_channels_last
+from ..engine.model import Model, compile_model
+from ..engine.tensor import Tensor, no_grad
+from ..engine.train.losses import build_loss
 from ..errors import CheckpointError
 from ..spec import RunSpec
-from . import checkpoint as ck
-from .layers.base import RunContext, keras_shape, to_channels_last
-from .model import Model, compile_model
-from .tensor import Tensor, no_grad
-from .train.losses import build_loss
 
 
 @dataclass

@@ -14,11 +14,11 @@ import torch
 from ..data.inputs import read_inputs
 from ..data.prepare import check_finite, check_labels, load_splits, model_input
 from ..data.sources import Dataset, read_npz
+from ..engine.train.losses import build_loss
+from ..engine.train.metrics import MetricState
+from ..engine.train.trainer import evaluate_model
 from ..errors import DataError, DltrainIOError
 from .inference import load_checkpoint, predict_array
-from .train.losses import build_loss
-from .train.metrics import MetricState
-from .train.trainer import evaluate_model
 
 
 @dataclass
