@@ -22,6 +22,9 @@ class PlainReporter:
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epoch, self.epochs, self.t0 = epoch, epochs, time.perf_counter()
 
+    def advance(self, step_in_epoch: int) -> None:
+        pass
+
     def step(self, step_in_epoch: int, logs: dict[str, float]) -> None:
         pass
 
@@ -56,10 +59,13 @@ class RichReporter:
         else:
             self.progress.reset(self.task, total=steps, epoch=label, logs="", rate="")
 
-    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None:
+    def advance(self, step_in_epoch: int) -> None:
         dt = max(time.perf_counter() - self.t0, 1e-9)
         rate = f"{step_in_epoch * self.batch_size / dt:,.0f} samples/s"
-        self.progress.update(self.task, completed=step_in_epoch, logs=_fmt(logs), rate=rate)
+        self.progress.update(self.task, completed=step_in_epoch, rate=rate)
+
+    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None:
+        self.progress.update(self.task, completed=step_in_epoch, logs=_fmt(logs))
 
     def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.progress.stop()

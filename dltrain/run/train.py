@@ -242,10 +242,11 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
 
     def on_step() -> None:
         step = tr.global_step
+        tr.reporter.advance(tr.steps_done_in_epoch())
         if step % spec.train.log_every_steps == 0:
             tr.check_finite()
             logs = tr.train_metrics.results()
-            tr.reporter.step(tr.batch, logs)
+            tr.reporter.step(tr.steps_done_in_epoch(), logs)
             if tb is not None:
                 tb.scalars("train", {"loss": logs["loss"], "learning_rate": tr.opt.lr}, step)
         if cks.every_steps and step % cks.every_steps == 0:
