@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -132,9 +133,10 @@ class Model:
 
 
 def _default_name(spec: Any, counts: dict[str, int]) -> str:
-    base = "".join("_" + c.lower() if c.isupper() else c for c in spec.type).lstrip("_")
-    base = base.replace("2_d", "2d").replace("1_d", "1d").replace("re_l_u", "relu").replace(
-        "e_l_u", "elu")
+    """Keras's default layer names: snake case of the type plus a counter (dense_2,
+    conv2d_transpose_1, re_lu_1, batch_normalization_3)."""
+    base = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", spec.type)
+    base = re.sub("([a-z])([A-Z])", r"\1_\2", base).lower()
     counts[base] = counts.get(base, 0) + 1
     return f"{base}_{counts[base]}"
 
