@@ -59,10 +59,11 @@ def torch_model(name: str) -> tuple[nn.Module, tuple, str]:
 class TorchStepper:
     """The same workload as a PyTorch user writes it; one full step per call."""
 
-    def __init__(self, name: str, batch: int, device: str) -> None:
+    def __init__(self, name: str, batch: int, device: str, compiled: bool = False) -> None:
         torch.manual_seed(0)
         model, shape, kind = torch_model(name)
         self.model = model.to(device).train()
+        self.forward = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, eps=1e-7)
         self.x = torch.randn(batch, *shape, device=device)
         if kind == "ce":
@@ -76,7 +77,7 @@ class TorchStepper:
     def __call__(self) -> float:
         self.sync()
         t0 = time.perf_counter()
-        loss = self.loss_fn(self.model(self.x), self.y)
+        loss = self.loss_fn(self.forward(self.x), self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -91,6 +92,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=WORKLOADS)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time PyTorch with torch.compile (GPU table)")
     args = ap.parse_args()
     rows = []
     for name in args.only:
@@ -107,7 +110,14 @@ def main() -> int:
             a_t.append(sum(ours()))
             b_t.append(theirs())
         a, b = 1000 * statistics.median(a_t), 1000 * statistics.median(b_t)
-        rows.append({"workload": name, "dltrain_ms": a, "pytorch_ms": b, "ratio": a / b})
+        row = {"workload": name, "dltrain_ms": a, "pytorch_ms": b, "ratio": a / b}
+        if args.compile:
+            comp = TorchStepper(name, spec.train.batch_size, args.device, compiled=True)
+            for _ in range(10):  # compilation happens here
+                comp()
+            c = 1000 * statistics.median([comp() for _ in range(steps)])
+            row.update(compiled_ms=c, ratio_vs_compiled=a / c)
+        rows.append(row)
     info = {"device": args.device, "torch": torch.__version__, "threads":
             torch.get_num_threads(), "machine": platform.machine(), "processor":
             platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
@@ -116,11 +126,14 @@ def main() -> int:
         return 0
     print(f"device {info['device']}, torch {info['torch']}, {info['threads']} threads, "
           f"{info['date']}")
-    print(f"{'workload':<10} {'dltrain ms':>11} {'pytorch ms':>11} {'ratio':>7}")
+    extra = f" {'compiled ms':>12} {'ratio':>7}" if args.compile else ""
+    print(f"{'workload':<10} {'dltrain ms':>11} {'pytorch ms':>11} {'ratio':>7}{extra}")
     for r in rows:
         flag = "" if r["ratio"] <= 1.0 else "  > 1.0"
+        more = f" {r['compiled_ms']:>12.3f} {r['ratio_vs_compiled']:>7.2f}" if args.compile \
+            else ""
         print(f"{r['workload']:<10} {r['dltrain_ms']:>11.3f} {r['pytorch_ms']:>11.3f} "
-              f"{r['ratio']:>7.2f}{flag}")
+              f"{r['ratio']:>7.2f}{more}{flag}")
     return 0
 
 

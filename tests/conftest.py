@@ -1,10 +1,13 @@
 import os
 
-# Triton's interpreter must be chosen before any module defining kernels is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+# Triton's interpreter must be chosen before any module defining kernels is imported. With a
+# GPU the kernels compile for real (the `gpu` tests); without one they run interpreted.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

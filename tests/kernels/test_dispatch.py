@@ -10,7 +10,7 @@ from dltrain.engine import Tensor
 from dltrain.engine import functional as F
 from dltrain.engine.optim import SGD, Adam, clip_grad_norm_
 from dltrain.engine.params import FlatParams
-from tests.kernels.helpers import close, rand
+from tests.kernels.helpers import close, needs_interpreter, rand
 
 
 def both(fn, *inputs):
@@ -35,12 +35,14 @@ def both(fn, *inputs):
         close(a, b)
 
 
+@needs_interpreter
 def test_cross_entropy():
     t = torch.randint(0, 7, (13,), generator=torch.Generator().manual_seed(1))
     for kw in (dict(), dict(label_smoothing=0.1, reduction="sum"), dict(reduction="none")):
         both(lambda x: F.cross_entropy(x, t, **kw), rand(13, 7))
 
 
+@needs_interpreter
 def test_layer_norm_batch_norm_bias_act():
     both(lambda x, w, b: F.layer_norm(x, [33], w, b), rand(2, 5, 33), rand(33, seed=1),
          rand(33, seed=2))
@@ -51,6 +53,7 @@ def test_layer_norm_batch_norm_bias_act():
     both(lambda x, b: F.bias_act(x, b, "relu"), rand(13, 33), rand(33, seed=1))
 
 
+@needs_interpreter
 def test_attention_and_cells():
     both(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
          rand(2, 2, 9, 8), rand(2, 2, 9, 8, seed=1), rand(2, 2, 9, 8, seed=2))
@@ -61,6 +64,7 @@ def test_attention_and_cells():
     both(lambda x, h, *w: F.gru_cell(x, h, *w), rand(3, 5), rand(3, 7, seed=1), *w)
 
 
+@needs_interpreter
 @pytest.mark.parametrize("cls,kw", [(Adam, dict(lr=0.01, weight_decay=0.01)),
                                     (SGD, dict(lr=0.1, momentum=0.9, nesterov=True))])
 def test_optimizers_and_clipping(cls, kw, monkeypatch):
@@ -83,6 +87,7 @@ def test_optimizers_and_clipping(cls, kw, monkeypatch):
     close(finals[0][1], finals[1][1])
 
 
+@needs_interpreter
 @pytest.mark.parametrize("config,overrides", [
     ("seed_mlp.yaml", ["data.train.samples=200"]),
     ("digits_cnn.yaml", ["model.layers.0.filters=4", "model.layers.3.filters=4",
@@ -104,3 +109,25 @@ def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
     for key in ("loss", "val_loss"):
         assert abs(curves[0][key] - curves[1][key]) <= 1e-3 * max(1.0, abs(curves[0][key])), \
             (key, curves)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", ["seed_mlp.yaml", "digits_cnn.yaml"])
+def test_gpu_training_with_kernels_matches_reference(config, tmp_path, monkeypatch):
+    """On CUDA: the same run with the Triton kernels and with DLTRAIN_KERNELS=reference."""
+    import json
+
+    from dltrain.run.train import train_run
+    from tests.cli.helpers import ROOT
+
+    curves = []
+    for mode in ("reference", "auto"):
+        monkeypatch.setenv("DLTRAIN_KERNELS", mode)
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        run = train_run(str(ROOT / "configs" / config), [
+            "train.epochs=3", "train.device=cuda", "logging.tensorboard=false"],
+            str(tmp_path / mode), log=lambda m: None)
+        curves.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
+    for a, b in zip(curves[0], curves[1]):
+        for key in ("loss", "val_loss"):
+            assert abs(a[key] - b[key]) <= 2e-3 * max(1.0, abs(a[key])), (key, a, b)
