@@ -213,9 +213,10 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     cks = spec.checkpoint
     best: dict[str, Any] = dict(state.get("best") or {}) if state else {}
     # events up to the checkpoint's step were flushed before it was committed; later ones
-    # belong to the crashed attempt and are purged
-    tb = TBLogger(rdir / "tensorboard", tr.global_step + 1 if state else None) \
-        if spec.logging.tensorboard else None
+    # belong to the crashed attempt and are purged (all of them if nothing was committed)
+    tbdir = rdir / "tensorboard"
+    purge = tr.global_step + 1 if state else (0 if tbdir.exists() else None)
+    tb = TBLogger(tbdir, purge) if spec.logging.tensorboard else None
     mpath = rdir / "metrics.jsonl"
     if mpath.exists():  # drop epochs the resumed run will redo
         kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and
