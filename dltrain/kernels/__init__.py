@@ -1,7 +1,8 @@
 """Fused kernels: each op has a Triton implementation for CUDA and a torch reference with the
-same signature. `use_triton(t)` picks: Triton for CUDA tensors, the reference elsewhere.
+same signature, which the kernel tests compare it with. `use_triton(t)` tells the engine
+whether to take the Triton path (CUDA tensors); otherwise it runs its own ops.
 
-DLTRAIN_KERNELS=reference forces the references everywhere (debugging, comparisons);
+DLTRAIN_KERNELS=reference keeps CUDA on the engine's own ops (debugging, comparisons);
 DLTRAIN_KERNELS=triton forces Triton even for CPU tensors, which runs them under Triton's
 interpreter when TRITON_INTERPRET=1 (how the tests check kernels without a GPU).
 """

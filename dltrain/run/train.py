@@ -224,7 +224,6 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
         atomic_write_text(mpath, "".join(x + "\n" for x in kept))
     if tb is not None and state is None:
         tb.text("config", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    saved: list[str] = []
 
     def save(finished: bool = False) -> str:
         tr.check_finite()
@@ -238,7 +237,6 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
                                                          "config_dir": cfg_dir})
         ck.commit(root, name, files)
         ck.prune(root, cks.keep_last, {best.get("name", "")})
-        saved.append(name)
         return name
 
     def on_step() -> None:

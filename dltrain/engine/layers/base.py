@@ -8,7 +8,7 @@ summaries speak Keras's channels-last (H, W, C). `keras_shape` / `engine_shape` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,7 +56,6 @@ class RunContext:
 
     training: bool = False
     generator: torch.Generator | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def apply_activation(name: str | None, x: Tensor, inplace: bool = False) -> Tensor:

@@ -154,7 +154,6 @@ class _Pool2D(Layer):
             out = tuple((n - k) // s + 1 for n, k, s in zip(shape[1:], self.k, self.s))
         if any(o <= 0 for o in out):
             raise ShapeError(f"pool_size {self.k} is larger than the input {shape[1:]}")
-        self._counts: torch.Tensor | None = None
         return (shape[0],) + out
 
 

@@ -57,7 +57,7 @@ class Schedule:
         self.wait += 1
         if self.wait > s.patience and self.cooldown == 0:
             old = self.base_lr * self.factor
-            if old * s.factor >= s.min_lr or old > s.min_lr:
+            if old > s.min_lr:  # already at the floor: nothing left to cut
                 self.factor *= s.factor
                 self.wait, self.cooldown = 0, s.cooldown
                 return f"{s.monitor} stalled; learning rate {old:.3g} -> " \

@@ -174,7 +174,9 @@ class Trainer:
         bad = ~(torch.isfinite(self._last_loss) & torch.isfinite(g.sum()))
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
         self.opt.lr = self.schedule.lr(self.global_step)
-        if self.batch >= self.n_batches:  # the epoch's last step: keep grads for histograms
+        log = self.spec.logging
+        if self.batch >= self.n_batches and log.tensorboard and log.histograms:
+            # the epoch's last step: keep grads for the gradient histograms
             self.epoch_grads = {k: p.grad.clone() for k, p in self.model.named_parameters()
                                 if p.grad is not None}
         self.opt.step()
