@@ -65,6 +65,18 @@ def test_attention_and_cells():
 
 
 @needs_interpreter
+@pytest.mark.parametrize("reverse", [False, True])
+def test_whole_sequence_lstm_and_gru(reverse):
+    """The sequence nodes call the gate kernels once per step, forward and backward."""
+    x = rand(3, 6, 5)
+    w4 = [rand(28, 5, seed=3) * 0.5, rand(28, 7, seed=4) * 0.5, rand(28, seed=5)]
+    both(lambda x, *w: F.lstm(x, *w, reverse=reverse), x, *w4)
+    w3 = [rand(21, 5, seed=3) * 0.5, rand(21, 7, seed=4) * 0.5, rand(21, seed=5),
+          rand(21, seed=6)]
+    both(lambda x, *w: F.gru(x, *w, reverse=reverse), x, *w3)
+
+
+@needs_interpreter
 @pytest.mark.parametrize("cls,kw", [(Adam, dict(lr=0.01, weight_decay=0.01)),
                                     (SGD, dict(lr=0.1, momentum=0.9, nesterov=True))])
 def test_optimizers_and_clipping(cls, kw, monkeypatch):

@@ -1,0 +1,234 @@
+"""Whole-sequence recurrent layers (Elman RNN, LSTM, GRU), each one coarse node.
+
+The input projection of every step is one matmul (the engine's `linear`, which brings its own
+gradient); the recurrence is a loop of torch math over time, and its backward is
+backpropagation through time written out below. Inputs are batch-first (N, T, D); the output
+is (N, T, H) with output[:, t] the state after reading x_t, also when `reverse` runs the
+sequence from its end (as the reverse half of torch's bidirectional layers). The initial
+state is zero. `h_mask` (N, H), if given, multiplies the previous state before the recurrent
+matmul (Keras's recurrent_dropout).
+
+Activations are given by name; each derivative is written in terms of the activation's
+output y, so nothing but outputs is kept: tanh' = 1 - y^2, sigmoid' = y (1 - y),
+relu' = [y > 0], linear' = 1.
+
+    RNN   h_t = a(p_t + h~ W^T),  h~ = h_{t-1} * m
+          da = dh_t a'(h_t);  dp_t = da;  dh_{t-1} = (da W) * m;  dW += da^T h~
+    LSTM  (torch's gate order i, f, g, o; p_t holds both biases)
+          G = p_t + h~ W^T;  i, f, o = r(G_i, G_f, G_o);  g = a(G_g)
+          c_t = f c_{t-1} + i g;  h_t = o a(c_t)
+          dc = dc_{t+1}' + dh_t o a'(a(c_t));  di = dc g;  df = dc c_{t-1};  dg = dc i;
+          do = dh_t a(c_t);  dG = (di r'(i), df r'(f), dg a'(g), do r'(o));  dc_{t-1}' = dc f
+    GRU   (torch's r, z, n; Keras's reset_after=True), q = h~ W^T + b_hh
+          r, z = r(p_r + q_r), r(p_z + q_z);  n = a(p_n + r q_n);  h_t = (1 - z) n + z h_{t-1}
+          dn = dh (1 - z);  dz = dh (h_{t-1} - n);  dan = dn a'(n);  dr = dan q_n
+          dp = (dr r'(r), dz r'(z), dan);  dq = (dr r'(r), dz r'(z), dan r)
+          dh_{t-1} = dh z + (dq W) * m
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ...kernels import rnn_gates as K_rnn
+from ...kernels import use_triton
+from ..tensor import Tensor, make
+from .nn import linear
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+ACTS: dict[str, tuple[Fn, Fn]] = {  # name -> (f, f' from the output y)
+    "tanh": (torch.tanh, lambda y: 1 - y * y),
+    "sigmoid": (torch.sigmoid, lambda y: y * (1 - y)),
+    "relu": (torch.relu, lambda y: (y > 0).to(y.dtype)),
+    "linear": (lambda x: x, torch.ones_like),
+}
+
+
+def _act(name: str) -> tuple[Fn, Fn]:
+    if name not in ACTS:
+        raise ValueError(f"recurrent activation '{name}' is not supported; use one of "
+                         f"{', '.join(ACTS)}")
+    return ACTS[name]
+
+
+def _project(input: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+    x = linear(input, w_ih, b_ih)
+    return x + b_hh if b_hh is not None else x
+
+
+def _steps(T: int, reverse: bool) -> tuple[list[int], Callable[[int], int | None]]:
+    """Processing order and each step's predecessor (None for the first)."""
+    order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    prev = {t: (order[k - 1] if k else None) for k, t in enumerate(order)}
+    return order, prev.__getitem__
+
+
+def _check(input: Tensor, w_hh: Tensor, gates: int, what: str) -> None:
+    X, W = input.data, w_hh.data
+    H = W.shape[1]
+    if X.dim() != 3 or W.dim() != 2 or W.shape[0] != gates * H:
+        raise ValueError(f"{what}: input must be (N, T, D) and w_hh ({gates}*H, H), got "
+                         f"{tuple(X.shape)} and {tuple(W.shape)}")
+
+
+def _time_major(t: torch.Tensor) -> torch.Tensor:
+    return t.transpose(0, 1).contiguous()
+
+
+def _h_prev(out: torch.Tensor, order: list[int], prev: Callable[[int], int | None],
+            mask: torch.Tensor | None) -> torch.Tensor:
+    """(T, N, H): the (masked) state each step read."""
+    hp = torch.zeros_like(out)
+    for t in order:
+        p = prev(t)
+        if p is not None:
+            hp[t] = out[p] if mask is None else out[p] * mask
+    return hp
+
+
+def rnn(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+        b_hh: Tensor | None = None, activation: str = "tanh", reverse: bool = False,
+        h_mask: torch.Tensor | None = None) -> Tensor:
+    """Elman RNN over (N, T, D) -> (N, T, H): h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T
+    + b_hh)."""
+    _check(input, w_hh, 1, "rnn")
+    f, df = _act(activation)
+    p = _project(input, w_ih, b_ih, b_hh)
+    P, W = _time_major(p.data), w_hh.data
+    T, N, H = P.shape
+    order, prev = _steps(T, reverse)
+    out = torch.empty_like(P)
+    h = P.new_zeros(N, H)
+    for t in order:
+        out[t] = h = f(torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t()))
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        G = _time_major(g)
+        dP = torch.empty_like(P)
+        dh = P.new_zeros(N, H)
+        for t in reversed(order):
+            dP[t] = da = (G[t] + dh) * df(out[t])
+            dh = da @ W if h_mask is None else (da @ W) * h_mask
+        hp = _h_prev(out, order, prev, h_mask)
+        return dP.transpose(0, 1), dP.reshape(-1, H).t() @ hp.reshape(-1, H)
+
+    return make(out.transpose(0, 1), (p, w_hh), vjp, "rnn")
+
+
+def lstm(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+         b_hh: Tensor | None = None, activation: str = "tanh",
+         recurrent_activation: str = "sigmoid", reverse: bool = False,
+         h_mask: torch.Tensor | None = None) -> Tensor:
+    """LSTM over (N, T, D) -> (N, T, H), torch's gate order and math."""
+    _check(input, w_hh, 4, "lstm")
+    a, da_ = _act(activation)
+    r, dr_ = _act(recurrent_activation)
+    p = _project(input, w_ih, b_ih, b_hh)
+    P, W = _time_major(p.data), w_hh.data
+    T, N, G4 = P.shape
+    H = G4 // 4
+    fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
+    order, prev = _steps(T, reverse)
+    out, cs = P.new_empty(T, N, H), P.new_empty(T, N, H)
+    pre = torch.empty_like(P)  # gate pre-activations of every step
+    h, c = P.new_zeros(N, H), P.new_zeros(N, H)
+    for t in order:
+        pre[t] = gates = torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t())
+        if fused:
+            h, c = K_rnn.lstm_gates_fwd(gates, c)
+        else:
+            i, fg, gg, o = gates.chunk(4, 1)
+            c = r(fg) * c + r(i) * a(gg)
+            h = r(o) * a(c)
+        out[t], cs[t] = h, c
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        Gout = _time_major(g)
+        dP = torch.empty_like(P)
+        dh, dc = P.new_zeros(N, H), P.new_zeros(N, H)
+        zero = P.new_zeros(N, H)
+        for t in reversed(order):
+            pt = prev(t)
+            c_prev = cs[pt] if pt is not None else zero
+            dh = dh + Gout[t]
+            if fused:
+                dgates, dc = K_rnn.lstm_gates_bwd(dh, dc, pre[t], c_prev, cs[t])
+            else:
+                zi, zf, zg, zo = pre[t].chunk(4, 1)
+                i, fg, gg, o = r(zi), r(zf), a(zg), r(zo)
+                ac = a(cs[t])
+                dc = dc + dh * o * da_(ac)
+                dgates = torch.cat([dc * gg * dr_(i), dc * c_prev * dr_(fg), dc * i * da_(gg),
+                                    dh * ac * dr_(o)], 1)
+                dc = dc * fg
+            dP[t] = dgates
+            dh = dgates @ W if h_mask is None else (dgates @ W) * h_mask
+        hp = _h_prev(out, order, prev, h_mask)
+        return dP.transpose(0, 1), dP.reshape(-1, G4).t() @ hp.reshape(-1, H)
+
+    return make(out.transpose(0, 1), (p, w_hh), vjp, "lstm")
+
+
+def gru(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+        b_hh: Tensor | None = None, activation: str = "tanh",
+        recurrent_activation: str = "sigmoid", reverse: bool = False,
+        h_mask: torch.Tensor | None = None) -> Tensor:
+    """GRU over (N, T, D) -> (N, T, H), torch's gate order (r, z, n) and math (the reset
+    gate multiplies W_hn h + b_hn, Keras's reset_after=True)."""
+    _check(input, w_hh, 3, "gru")
+    a, da_ = _act(activation)
+    r, dr_ = _act(recurrent_activation)
+    p = linear(input, w_ih, b_ih)
+    P, W = _time_major(p.data), w_hh.data
+    B = b_hh.data if b_hh is not None else None
+    T, N, G3 = P.shape
+    H = G3 // 3
+    fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
+    order, prev = _steps(T, reverse)
+    out, Q = P.new_empty(T, N, H), torch.empty_like(P)
+    h = P.new_zeros(N, H)
+    for t in order:
+        hm = h if h_mask is None else h * h_mask
+        Q[t] = q = torch.addmm(B, hm, W.t()) if B is not None else hm @ W.t()
+        if fused:
+            h = K_rnn.gru_gates_fwd(P[t], q, h)
+        else:
+            pr, pz, pn = P[t].chunk(3, 1)
+            qr, qz, qn = q.chunk(3, 1)
+            z = r(pz + qz)
+            h = (1 - z) * a(pn + r(pr + qr) * qn) + z * h
+        out[t] = h
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        Gout = _time_major(g)
+        dP, dQ = torch.empty_like(P), torch.empty_like(P)
+        dh = P.new_zeros(N, H)
+        zero = P.new_zeros(N, H)
+        for t in reversed(order):
+            pt = prev(t)
+            h_prev = out[pt] if pt is not None else zero
+            dh = dh + Gout[t]
+            if fused:
+                dP[t], dQ[t], dh_direct = K_rnn.gru_gates_bwd(dh, P[t], Q[t], h_prev)
+            else:
+                pr, pz, pn = P[t].chunk(3, 1)
+                qr, qz, qn = Q[t].chunk(3, 1)
+                rr, z = r(pr + qr), r(pz + qz)
+                n = a(pn + rr * qn)
+                dan = dh * (1 - z) * da_(n)
+                dar = dan * qn * dr_(rr)
+                daz = dh * (h_prev - n) * dr_(z)
+                dP[t] = torch.cat([dar, daz, dan], 1)
+                dQ[t] = torch.cat([dar, daz, dan * rr], 1)
+                dh_direct = dh * z
+            back = dQ[t] @ W
+            dh = dh_direct + (back if h_mask is None else back * h_mask)
+        hp = _h_prev(out, order, prev, h_mask)
+        dQ2 = dQ.reshape(-1, G3)
+        dW = dQ2.t() @ hp.reshape(-1, H)
+        return (dP.transpose(0, 1), dW) + ((dQ2.sum(0),) if b_hh is not None else ())
+
+    parents = (p, w_hh) if b_hh is None else (p, w_hh, b_hh)
+    return make(out.transpose(0, 1), parents, vjp, "gru")

@@ -1,0 +1,106 @@
+"""Whole-sequence RNN, LSTM and GRU nodes against torch.nn's layers under torch.autograd
+(float64): forward, the input's and every weight's gradient, both directions, odd sizes."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from dltrain.engine import functional as F
+from dltrain.engine.functional.recurrent import gru, lstm, rnn
+from tests.oracle import check
+
+D = torch.float64
+
+
+def r(*shape, seed=0, scale=1.0):
+    return torch.randn(*shape, dtype=D, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def weights(gates, inp, hid, seed=10):
+    return [r(gates * hid, inp, seed=seed, scale=0.5), r(gates * hid, hid, seed=seed + 1,
+            scale=0.5), r(gates * hid, seed=seed + 2, scale=0.5),
+            r(gates * hid, seed=seed + 3, scale=0.5)]
+
+
+TORCH = {"rnn": (torch.nn.RNN, 1, rnn), "lstm": (torch.nn.LSTM, 4, lstm),
+         "gru": (torch.nn.GRU, 3, gru)}
+
+
+def torch_run(kind, x, w_ih, w_hh, b_ih, b_hh, reverse=False, nonlinearity="tanh"):
+    cls, _, _ = TORCH[kind]
+    kw = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
+    m = cls(x.shape[-1], w_hh.shape[1], batch_first=True, dtype=D, **kw)
+    params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih,
+              "bias_hh_l0": b_hh}
+    if reverse:  # the reverse direction is the forward one on the flipped sequence
+        return functional_call(m, params, (x.flip(1),))[0].flip(1)
+    return functional_call(m, params, (x,))[0]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n,t,d,h", [(3, 6, 5, 7), (1, 1, 1, 1), (2, 13, 4, 9)])
+def test_sequence_matches_torch(kind, reverse, n, t, d, h):
+    _, gates, fn = TORCH[kind]
+    x = r(n, t, d, seed=1)
+    check(lambda x, *w: fn(x, *w, reverse=reverse),
+          lambda x, *w: torch_run(kind, x, *w, reverse=reverse), x,
+          *weights(gates, d, h))
+
+
+def test_relu_rnn_matches_torch():
+    x = r(3, 8, 5, seed=2)
+    check(lambda x, *w: rnn(x, *w, activation="relu"),
+          lambda x, *w: torch_run("rnn", x, *w, nonlinearity="relu"), x, *weights(1, 5, 6))
+
+
+def _loop(kind, x, w_ih, w_hh, b_ih, act, ract, mask):
+    """An independent step-by-step definition in torch ops, for the other activations and
+    recurrent dropout masks."""
+    A = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
+         "linear": lambda v: v}
+    a, rr = A[act], A[ract]
+    N, T, _ = x.shape
+    H = w_hh.shape[1]
+    h = c = x.new_zeros(N, H)
+    outs = []
+    for t in range(T):
+        hm = h * mask
+        if kind == "lstm":
+            i, f, g, o = (x[:, t] @ w_ih.T + b_ih + hm @ w_hh.T).chunk(4, 1)
+            c = rr(f) * c + rr(i) * a(g)
+            h = rr(o) * a(c)
+        else:
+            pr, pz, pn = (x[:, t] @ w_ih.T + b_ih).chunk(3, 1)
+            qr, qz, qn = (hm @ w_hh.T).chunk(3, 1)
+            z = rr(pz + qz)
+            h = (1 - z) * a(pn + rr(pr + qr) * qn) + z * h
+        outs.append(h)
+    return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("act,ract", [("relu", "sigmoid"), ("linear", "tanh")])
+def test_other_activations_and_recurrent_mask(kind, act, ract):
+    gates = 4 if kind == "lstm" else 3
+    x = r(2, 5, 3, seed=4)
+    mask = (r(2, 6, seed=5) > 0).to(D) * 2.0
+    fn = lstm if kind == "lstm" else gru
+    check(lambda x, wi, wh, bi: fn(x, wi, wh, bi, activation=act, recurrent_activation=ract,
+                                   h_mask=mask),
+          lambda x, wi, wh, bi: _loop(kind, x, wi, wh, bi, act, ract, mask), x,
+          *weights(gates, 3, 6)[:3])
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 5\).*\(16, 4\)"):
+        F.lstm(_t(r(2, 5)),
+               _t(r(16, 5)), _t(r(16, 4)))
+    with pytest.raises(ValueError, match="activation 'gelu'"):
+        rnn(_t(r(2, 3, 5)), _t(r(4, 5)), _t(r(4, 4)), activation="gelu")
+
+
+def _t(x):
+    from dltrain.engine import Tensor
+
+    return Tensor(x)
