@@ -48,6 +48,7 @@ __all__ = [
     "binary_cross_entropy_with_logits", "conv1d", "conv2d", "conv_transpose2d",
     "cross_entropy", "dropout", "elu", "embedding", "gelu", "gru", "gru_cell", "huber_loss",
     "interpolate", "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax",
-    "lstm", "lstm_cell", "max_pool2d", "mse_loss", "nll_loss", "pad", "relu", "rnn", "rnn_tanh_cell",
-    "scaled_dot_product_attention", "sigmoid", "silu", "softmax", "softplus", "tanh",
+    "lstm", "lstm_cell", "max_pool2d", "mse_loss", "nll_loss", "pad", "relu", "rnn",
+    "rnn_tanh_cell", "scaled_dot_product_attention", "sigmoid", "silu", "softmax", "softplus",
+    "tanh",
 ]
