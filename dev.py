@@ -49,8 +49,7 @@ def main(argv: list[str]) -> int:
     try:
         if argv[0] == "train":
             run = f"runs/digits_cnn-{time.strftime('%Y%m%d-%H%M%S')}"
-            sh(PY, "-m", "dltrain", "train", "configs/digits_cnn.yaml", "--run-dir", run,
-               *argv[1:])
+            sh(PY, "-m", "dltrain", "train", "configs/digits_cnn.yaml", "--run-dir", run, *argv[1:])
             sh(PY, "-m", "dltrain", "evaluate", run)
         elif argv[0] == "test":
             sh(PY, "-m", "pytest", "-q", *argv[1:])

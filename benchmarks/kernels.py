@@ -61,54 +61,97 @@ def cases(dtype: torch.dtype):
     for n in (1 << 16, 1 << 26):
         p, g = torch.randn(n, device=dev), torch.randn(n, device=dev)
         m, v = torch.zeros_like(p), torch.zeros_like(p)
-        yield ("adam", f"{n:,}", lambda: KO.adam_step(p, g, m, v, 1e-3, .9, .999, 1e-8, 0, 1,
-                                                       False),
-               lambda: KO.adam_step_reference(p, g, m, v, 1e-3, .9, .999, 1e-8, 0, 1, False),
-               7 * n * 4, None)
+        yield (
+            "adam",
+            f"{n:,}",
+            lambda: KO.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0, 1, False),
+            lambda: KO.adam_step_reference(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0, 1, False),
+            7 * n * 4,
+            None,
+        )
     for M, C in ((256, 1000), (8192, 32768)):
         x = torch.randn(M, C, device=dev, dtype=dtype)
         t = torch.randint(0, C, (M,), device=dev)
         lse = KCE.cross_entropy_fwd_reference(x, t, None, -100, 0.0)[1]
         gr = torch.ones(M, device=dev)
-        yield ("cross_entropy fwd+bwd", f"{M}x{C}",
-               lambda: (KCE.cross_entropy_fwd(x, t, None, -100, 0.0),
-                        KCE.cross_entropy_bwd(x, t, None, -100, 0.0, lse, gr)),
-               lambda: torch.nn.functional.cross_entropy(x.float(), t),
-               3 * M * C * es, None)
+        yield (
+            "cross_entropy fwd+bwd",
+            f"{M}x{C}",
+            lambda: (
+                KCE.cross_entropy_fwd(x, t, None, -100, 0.0),
+                KCE.cross_entropy_bwd(x, t, None, -100, 0.0, lse, gr),
+            ),
+            lambda: torch.nn.functional.cross_entropy(x.float(), t),
+            3 * M * C * es,
+            None,
+        )
     for M, N in ((512, 768), (16384, 4096)):
         x = torch.randn(M, N, device=dev, dtype=dtype)
         w, b = torch.randn(N, device=dev), torch.randn(N, device=dev)
-        yield ("layer_norm fwd", f"{M}x{N}", lambda: KLN.layer_norm_fwd(x, w, b, 1e-5),
-               lambda: KLN.layer_norm_fwd_reference(x, w, b, 1e-5), 2 * M * N * es, None)
+        yield (
+            "layer_norm fwd",
+            f"{M}x{N}",
+            lambda: KLN.layer_norm_fwd(x, w, b, 1e-5),
+            lambda: KLN.layer_norm_fwd_reference(x, w, b, 1e-5),
+            2 * M * N * es,
+            None,
+        )
         y, mean, rstd = KLN.layer_norm_fwd_reference(x, w, b, 1e-5)
-        yield ("layer_norm bwd", f"{M}x{N}", lambda: KLN.layer_norm_bwd(x, x, w, mean, rstd),
-               lambda: KLN.layer_norm_bwd_reference(x, x, w, mean, rstd), 3 * M * N * es, None)
+        yield (
+            "layer_norm bwd",
+            f"{M}x{N}",
+            lambda: KLN.layer_norm_bwd(x, x, w, mean, rstd),
+            lambda: KLN.layer_norm_bwd_reference(x, x, w, mean, rstd),
+            3 * M * N * es,
+            None,
+        )
     for shape in ((32, 64, 16, 16), (128, 256, 32, 32)):
         x = torch.randn(shape, device=dev, dtype=dtype).contiguous(
-            memory_format=torch.channels_last)
+            memory_format=torch.channels_last
+        )
         w, b = torch.randn(shape[1], device=dev), torch.randn(shape[1], device=dev)
         n = x.numel()
-        yield ("batch_norm+relu fwd", "x".join(map(str, shape)),
-               lambda: KB.batch_norm_act_fwd(x, w, b, 1e-3, "relu"),
-               lambda: KB.batch_norm_act_fwd_reference(x, w, b, 1e-3, "relu"),
-               3 * n * es, None)
+        yield (
+            "batch_norm+relu fwd",
+            "x".join(map(str, shape)),
+            lambda: KB.batch_norm_act_fwd(x, w, b, 1e-3, "relu"),
+            lambda: KB.batch_norm_act_fwd_reference(x, w, b, 1e-3, "relu"),
+            3 * n * es,
+            None,
+        )
     for M, N in ((512, 1024), (16384, 8192)):
         x = torch.randn(M, N, device=dev, dtype=dtype)
         b = torch.randn(N, device=dev, dtype=dtype)
-        yield ("bias+relu+dropout fwd", f"{M}x{N}", lambda: KBA.bias_act_fwd(x, b, "relu", .1, 1),
-               lambda: torch.nn.functional.dropout(torch.relu(x + b), .1), 2 * M * N * es, None)
+        yield (
+            "bias+relu+dropout fwd",
+            f"{M}x{N}",
+            lambda: KBA.bias_act_fwd(x, b, "relu", 0.1, 1),
+            lambda: torch.nn.functional.dropout(torch.relu(x + b), 0.1),
+            2 * M * N * es,
+            None,
+        )
     for B, H in ((64, 256), (4096, 2048)):
         gates = torch.randn(B, 4 * H, device=dev, dtype=dtype)
         c = torch.randn(B, H, device=dev, dtype=dtype)
-        yield ("lstm gates fwd", f"{B}x{H}", lambda: KR.lstm_gates_fwd(gates, c),
-               lambda: KR.lstm_gates_fwd_reference(gates, c), 7 * B * H * es, None)
+        yield (
+            "lstm gates fwd",
+            f"{B}x{H}",
+            lambda: KR.lstm_gates_fwd(gates, c),
+            lambda: KR.lstm_gates_fwd_reference(gates, c),
+            7 * B * H * es,
+            None,
+        )
     for Bh, L, E in ((32 * 4, 128, 64), (32 * 16, 1024, 64)):
         q = torch.randn(Bh, L, E, device=dev, dtype=dtype)
         flops = 4 * Bh * L * L * E / 2  # causal
-        yield ("attention causal fwd", f"{Bh}x{L}x{E}",
-               lambda: KA.attention_fwd(q, q, q, None, True, None),
-               lambda: torch.nn.functional.scaled_dot_product_attention(
-                   q, q, q, is_causal=True), None, flops)
+        yield (
+            "attention causal fwd",
+            f"{Bh}x{L}x{E}",
+            lambda: KA.attention_fwd(q, q, q, None, True, None),
+            lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True),
+            None,
+            flops,
+        )
 
 
 def main() -> int:
@@ -123,25 +166,35 @@ def main() -> int:
     for dtype in (torch.float32, torch.bfloat16):
         for name, size, fast, ref, nbytes, flops in cases(dtype):
             t_fast, t_ref = timed(fast), timed(ref)
-            row = {"kernel": name, "dtype": str(dtype).split(".")[-1], "size": size,
-                   "ms": t_fast, "reference_ms": t_ref, "speedup": t_ref / t_fast}
+            row = {
+                "kernel": name,
+                "dtype": str(dtype).split(".")[-1],
+                "size": size,
+                "ms": t_fast,
+                "reference_ms": t_ref,
+                "speedup": t_ref / t_fast,
+            }
             if nbytes:
                 row["GB/s"] = nbytes / t_fast / 1e6
                 row["% of copy bandwidth"] = 100 * row["GB/s"] / bw
             if flops:
                 row["TFLOP/s"] = flops / t_fast / 1e9
             rows.append(row)
-    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "copy_GB/s": bw}
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "copy_GB/s": bw}
     if args.json:
         print(json.dumps({"info": info, "rows": rows}))
         return 0
     print(f"{info['device']}, torch {info['torch']}, copy bandwidth {bw:,.0f} GB/s")
     for r in rows:
-        extra = f"{r['GB/s']:8,.0f} GB/s ({r['% of copy bandwidth']:3.0f}%)" if "GB/s" in r \
+        extra = (
+            f"{r['GB/s']:8,.0f} GB/s ({r['% of copy bandwidth']:3.0f}%)"
+            if "GB/s" in r
             else f"{r['TFLOP/s']:8.1f} TFLOP/s"
-        print(f"{r['kernel']:<24} {r['dtype']:<9} {r['size']:>16} {r['ms']:9.4f} ms  {extra}"
-              f"  x{r['speedup']:.2f} vs reference")
+        )
+        print(
+            f"{r['kernel']:<24} {r['dtype']:<9} {r['size']:>16} {r['ms']:9.4f} ms  {extra}"
+            f"  x{r['speedup']:.2f} vs reference"
+        )
     return 0
 
 

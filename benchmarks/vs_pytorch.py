@@ -36,24 +36,51 @@ def torch_model(name: str) -> tuple[nn.Module, tuple, str]:
     if name == "mlp_seed":
         return nn.Sequential(nn.Linear(100, 64), nn.ReLU(), nn.Linear(64, 10)), (100,), "ce"
     if name == "mlp_wide":
-        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                             nn.Linear(512, 10)), (784,), "ce"
+        return (
+            nn.Sequential(
+                nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+            ),
+            (784,),
+            "ce",
+        )
     if name == "cnn":
         layers: list[nn.Module] = []
         c = 3
         for f in (32, 64, 128):
-            layers += [nn.Conv2d(c, f, 3, padding=1), nn.BatchNorm2d(f, eps=1e-3, momentum=0.01),
-                       nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, f, 3, padding=1),
+                nn.BatchNorm2d(f, eps=1e-3, momentum=0.01),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             c = f
-        layers += [nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Dropout(0.5),
-                   nn.Linear(256, 10)]
+        layers += [
+            nn.Flatten(),
+            nn.Linear(128 * 4 * 4, 256),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(256, 10),
+        ]
         return nn.Sequential(*layers), (3, 32, 32), "ce"
     bn = lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)  # noqa: E731
-    return nn.Sequential(
-        nn.Linear(100, 8 * 8 * 256, bias=False), nn.ReLU(), nn.Unflatten(1, (256, 8, 8)), bn(256),
-        nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False), bn(128), nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), bn(64), nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False), nn.Tanh()), (100,), "mse"
+    return (
+        nn.Sequential(
+            nn.Linear(100, 8 * 8 * 256, bias=False),
+            nn.ReLU(),
+            nn.Unflatten(1, (256, 8, 8)),
+            bn(256),
+            nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False),
+            bn(128),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
+            bn(64),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        ),
+        (100,),
+        "mse",
+    )
 
 
 class TorchStepper:
@@ -92,16 +119,22 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=WORKLOADS)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time PyTorch with torch.compile (GPU table)")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time PyTorch with torch.compile (GPU table)"
+    )
     args = ap.parse_args()
     rows = []
     for name in args.only:
         spec = load(str(ROOT / "configs" / "bench" / f"{name}.yaml"))
-        steps = args.steps * args.rounds if name.startswith("mlp") else \
-            max(20, args.steps * args.rounds // 5)
-        ours, theirs = Stepper(spec, args.device), TorchStepper(name, spec.train.batch_size,
-                                                                 args.device)
+        steps = (
+            args.steps * args.rounds
+            if name.startswith("mlp")
+            else max(20, args.steps * args.rounds // 5)
+        )
+        ours, theirs = (
+            Stepper(spec, args.device),
+            TorchStepper(name, spec.train.batch_size, args.device),
+        )
         for _ in range(5):
             ours()
             theirs()
@@ -118,22 +151,29 @@ def main() -> int:
             c = 1000 * statistics.median([comp() for _ in range(steps)])
             row.update(compiled_ms=c, ratio_vs_compiled=a / c)
         rows.append(row)
-    info = {"device": args.device, "torch": torch.__version__, "threads":
-            torch.get_num_threads(), "machine": platform.machine(), "processor":
-            platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    info = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.json:
         print(json.dumps({"info": info, "rows": rows}))
         return 0
-    print(f"device {info['device']}, torch {info['torch']}, {info['threads']} threads, "
-          f"{info['date']}")
+    print(
+        f"device {info['device']}, torch {info['torch']}, {info['threads']} threads, {info['date']}"
+    )
     extra = f" {'compiled ms':>12} {'ratio':>7}" if args.compile else ""
     print(f"{'workload':<10} {'dltrain ms':>11} {'pytorch ms':>11} {'ratio':>7}{extra}")
     for r in rows:
         flag = "" if r["ratio"] <= 1.0 else "  > 1.0"
-        more = f" {r['compiled_ms']:>12.3f} {r['ratio_vs_compiled']:>7.2f}" if args.compile \
-            else ""
-        print(f"{r['workload']:<10} {r['dltrain_ms']:>11.3f} {r['pytorch_ms']:>11.3f} "
-              f"{r['ratio']:>7.2f}{more}{flag}")
+        more = f" {r['compiled_ms']:>12.3f} {r['ratio_vs_compiled']:>7.2f}" if args.compile else ""
+        print(
+            f"{r['workload']:<10} {r['dltrain_ms']:>11.3f} {r['pytorch_ms']:>11.3f} "
+            f"{r['ratio']:>7.2f}{more}{flag}"
+        )
     return 0
 
 

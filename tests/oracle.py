@@ -33,8 +33,14 @@ def _as_tuple(x: Any) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def check(fn_engine: Callable[..., Any], fn_torch: Callable[..., Any], *inputs: torch.Tensor,
-          grad: tuple[bool, ...] | None = None, rtol: float = 1e-10, seed: int = 918273) -> None:
+def check(
+    fn_engine: Callable[..., Any],
+    fn_torch: Callable[..., Any],
+    *inputs: torch.Tensor,
+    grad: tuple[bool, ...] | None = None,
+    rtol: float = 1e-10,
+    seed: int = 918273,
+) -> None:
     """Assert fn_engine(*Tensors) matches fn_torch(*tensors) in value and gradients."""
     flags = grad or tuple(t.is_floating_point() for t in inputs)
     eng_in = [Tensor(t.clone(), requires_grad=f) for t, f in zip(inputs, flags)]
@@ -48,8 +54,10 @@ def check(fn_engine: Callable[..., Any], fn_torch: Callable[..., Any], *inputs: 
         err = rel_err(e.data, t)
         assert err <= rtol, f"output {i}: relative error {err:.3g} > {rtol}"
     # scalar objective sum_i <out_i, up_i> on both sides
-    eng_obj = sum(((e * Tensor(u)).sum() for e, u in zip(eng_out, ups)), Tensor(torch.zeros((),
-                  dtype=ups[0].dtype)))
+    eng_obj = sum(
+        ((e * Tensor(u)).sum() for e, u in zip(eng_out, ups)),
+        Tensor(torch.zeros((), dtype=ups[0].dtype)),
+    )
     tor_obj = sum((t * u).sum() for t, u in zip(tor_out, ups))
     if not any(flags) or not tor_obj.requires_grad:
         return

@@ -27,7 +27,7 @@ def _imports(path: pathlib.Path, package: str) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = parts[:len(parts) - node.level]
+                base = parts[: len(parts) - node.level]
                 mod = ".".join(base + tuple((node.module or "").split("."))).strip(".")
                 names = [mod] if node.module else [f"{mod}.{a.name}" for a in node.names]
             else:
@@ -38,8 +38,11 @@ def _imports(path: pathlib.Path, package: str) -> set[str]:
             continue
         for n in names:
             bits = n.split(".")
-            out.add(bits[1] if bits[0] == "dltrain" and len(bits) > 1 else
-                    ("dltrain" if bits[0] == "dltrain" else "ext:" + bits[0]))
+            out.add(
+                bits[1]
+                if bits[0] == "dltrain" and len(bits) > 1
+                else ("dltrain" if bits[0] == "dltrain" else "ext:" + bits[0])
+            )
     return out
 
 

@@ -38,8 +38,9 @@ def test_json_schema_rejects_a_misspelt_key():
         jsonschema.validate(doc, json_schema())
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if "bench" not in p.parts],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if "bench" not in p.parts], ids=lambda p: p.stem
+)
 def test_config_trains_a_few_steps(path, tmp_path):
     spec = load(str(path))
     over = ["train.epochs=1", "logging.tensorboard=false"]

@@ -12,10 +12,12 @@ from .app import app, guarded, out
 
 @app.command()
 @guarded
-def bench(config: Path = typer.Argument(..., help="Config file."),
-          steps: int = typer.Option(50, "--steps", help="Timed steps (after 10 warm-up)."),
-          device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def bench(
+    config: Path = typer.Argument(..., help="Config file."),
+    steps: int = typer.Option(50, "--steps", help="Timed steps (after 10 warm-up)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
     """Time full training steps (forward, backward, optimizer) of a config here."""
     from ..engine.bench import bench as run_bench
     from ..run.train import pick_device
@@ -25,7 +27,9 @@ def bench(config: Path = typer.Argument(..., help="Config file."),
     if as_json:
         print(json.dumps(res))
         return
-    out.print(f"{res['config']} on {res['device']} ({res['threads']} threads), batch "
-              f"{res['batch_size']}: {res['ms_per_step']:.3f} ms/step (forward "
-              f"{res['forward_ms']:.3f}, backward {res['backward_ms']:.3f}, optimizer "
-              f"{res['optimizer_ms']:.3f})")
+    out.print(
+        f"{res['config']} on {res['device']} ({res['threads']} threads), batch "
+        f"{res['batch_size']}: {res['ms_per_step']:.3f} ms/step (forward "
+        f"{res['forward_ms']:.3f}, backward {res['backward_ms']:.3f}, optimizer "
+        f"{res['optimizer_ms']:.3f})"
+    )

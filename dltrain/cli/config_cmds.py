@@ -15,8 +15,9 @@ SetOpt = typer.Option(None, "--set", help="Override a key: --set train.epochs=3 
 
 @app.command()
 @guarded
-def validate(config: Path = typer.Argument(..., help="Config file."),
-             set_: list[str] = SetOpt) -> None:
+def validate(
+    config: Path = typer.Argument(..., help="Config file."), set_: list[str] = SetOpt
+) -> None:
     """Check a config (schema, shapes) without training; writes nothing."""
     from ..spec import load
 
@@ -29,8 +30,10 @@ def validate(config: Path = typer.Argument(..., help="Config file."),
 
 @app.command()
 @guarded
-def summary(config: Path = typer.Argument(..., help="Config file (only `model` is read)."),
-            set_: list[str] = SetOpt) -> None:
+def summary(
+    config: Path = typer.Argument(..., help="Config file (only `model` is read)."),
+    set_: list[str] = SetOpt,
+) -> None:
     """Layers, output shapes and parameter counts, like Keras's model.summary()."""
     from ..spec import load_model
     from .summary_table import print_summary
@@ -51,10 +54,13 @@ TEMPLATES = ("mlp", "cnn")
 
 @app.command()
 @guarded
-def init(kind: str = typer.Argument("mlp", help="Starter: mlp or cnn."),
-         output: Path = typer.Option(Path("config.yaml"), "-o", "--output",
-                                     help="Where to write the config."),
-         force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
+def init(
+    kind: str = typer.Argument("mlp", help="Starter: mlp or cnn."),
+    output: Path = typer.Option(
+        Path("config.yaml"), "-o", "--output", help="Where to write the config."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
     """Write a commented starter config."""
     from ..errors import ConfigError, DltrainIOError
     from ..fsutil import atomic_write_text

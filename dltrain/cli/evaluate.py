@@ -13,11 +13,15 @@ from .app import app, guarded, out
 
 @app.command()
 @guarded
-def evaluate(run: Path = typer.Argument(..., help="Run directory or checkpoint."),
-             data: str = typer.Option("test", "--data", help="test, validation, train, or an "
-                                      ".npz file with arrays x and y."),
-             as_json: bool = typer.Option(False, "--json", help="Print one JSON object of "
-                                          "metric name to value.")) -> None:
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory or checkpoint."),
+    data: str = typer.Option(
+        "test", "--data", help="test, validation, train, or an .npz file with arrays x and y."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object of metric name to value."
+    ),
+) -> None:
     """Metrics of a trained model on the test split (else validation), per-class report."""
     from ..run.evaluate import evaluate_checkpoint
 
@@ -36,11 +40,15 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory or checkpoint."
         for c in ("class", "precision", "recall", "f1", "support"):
             rep.add_column(c, justify="right")
         for row in res.per_class:
-            rep.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                        f"{row['f1']:.3f}", str(row["support"]))
+            rep.add_row(
+                row["class"],
+                f"{row['precision']:.3f}",
+                f"{row['recall']:.3f}",
+                f"{row['f1']:.3f}",
+                str(row["support"]),
+            )
         out.print(rep)
-        cm = Table(title="confusion matrix (rows: true, columns: predicted)",
-                   title_justify="left")
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         cm.add_column("")
         for name in res.class_names:
             cm.add_column(name[:8], justify="right")

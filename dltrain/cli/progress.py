@@ -42,10 +42,16 @@ class PlainReporter:
 class RichReporter:
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[logs]}"),
-                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                                 console=out, transient=True)
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[logs]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=out,
+            transient=True,
+        )
         self.task = None
         self.table = Table(title="Training", title_justify="left")
         self.columns: list[str] = []
@@ -74,8 +80,9 @@ class RichReporter:
             for c in ["epoch", "time"] + self.columns:
                 self.table.add_column(c, justify="right")
         dt = time.perf_counter() - self.t0
-        row = [str(epoch + 1), f"{dt:.1f}s"] + [f"{logs.get(c, float('nan')):.4g}"
-                                                 for c in self.columns]
+        row = [str(epoch + 1), f"{dt:.1f}s"] + [
+            f"{logs.get(c, float('nan')):.4g}" for c in self.columns
+        ]
         out.print("  ".join(f"{c}={v}" for c, v in zip(["epoch", "time"] + self.columns, row)))
         self.table.add_row(*row)
 

@@ -12,17 +12,22 @@ from .app import app, err, guarded, out
 
 @app.command()
 @guarded
-def train(config: Path = typer.Argument(..., help="Config file."),
-          set_: list[str] = typer.Option(None, "--set", help="Override a key: --set "
-                                         "train.epochs=3 (repeatable)."),
-          run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default "
-                                       "runs/<name>)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid "
-                                      "checkpoint in the run directory."),
-          allow: list[str] = typer.Option(None, "--allow-config-change", help="A key that may "
-                                          "differ from the resumed run (repeatable)."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines, no "
-                                     "progress bar.")) -> None:
+def train(
+    config: Path = typer.Argument(..., help="Config file."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Override a key: --set train.epochs=3 (repeatable)."
+    ),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest valid checkpoint in the run directory."
+    ),
+    allow: list[str] = typer.Option(
+        None,
+        "--allow-config-change",
+        help="A key that may differ from the resumed run (repeatable).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines, no progress bar."),
+) -> None:
     """Train a model; writes a run directory with checkpoints, TensorBoard logs, metrics."""
     from ..run.train import train_run
     from ..spec import load
@@ -31,6 +36,13 @@ def train(config: Path = typer.Argument(..., help="Config file."),
     spec = load(str(config), set_ or [])
     interactive = sys.stdout.isatty() and not quiet
     reporter = RichReporter(spec.train.batch_size) if interactive else PlainReporter()
-    rdir = train_run(str(config), set_ or [], str(run_dir) if run_dir else None, resume,
-                     allow or [], reporter, log=lambda m: err.print(m))
+    rdir = train_run(
+        str(config),
+        set_ or [],
+        str(run_dir) if run_dir else None,
+        resume,
+        allow or [],
+        reporter,
+        log=lambda m: err.print(m),
+    )
     out.print(f"run directory: {rdir}  (tensorboard --logdir {rdir / 'tensorboard'})")

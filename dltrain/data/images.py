@@ -24,12 +24,15 @@ def read_image(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     return arr.reshape(h, w, c)
 
 
-def scan_image_folder(root: str, input_shape: tuple[int, ...]
-                      ) -> tuple[list[str], np.ndarray, list[str]]:
+def scan_image_folder(
+    root: str, input_shape: tuple[int, ...]
+) -> tuple[list[str], np.ndarray, list[str]]:
     """(image paths, labels, class names) of a folder with one subfolder per class."""
     if len(input_shape) != 3 or input_shape[2] not in (1, 3):
-        raise DataError(f"{root}: image folders need model.input_shape [height, width, 1 or 3],"
-                        f" got {list(input_shape)}")
+        raise DataError(
+            f"{root}: image folders need model.input_shape [height, width, 1 or 3],"
+            f" got {list(input_shape)}"
+        )
     if not os.path.isdir(root):
         raise DataError(f"image folder not found: {root}")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -43,8 +46,7 @@ def scan_image_folder(root: str, input_shape: tuple[int, ...]
                 paths.append(os.path.join(folder, name))
                 labels.append(label)
     if not paths:
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class "
-                        "folders")
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders")
     return paths, np.asarray(labels, dtype=np.int64), classes
 
 
@@ -64,12 +66,14 @@ def problem(path: str, input_shape: tuple[int, ...]) -> str | None:
 
 def raise_bad(root: str, bad: list[str]) -> None:
     if bad:
-        raise DataError(f"{root}: {len(bad)} image(s) cannot be read; fix or remove them:\n"
-                        + "\n".join(bad))
+        raise DataError(
+            f"{root}: {len(bad)} image(s) cannot be read; fix or remove them:\n" + "\n".join(bad)
+        )
 
 
-def read_image_folder(root: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray,
-                                                                         list[str]]:
+def read_image_folder(
+    root: str, input_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     paths, ys, classes = scan_image_folder(root, input_shape)
     read = [try_read(p, input_shape) for p in paths]
     raise_bad(root, [why for _, why in read if why])

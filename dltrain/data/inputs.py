@@ -31,8 +31,7 @@ def read_inputs(path: str, spec: Any) -> np.ndarray:
             return arrays["x"]
         if len(arrays) == 1:
             return next(iter(arrays.values()))
-        raise DataError(f"{path}: holds {', '.join(arrays)}; name the inputs 'x' or keep one "
-                        "array")
+        raise DataError(f"{path}: holds {', '.join(arrays)}; name the inputs 'x' or keep one array")
     if low.endswith(".npy"):
         try:
             return np.load(path, allow_pickle=False)
@@ -74,14 +73,17 @@ def _csv(path: str, spec: Any) -> np.ndarray:
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                raise DataError(f"{path}:{reader.line_num}: {len(row)} fields, the header has "
-                                f"{len(header)}")
+                raise DataError(
+                    f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)}"
+                )
             try:
                 rows.append([float(row[i]) for i in idx])
             except ValueError:
                 bad = next(i for i in idx if not _is_float(row[i]))
-                raise DataError(f"{path}:{reader.line_num}: column '{header[bad]}' holds "
-                                f"'{row[bad]}', which is not a number") from None
+                raise DataError(
+                    f"{path}:{reader.line_num}: column '{header[bad]}' holds "
+                    f"'{row[bad]}', which is not a number"
+                ) from None
     x = np.asarray(rows, dtype=np.float32)
     if x.size and not np.isfinite(x).all():
         r, c = np.argwhere(~np.isfinite(x))[0]

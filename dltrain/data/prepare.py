@@ -41,8 +41,10 @@ class Preprocessor:
         flat = self._flat(x)
         if self.scaling == "standard":
             mean, std = flat.mean(0), flat.std(0)
-            self.offset, self.scale = mean.tolist(), np.where(std > 0, 1 / np.where(
-                std > 0, std, 1), 1.0).tolist()
+            self.offset, self.scale = (
+                mean.tolist(),
+                np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0).tolist(),
+            )
         elif self.scaling == "minmax":
             lo, hi = flat.min(0), flat.max(0)
             span = hi - lo
@@ -76,9 +78,11 @@ class Preprocessor:
         want = math.prod(self.input_shape)
         got = math.prod(x.shape[1:])
         if got != want:
-            raise DataError(f"{origin}: each sample has {got} values (shape "
-                            f"{list(x.shape[1:])}) but model.input_shape {self.input_shape} "
-                            f"needs {want}")
+            raise DataError(
+                f"{origin}: each sample has {got} values (shape "
+                f"{list(x.shape[1:])}) but model.input_shape {self.input_shape} "
+                f"needs {want}"
+            )
         return x.reshape((len(x),) + tuple(self.input_shape))
 
     def apply(self, x: np.ndarray, origin: str = "input") -> np.ndarray:
@@ -91,8 +95,9 @@ class Preprocessor:
             x = x * np.float32(self.rescale)
         if self.offset is not None and self.scale is not None:
             shape = (1,) + tuple(self.input_shape)
-            x = (x - np.asarray(self.offset, np.float32).reshape(shape)) * \
-                np.asarray(self.scale, np.float32).reshape(shape)
+            x = (x - np.asarray(self.offset, np.float32).reshape(shape)) * np.asarray(
+                self.scale, np.float32
+            ).reshape(shape)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim >= 3:  # (N, ..., C) -> (N, C, ...) as a view: memory stays channels-last
             x = np.moveaxis(x, -1, 1)
@@ -115,8 +120,10 @@ def check_finite(ds: Dataset, what: str) -> None:
         if bad.any():
             r, c = np.argwhere(bad)[0]
             n = int(bad.any(1).sum())
-            raise DataError(f"{ds.where(r)} ({what}), feature {c} is {x[r, c]}; {n} sample(s) "
-                            "hold NaN or Inf. Clean them first")
+            raise DataError(
+                f"{ds.where(r)} ({what}), feature {c} is {x[r, c]}; {n} sample(s) "
+                "hold NaN or Inf. Clean them first"
+            )
     if np.issubdtype(ds.y.dtype, np.floating) and not np.isfinite(ds.y).all():
         r = int(np.argwhere(~np.isfinite(ds.y.reshape(len(ds.y), -1)))[0][0])
         raise DataError(f"{ds.where(r)} ({what}): the target is not finite")
@@ -129,16 +136,17 @@ def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
         label = ds.classes[ds.y[i]] if 0 <= ds.y[i] < len(ds.classes) else ds.y[i]
-        raise DataError(f"{ds.where(i)} ({what}) has label {label}, outside the model's "
-                        f"{n_classes} classes (0..{n_classes - 1}); fix the label or the "
-                        "last layer's units")
+        raise DataError(
+            f"{ds.where(i)} ({what}) has label {label}, outside the model's "
+            f"{n_classes} classes (0..{n_classes - 1}); fix the label or the "
+            "last layer's units"
+        )
 
 
 def _take(ds: Dataset, idx: np.ndarray, what: str) -> Dataset:
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
-    return Dataset(x, ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image,
-                   lines)
+    return Dataset(x, ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image, lines)
 
 
 def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:
@@ -147,16 +155,23 @@ def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, 
     order = np.random.default_rng(seed).permutation(len(ds.x))
     n = int(round(len(ds.x) * fraction))
     if n == 0 or n == len(ds.x):
-        raise DataError(f"{ds.origin}: a {what} split of {fraction} leaves an empty split "
-                        f"({len(ds.x)} samples)")
+        raise DataError(
+            f"{ds.origin}: a {what} split of {fraction} leaves an empty split ({len(ds.x)} samples)"
+        )
     return _take(ds, np.sort(order[n:]), "train"), _take(ds, np.sort(order[:n]), what)
 
 
 def load_splits(spec: Any, base_dir: str) -> Splits:
     d = spec.data
     shape = tuple(spec.model.input_shape)
-    load = lambda src: load_source(src, base_dir, spec.task, shape, d.max_in_memory_mb,  # noqa
-                                   d.workers)
+    load = lambda src: load_source(
+        src,
+        base_dir,
+        spec.task,
+        shape,
+        d.max_in_memory_mb,  # noqa
+        d.workers,
+    )
     train = load(d.train)
     test = load(d.test) if d.test else None
     if test is None and d.test_split:
@@ -174,8 +189,13 @@ def load_splits(spec: Any, base_dir: str) -> Splits:
 
 def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
     d = spec.data
-    pre = Preprocessor(list(spec.model.input_shape), spec.model.input_dtype, d.rescale,
-                       d.scaling, classes=list(train.classes))
+    pre = Preprocessor(
+        list(spec.model.input_shape),
+        spec.model.input_dtype,
+        d.rescale,
+        d.scaling,
+        classes=list(train.classes),
+    )
     if spec.model.input_dtype == "float32" and isinstance(train.x, StreamedImages):
         if d.scaling != "none":  # fitted from one streamed pass over the training split
             pre.fit_stream(train.x.iter_chunks())

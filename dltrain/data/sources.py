@@ -43,8 +43,14 @@ def _path(base: str, p: str) -> str:
     return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
 
 
-def load_source(src: Any, base_dir: str, task: str, input_shape: tuple[int, ...],
-                max_in_memory_mb: float = 2048, workers: int = 2) -> Dataset:
+def load_source(
+    src: Any,
+    base_dir: str,
+    task: str,
+    input_shape: tuple[int, ...],
+    max_in_memory_mb: float = 2048,
+    workers: int = 2,
+) -> Dataset:
     """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C) and,
     when larger than max_in_memory_mb decoded, streamed from disk by worker processes."""
     if src.type == "image_folder":
@@ -58,8 +64,9 @@ def load_source(src: Any, base_dir: str, task: str, input_shape: tuple[int, ...]
         else:
             x, y, classes = read_image_folder(root, input_shape)
         return Dataset(x, y, classes, root, image=True)
-    loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz,
-              "idx": _idx}[src.type]
+    loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz, "idx": _idx}[
+        src.type
+    ]
     ds = loader(src, base_dir, task)
     if len(ds.x) == 0:
         raise DataError(f"{ds.origin}: no samples")
@@ -86,16 +93,29 @@ def _synthetic(src: Any, base_dir: str, task: str) -> Dataset:
     if src.task == "classification":
         informative = src.informative or min(src.features, max(2, src.features // 2))
         x, y = make_classification(
-            n_samples=src.samples, n_features=src.features, n_informative=informative,
-            n_redundant=0, n_repeated=0, n_classes=src.classes, n_clusters_per_class=1,
-            flip_y=src.noise, class_sep=1.5, random_state=src.seed)
+            n_samples=src.samples,
+            n_features=src.features,
+            n_informative=informative,
+            n_redundant=0,
+            n_repeated=0,
+            n_classes=src.classes,
+            n_clusters_per_class=1,
+            flip_y=src.noise,
+            class_sep=1.5,
+            random_state=src.seed,
+        )
         y = y.astype(np.int64)
         classes = [str(i) for i in range(src.classes)]
     else:
         n_targets = int(np.prod(src.targets)) if src.targets else 1
-        x, y = make_regression(n_samples=src.samples, n_features=src.features,
-                               n_informative=src.informative or src.features, noise=src.noise,
-                               n_targets=n_targets, random_state=src.seed)
+        x, y = make_regression(
+            n_samples=src.samples,
+            n_features=src.features,
+            n_informative=src.informative or src.features,
+            noise=src.noise,
+            n_targets=n_targets,
+            random_state=src.seed,
+        )
         y = y.astype(np.float32)
         if src.targets:  # squash into (-1, 1), e.g. for a tanh image output
             y = np.tanh(y / (np.abs(y).max() + 1e-8) * 2).reshape(-1, *src.targets)
@@ -107,8 +127,10 @@ def _number(text: str, path: str, line: int, column: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise DataError(f"{path}:{line}: column '{column}' holds '{text}', which is not a "
-                        "number; fix or remove the row") from None
+        raise DataError(
+            f"{path}:{line}: column '{column}' holds '{text}', which is not a "
+            "number; fix or remove the row"
+        ) from None
     return v
 
 
@@ -128,8 +150,9 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
             raise DataError(f"{path}: the file is empty; it needs a header row") from None
         header = [h.strip() for h in header]
         if src.label_column not in header:
-            raise DataError(f"{path}:1: no column '{src.label_column}' in the header "
-                            f"({', '.join(header)})")
+            raise DataError(
+                f"{path}:1: no column '{src.label_column}' in the header ({', '.join(header)})"
+            )
         feats = src.feature_columns or [h for h in header if h != src.label_column]
         missing = [c for c in feats if c not in header]
         if missing:
@@ -142,9 +165,11 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                raise DataError(f"{path}:{line}: {len(row)} fields, the header has "
-                                f"{len(header)}; fix the row (a stray or missing "
-                                f"'{src.delimiter}'?)")
+                raise DataError(
+                    f"{path}:{line}: {len(row)} fields, the header has "
+                    f"{len(header)}; fix the row (a stray or missing "
+                    f"'{src.delimiter}'?)"
+                )
             rows.append([_number(row[i], path, line, header[i]) for i in fi])
             labels.append((row[li].strip(), line))
     if not rows:
@@ -175,8 +200,10 @@ def _npz(src: Any, base_dir: str, task: str) -> Dataset:
     if not os.path.isfile(path):
         raise DataError(f"data file not found: {path}")
     if path.endswith(".npy"):
-        raise DataError(f"{path}: a .npy holds one array; put features and labels in a .npz "
-                        f"with keys '{src.x_key}' and '{src.y_key}' (numpy.savez)")
+        raise DataError(
+            f"{path}: a .npy holds one array; put features and labels in a .npz "
+            f"with keys '{src.x_key}' and '{src.y_key}' (numpy.savez)"
+        )
     arrays = read_npz(path)
     for key in (src.x_key, src.y_key):
         if key not in arrays:
@@ -186,8 +213,10 @@ def _npz(src: Any, base_dir: str, task: str) -> Dataset:
         raise DataError(f"{path}: '{src.x_key}' has dtype {x.dtype}; features must be numbers")
     if task == "classification":
         if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{path}: labels '{src.y_key}' have dtype {y.dtype}; class "
-                            "labels must be integers 0..C-1")
+            raise DataError(
+                f"{path}: labels '{src.y_key}' have dtype {y.dtype}; class "
+                "labels must be integers 0..C-1"
+            )
         y = y.astype(np.int64)
         classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
     else:
@@ -202,15 +231,22 @@ def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]
         with zipfile.ZipFile(path) as zf:
             total = sum(i.file_size for i in zf.infolist())
             if total > max_bytes:
-                raise DataError(f"{path}: the archive declares {total / 1e9:.1f} GB "
-                                f"uncompressed (limit {max_bytes / 1e9:.1f} GB); refusing to "
-                                "read it")
+                raise DataError(
+                    f"{path}: the archive declares {total / 1e9:.1f} GB "
+                    f"uncompressed (limit {max_bytes / 1e9:.1f} GB); refusing to "
+                    "read it"
+                )
             for info in zf.infolist():
-                if info.compress_size and info.file_size / info.compress_size > 1000 and \
-                        info.file_size > 64 * 1024**2:
-                    raise DataError(f"{path}: member '{info.filename}' expands "
-                                    f"{info.file_size // info.compress_size}x to "
-                                    f"{info.file_size / 1e6:.0f} MB: a zip bomb? Refusing it")
+                if (
+                    info.compress_size
+                    and info.file_size / info.compress_size > 1000
+                    and info.file_size > 64 * 1024**2
+                ):
+                    raise DataError(
+                        f"{path}: member '{info.filename}' expands "
+                        f"{info.file_size // info.compress_size}x to "
+                        f"{info.file_size / 1e6:.0f} MB: a zip bomb? Refusing it"
+                    )
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not a valid .npz (zip) archive") from None
     try:
@@ -218,8 +254,10 @@ def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]
             return {k: npz[k] for k in npz.files}
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise DataError(f"{path}: holds object arrays, which need pickle; dltrain never "
-                            "unpickles. Save plain numeric arrays instead") from None
+            raise DataError(
+                f"{path}: holds object arrays, which need pickle; dltrain never "
+                "unpickles. Save plain numeric arrays instead"
+            ) from None
         raise DataError(f"{path}: cannot read: {e}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: cannot read: {e}") from None
@@ -244,13 +282,15 @@ def read_idx(path: str) -> np.ndarray:
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     need = math.prod(dims) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
+    body = raw[4 + 4 * ndim :]
     if len(body) != need:
-        raise DataError(f"{path}: header promises {need} bytes of data for shape {dims}, the "
-                        f"file holds {len(body)}")
+        raise DataError(
+            f"{path}: header promises {need} bytes of data for shape {dims}, the "
+            f"file holds {len(body)}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 

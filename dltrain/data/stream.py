@@ -21,8 +21,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     """One pool per worker count, shared by every streamed split of the process."""
     if workers not in _POOLS:
         # spawn: the workers never inherit torch's threads or the trainer's state
-        _POOLS[workers] = ProcessPoolExecutor(workers,
-                                              mp_context=multiprocessing.get_context("spawn"))
+        _POOLS[workers] = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")
+        )
     return _POOLS[workers]
 
 
@@ -31,12 +32,16 @@ def decode(paths: list[str], input_shape: tuple[int, ...], workers: int) -> np.n
     if not paths:
         return np.zeros((0, *input_shape), np.float32)
     chunk = max(1, len(paths) // (4 * workers))
-    return np.stack(list(_pool(workers).map(partial(read_image, input_shape=input_shape), paths,
-                                            chunksize=chunk)))
+    return np.stack(
+        list(
+            _pool(workers).map(partial(read_image, input_shape=input_shape), paths, chunksize=chunk)
+        )
+    )
 
 
-def stream_image_folder(root: str, input_shape: tuple[int, ...], workers: int
-                        ) -> tuple[StreamedImages, np.ndarray, list[str]]:
+def stream_image_folder(
+    root: str, input_shape: tuple[int, ...], workers: int
+) -> tuple[StreamedImages, np.ndarray, list[str]]:
     """Scan the folder and check every image in the workers (every bad file is listed up
     front, as for in-memory folders), keeping only the paths."""
     paths, labels, classes = scan_image_folder(root, input_shape)
@@ -66,7 +71,7 @@ class StreamedImages:
 
     def iter_chunks(self, size: int = 512):
         for i in range(0, len(self.paths), size):
-            yield decode(list(self.paths[i:i + size]), self.input_shape, self.workers)
+            yield decode(list(self.paths[i : i + size]), self.input_shape, self.workers)
 
 
 class StreamedInputs:

@@ -57,8 +57,9 @@ class Stepper:
         sync = self.sync
         sync()
         t0 = time.perf_counter()
-        out = self.model(Tensor(self.x), RunContext(training=True, generator=self.gen),
-                         logits=self.loss.logits)
+        out = self.model(
+            Tensor(self.x), RunContext(training=True, generator=self.gen), logits=self.loss.logits
+        )
         value = self.loss.fn(out, self.y)
         sync()
         t1 = time.perf_counter()
@@ -75,16 +76,25 @@ class Stepper:
 
 def summarize(times: list[tuple[float, float, float]]) -> dict[str, float]:
     ms = lambda v: 1000 * statistics.median(v)  # noqa: E731
-    return {"ms_per_step": ms([sum(t) for t in times]), "forward_ms": ms([t[0] for t in times]),
-            "backward_ms": ms([t[1] for t in times]), "optimizer_ms": ms([t[2] for t in times])}
+    return {
+        "ms_per_step": ms([sum(t) for t in times]),
+        "forward_ms": ms([t[0] for t in times]),
+        "backward_ms": ms([t[1] for t in times]),
+        "optimizer_ms": ms([t[2] for t in times]),
+    }
 
 
-def bench(spec: RunSpec, steps: int = 50, warmup: int = 10, device: str = "cpu"
-          ) -> dict[str, Any]:
+def bench(spec: RunSpec, steps: int = 50, warmup: int = 10, device: str = "cpu") -> dict[str, Any]:
     step = Stepper(spec, device)
     for _ in range(warmup):
         step()
     times = [step() for _ in range(steps)]
-    return {"config": spec.name, "device": device, "steps": steps,
-            "batch_size": spec.train.batch_size, "threads": torch.get_num_threads(),
-            **summarize(times), "final_loss": float(step.value)}
+    return {
+        "config": spec.name,
+        "device": device,
+        "steps": steps,
+        "batch_size": spec.train.batch_size,
+        "threads": torch.get_num_threads(),
+        **summarize(times),
+        "final_loss": float(step.value),
+    }

@@ -94,8 +94,10 @@ def commit(root: Path, name: str, files: dict[str, bytes]) -> Path:
         for fname, data in files.items():
             _fault(f"write:{fname}")
             _write_synced(tmp / fname, data)
-            manifest["files"][fname] = {"size": len(data),
-                                        "sha256": hashlib.sha256(data).hexdigest()}
+            manifest["files"][fname] = {
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
         _fault("manifest")
         _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(tmp)
@@ -111,8 +113,10 @@ def commit(root: Path, name: str, files: dict[str, bytes]) -> Path:
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         where = e.filename if isinstance(e.filename, str) and os.sep in e.filename else str(final)
-        raise DltrainIOError(f"cannot save checkpoint {final}: {e.strerror or e} ({where}); "
-                             "the previous checkpoint is intact") from None
+        raise DltrainIOError(
+            f"cannot save checkpoint {final}: {e.strerror or e} ({where}); "
+            "the previous checkpoint is intact"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -148,13 +152,17 @@ def sniff(path: Path, data: bytes) -> None:
     """Refuse pickles and torch archives by their content, whatever the file is called."""
     head = data[:4]
     if head[:1] == b"\x80" and len(data) > 1 and data[1] in range(2, 6):
-        raise CheckpointError(f"{path} is a Python pickle; dltrain never unpickles (loading "
-                              "a pickle can run arbitrary code). Provide a dltrain checkpoint "
-                              "directory or a .safetensors file")
+        raise CheckpointError(
+            f"{path} is a Python pickle; dltrain never unpickles (loading "
+            "a pickle can run arbitrary code). Provide a dltrain checkpoint "
+            "directory or a .safetensors file"
+        )
     if head == b"PK\x03\x04":
-        raise CheckpointError(f"{path} is a zip archive (a torch.save file?), which holds "
-                              "pickled code; dltrain never loads those. Convert the weights to "
-                              "safetensors or give a dltrain checkpoint directory")
+        raise CheckpointError(
+            f"{path} is a zip archive (a torch.save file?), which holds "
+            "pickled code; dltrain never loads those. Convert the weights to "
+            "safetensors or give a dltrain checkpoint directory"
+        )
 
 
 def check_safetensors(path: Path, data: bytes) -> None:
@@ -164,10 +172,12 @@ def check_safetensors(path: Path, data: bytes) -> None:
         raise CheckpointError(f"{path}: truncated ({len(data)} bytes), not a safetensors file")
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER or 8 + n > len(data):
-        raise CheckpointError(f"{path}: safetensors header claims {n} bytes but the file has "
-                              f"{len(data)}; the file is truncated or corrupt")
+        raise CheckpointError(
+            f"{path}: safetensors header claims {n} bytes but the file has "
+            f"{len(data)}; the file is truncated or corrupt"
+        )
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
@@ -177,11 +187,16 @@ def check_safetensors(path: Path, data: bytes) -> None:
         if key == "__metadata__":
             continue
         offs = info.get("data_offsets") if isinstance(info, dict) else None
-        if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int)
-                                                                    for o in offs)
-                or not 0 <= offs[0] <= offs[1] <= body):
-            raise CheckpointError(f"{path}: tensor '{key}' has data offsets {offs} outside the "
-                                  f"{body}-byte data section; the file is corrupt")
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) for o in offs)
+            or not 0 <= offs[0] <= offs[1] <= body
+        ):
+            raise CheckpointError(
+                f"{path}: tensor '{key}' has data offsets {offs} outside the "
+                f"{body}-byte data section; the file is corrupt"
+            )
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -206,14 +221,18 @@ def verify(ckpt: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(mpath.read_bytes())
     except FileNotFoundError:
-        raise CheckpointError(f"{ckpt}: no {MANIFEST}; the checkpoint is incomplete (an "
-                              "interrupted save?) or not a dltrain checkpoint") from None
+        raise CheckpointError(
+            f"{ckpt}: no {MANIFEST}; the checkpoint is incomplete (an "
+            "interrupted save?) or not a dltrain checkpoint"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         raise CheckpointError(f"{mpath}: unreadable or corrupt manifest") from None
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if fmt != FORMAT_VERSION:
-        raise CheckpointError(f"{mpath}: checkpoint format version {fmt!r}; this dltrain reads "
-                              f"version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{mpath}: checkpoint format version {fmt!r}; this dltrain reads "
+            f"version {FORMAT_VERSION}"
+        )
     for fname, info in manifest.get("files", {}).items():
         path = ckpt / fname
         try:
@@ -221,11 +240,13 @@ def verify(ckpt: Path) -> dict[str, Any]:
         except FileNotFoundError:
             raise CheckpointError(f"{path}: listed in the manifest but missing") from None
         if len(data) != info["size"]:
-            raise CheckpointError(f"{path}: {len(data)} bytes, the manifest says {info['size']}"
-                                  " (truncated?)")
+            raise CheckpointError(
+                f"{path}: {len(data)} bytes, the manifest says {info['size']} (truncated?)"
+            )
         if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            raise CheckpointError(f"{path}: contents do not match the manifest's sha256 "
-                                  "(corrupted on disk?)")
+            raise CheckpointError(
+                f"{path}: contents do not match the manifest's sha256 (corrupted on disk?)"
+            )
     return manifest
 
 
@@ -256,8 +277,10 @@ def resolve(path: str | Path) -> Path:
         raise CheckpointError(f"{p}: no such run directory or checkpoint")
     if p.is_file():
         sniff(p, p.open("rb").read(8))
-        raise CheckpointError(f"{p} is a file; give a run directory or a checkpoint directory "
-                              "(runs/NAME or runs/NAME/checkpoints/step-...)")
+        raise CheckpointError(
+            f"{p} is a file; give a run directory or a checkpoint directory "
+            "(runs/NAME or runs/NAME/checkpoints/step-...)"
+        )
     if (p / MANIFEST).exists() or NAME.match(p.name):
         verify(p)
         return p

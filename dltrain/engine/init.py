@@ -36,8 +36,9 @@ def glorot_uniform(shape, fan_in, fan_out, gen, dtype, device):
 
 
 def glorot_normal(shape, fan_in, fan_out, gen, dtype, device):
-    return _truncated_normal(shape, math.sqrt(2 / (fan_in + fan_out)) / TRUNC_STD, gen, dtype,
-                             device)
+    return _truncated_normal(
+        shape, math.sqrt(2 / (fan_in + fan_out)) / TRUNC_STD, gen, dtype, device
+    )
 
 
 def he_normal(shape, fan_in, fan_out, gen, dtype, device):
@@ -67,8 +68,9 @@ def uniform(shape, fan_in, fan_out, gen, dtype, device):
 def orthogonal(shape, fan_in, fan_out, gen, dtype, device):
     rows = shape[0]
     cols = math.prod(shape[1:]) if len(shape) > 1 else 1
-    a = torch.randn(max(rows, cols), min(rows, cols), generator=gen, dtype=torch.float64,
-                    device=device)
+    a = torch.randn(
+        max(rows, cols), min(rows, cols), generator=gen, dtype=torch.float64, device=device
+    )
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r))  # make the decomposition unique
     if rows < cols:
@@ -85,8 +87,20 @@ def ones(shape, fan_in, fan_out, gen, dtype, device):
 
 
 INITIALIZERS: dict[str, Init] = {
-    f.__name__: f for f in (glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal,
-                            lecun_uniform, normal, uniform, orthogonal, zeros, ones)
+    f.__name__: f
+    for f in (
+        glorot_uniform,
+        glorot_normal,
+        he_normal,
+        he_uniform,
+        lecun_normal,
+        lecun_uniform,
+        normal,
+        uniform,
+        orthogonal,
+        zeros,
+        ones,
+    )
 }
 INITIALIZERS["random_normal"] = normal
 INITIALIZERS["random_uniform"] = uniform

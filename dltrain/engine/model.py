@@ -114,13 +114,17 @@ class Model:
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))
         if strict and (missing or unexpected):
-            raise ValueError(f"weights do not match the model: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"weights do not match the model: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
         for k, t in tensors.items():
             if k in own:
                 if own[k].shape != t.shape:
-                    raise ValueError(f"weight '{k}' has shape {tuple(t.shape)}, the model "
-                                     f"needs {tuple(own[k].shape)}")
+                    raise ValueError(
+                        f"weight '{k}' has shape {tuple(t.shape)}, the model "
+                        f"needs {tuple(own[k].shape)}"
+                    )
                 own[k].copy_(t)
 
     def param_counts(self) -> tuple[int, int]:
@@ -141,14 +145,21 @@ def _default_name(spec: Any, counts: dict[str, int]) -> str:
     return f"{base}_{counts[base]}"
 
 
-def compile_model(spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32,
-                  device: torch.device | str = "cpu") -> Model:
+def compile_model(
+    spec: ModelSpec,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Model:
     """Build the layer graph with shapes inferred layer by layer; weights seeded by `seed`.
 
     Errors name the layer (index, name, type), its place in the file and the shapes."""
     source = spec._source
-    ctx = BuildContext(torch.Generator(device="cpu").manual_seed(seed), dtype,
-                       "meta" if str(device) == "meta" else "cpu")
+    ctx = BuildContext(
+        torch.Generator(device="cpu").manual_seed(seed),
+        dtype,
+        "meta" if str(device) == "meta" else "cpu",
+    )
     names: dict[str, int] = {"input": 0}
     shapes: list[Shape] = [engine_shape(tuple(spec.input_shape))]
     nodes: list[Node] = []
@@ -166,18 +177,23 @@ def compile_model(spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.flo
             for j, ref in enumerate(lspec.inputs):
                 if ref not in names:
                     later = any(ls.name == ref for ls in spec.layers[i:])
-                    hint = " (it comes later; layers may only read earlier ones)" if later \
+                    hint = (
+                        " (it comes later; layers may only read earlier ones)"
+                        if later
                         else suggest(ref, names)
-                    issues.append(Issue(source.loc(("layers", i, "inputs", j)) if source
-                                        else None, f"{label}: inputs names '{ref}', which is "
-                                        f"not a layer before it{hint}"))
+                    )
+                    issues.append(
+                        Issue(
+                            source.loc(("layers", i, "inputs", j)) if source else None,
+                            f"{label}: inputs names '{ref}', which is not a layer before it{hint}",
+                        )
+                    )
                 inputs.append(names.get(ref, 0))
         if cls.n_inputs == 1 and len(inputs) != 1:
             issues.append(Issue(where, f"{label} takes one input, got {len(inputs)}"))
             continue
         if cls.n_inputs == 0 and len(inputs) < 2:
-            issues.append(Issue(where, f"{label} merges two or more inputs; list them in "
-                                "`inputs`"))
+            issues.append(Issue(where, f"{label} merges two or more inputs; list them in `inputs`"))
             continue
         layer = cls(lspec, name)
         in_shapes = [shapes[j] for j in inputs]

@@ -19,6 +19,7 @@ from .shape_ops import (  # noqa: F401  (re-exported: ops.cat, ops.split, ...)
     contiguous,
     expand,
     flatten,
+    flip,
     getitem,
     narrow,
     permute,
@@ -324,9 +325,30 @@ def _bind() -> None:
     T.__getitem__ = getitem
     for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
         setattr(T, name, _cmp(name))
-    for f in (exp, log, log1p, sqrt, abs, clamp, sum, mean, amax, var, reshape, permute,
-              transpose, flatten, unsqueeze, squeeze, expand, contiguous, split, chunk,
-              matmul, narrow):
+    for f in (
+        exp,
+        log,
+        log1p,
+        sqrt,
+        abs,
+        clamp,
+        sum,
+        mean,
+        amax,
+        var,
+        reshape,
+        permute,
+        transpose,
+        flatten,
+        unsqueeze,
+        squeeze,
+        expand,
+        contiguous,
+        split,
+        chunk,
+        matmul,
+        narrow,
+    ):
         setattr(T, f.__name__, f)
     T.view = reshape
     T.max = amax

@@ -81,8 +81,9 @@ class Optimizer:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if meta.get("type") != type(self).__name__:
-            raise ValueError(f"optimizer state is for {meta.get('type')}, not "
-                             f"{type(self).__name__}")
+            raise ValueError(
+                f"optimizer state is for {meta.get('type')}, not {type(self).__name__}"
+            )
         self.step_count = int(meta["step"])
         self.lr = float(meta["lr"])
         pairs = self._pairs()
@@ -94,8 +95,15 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    def __init__(self, params: Any, lr: float = 0.01, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         super().__init__(params, lr)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening 0")
@@ -107,8 +115,17 @@ class SGD(Optimizer):
             first = self.momentum and "momentum_buffer" not in st
             if first:
                 st["momentum_buffer"] = torch.empty_like(p)
-            K_opt.sgd_step(p, g, st.get("momentum_buffer"), self.lr, self.momentum,
-                           self.dampening, self.weight_decay, self.nesterov, bool(first))
+            K_opt.sgd_step(
+                p,
+                g,
+                st.get("momentum_buffer"),
+                self.lr,
+                self.momentum,
+                self.dampening,
+                self.weight_decay,
+                self.nesterov,
+                bool(first),
+            )
             return
         d = g.add(p, alpha=self.weight_decay) if self.weight_decay else g
         if self.momentum:
@@ -124,8 +141,15 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay, self.amsgrad = betas, eps, weight_decay, amsgrad
         if amsgrad:
@@ -136,8 +160,19 @@ class Adam(Optimizer):
     def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
         b1, b2 = self.betas
         if use_triton(p) and p.dim() == 1 and not self.amsgrad:  # one fused launch
-            K_opt.adam_step(p, g, st["exp_avg"], st["exp_avg_sq"], self.lr, b1, b2, self.eps,
-                            self.weight_decay, self.step_count, self.decoupled)
+            K_opt.adam_step(
+                p,
+                g,
+                st["exp_avg"],
+                st["exp_avg_sq"],
+                self.lr,
+                b1,
+                b2,
+                self.eps,
+                self.weight_decay,
+                self.step_count,
+                self.decoupled,
+            )
             return
         if self.weight_decay:
             if self.decoupled:  # AdamW: p <- p (1 - lr wd)
@@ -162,16 +197,31 @@ class Adam(Optimizer):
 class AdamW(Adam):
     decoupled = True
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        amsgrad: bool = False,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
 class RMSprop(Optimizer):
     slots = ("square_avg",)
 
-    def __init__(self, params: Any, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ):
         super().__init__(params, lr)
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
@@ -203,9 +253,15 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     slots = ("sum",)
 
-    def __init__(self, params: Any, lr: float = 0.01, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ):
         super().__init__(params, lr)
         self.lr_decay, self.weight_decay = lr_decay, weight_decay
         self.initial, self.eps = initial_accumulator_value, eps
@@ -222,13 +278,18 @@ class Adagrad(Optimizer):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop, "Adagrad": Adagrad,
+    "SGD": SGD,
+    "Adam": Adam,
+    "AdamW": AdamW,
+    "RMSprop": RMSprop,
+    "Adagrad": Adagrad,
 }
 
 
 @torch.no_grad()
-def clip_grad_norm_(grads: Sequence[torch.Tensor] | torch.Tensor, max_norm: float,
-                    eps: float = 1e-6) -> torch.Tensor:
+def clip_grad_norm_(
+    grads: Sequence[torch.Tensor] | torch.Tensor, max_norm: float, eps: float = 1e-6
+) -> torch.Tensor:
     """Scale gradients so their global L2 norm is at most max_norm; return the norm.
 
     The scale min(1, max_norm / (norm + eps)) is applied on the device: no host sync.

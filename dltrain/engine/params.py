@@ -34,10 +34,10 @@ class FlatParams:
         offset = 0
         for p in params:
             n = p.numel()
-            view = self.data[offset:offset + n].view(p.shape)
+            view = self.data[offset : offset + n].view(p.shape)
             view.copy_(p.data)
             p.data = view
-            p.grad_buffer = self.grad[offset:offset + n].view(p.shape)
+            p.grad_buffer = self.grad[offset : offset + n].view(p.shape)
             p.grad = p.grad_buffer
             offset += n
 

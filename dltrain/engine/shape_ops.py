@@ -45,8 +45,9 @@ def permute(a: Tensor, *dims: Any) -> Tensor:
 
 
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
-    return make(a.data.transpose(dim0, dim1), (a,), lambda g: (g.transpose(dim0, dim1),),
-                "transpose")
+    return make(
+        a.data.transpose(dim0, dim1), (a,), lambda g: (g.transpose(dim0, dim1),), "transpose"
+    )
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -122,6 +123,12 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         shapes = ", ".join(str(tuple(d.shape)) for d in datas)
         raise ValueError(f"stack needs equal shapes, got {shapes}") from None
     return make(out, tensors, lambda g: g.unbind(dim), "stack")
+
+
+def flip(a: Tensor, dims: Sequence[int]) -> Tensor:
+    """Reverse the order along dims; the gradient is flipped back."""
+    dims = tuple(dims)
+    return make(a.data.flip(dims), (a,), lambda g: (g.flip(dims),), "flip")
 
 
 def narrow(a: Tensor, dim: int, start: int, length: int) -> Tensor:

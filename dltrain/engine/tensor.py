@@ -220,8 +220,9 @@ def accumulate_leaf(leaf: Tensor, grad: torch.Tensor) -> None:
         if leaf.grad_buffer is not None:  # its slot in a flat buffer: copy, no memset needed
             leaf.grad = leaf.grad_buffer.copy_(grad)
         else:  # a fresh copy: the incoming grad may be shared with another input of the op
-            leaf.grad = grad.to(dtype=leaf.data.dtype, copy=True,
-                                memory_format=torch.contiguous_format)
+            leaf.grad = grad.to(
+                dtype=leaf.data.dtype, copy=True, memory_format=torch.contiguous_format
+            )
     else:
         leaf.grad.add_(grad)
 

@@ -19,8 +19,10 @@ def export_checkpoint(src: str, fmt: str, output: str) -> Path:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     out = Path(output)
     if "checkpoints" in out.resolve().parts:
-        raise DltrainIOError(f"{out}: refusing to write into a run's checkpoints directory; "
-                             "choose another output path")
+        raise DltrainIOError(
+            f"{out}: refusing to write into a run's checkpoints directory; "
+            "choose another output path"
+        )
     loaded = load_checkpoint(src)  # verified before anything is written
     if fmt == "onnx":
         from .onnx_export import to_onnx
@@ -38,9 +40,11 @@ def export_checkpoint(src: str, fmt: str, output: str) -> Path:
             tmp.unlink(missing_ok=True)
             raise DltrainIOError(f"cannot write {out}: {e.strerror}") from None
         return out
-    files = {"model.safetensors": ck.tensors_bytes(loaded.model.state_tensors()),
-             "spec.json": json.dumps(loaded.spec.model_dump(mode="json"), indent=1).encode(),
-             "preprocessing.json": json.dumps(loaded.pre.to_json(), indent=1).encode()}
+    files = {
+        "model.safetensors": ck.tensors_bytes(loaded.model.state_tensors()),
+        "spec.json": json.dumps(loaded.spec.model_dump(mode="json"), indent=1).encode(),
+        "preprocessing.json": json.dumps(loaded.pre.to_json(), indent=1).encode(),
+    }
     if out.exists() and not (out / ck.MANIFEST).exists():
         raise DltrainIOError(f"{out} exists and is not a dltrain bundle; choose a new directory")
     return ck.commit(out.resolve().parent, out.resolve().name, files)

@@ -70,8 +70,13 @@ def _w(layer: Layer, key: str) -> np.ndarray | None:
 def _activation(g: _Graph, name: str | None, x: str, base: str) -> str:
     if name is None or name == "linear":
         return x
-    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus",
-              "elu": "Elu"}
+    simple = {
+        "relu": "Relu",
+        "sigmoid": "Sigmoid",
+        "tanh": "Tanh",
+        "softplus": "Softplus",
+        "elu": "Elu",
+    }
     if name in simple:
         return g.op(simple[name], [x], base)
     if name == "leaky_relu":
@@ -81,10 +86,15 @@ def _activation(g: _Graph, name: str | None, x: str, base: str) -> str:
     if name in ("silu", "swish"):
         return g.op("Mul", [x, g.op("Sigmoid", [x], base)], base)
     if name == "gelu":  # x * 0.5 * (1 + erf(x / sqrt 2))
-        e = g.op("Erf", [g.op("Mul", [x, g.const("c", np.float32(1 / math.sqrt(2)))], base)],
-                 base)
-        half = g.op("Mul", [g.op("Add", [e, g.const("one", np.float32(1))], base),
-                            g.const("half", np.float32(0.5))], base)
+        e = g.op("Erf", [g.op("Mul", [x, g.const("c", np.float32(1 / math.sqrt(2)))], base)], base)
+        half = g.op(
+            "Mul",
+            [
+                g.op("Add", [e, g.const("one", np.float32(1))], base),
+                g.const("half", np.float32(0.5)),
+            ],
+            base,
+        )
         return g.op("Mul", [x, half], base)
     raise ExportError(f"activation '{name}' cannot be exported to ONNX yet")
 
@@ -108,24 +118,45 @@ def _conv(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     ins = [xs[0], g.const(f"{L.name}.kernel", _w(L, "kernel"))]
     if "bias" in L.params:
         ins.append(g.const(f"{L.name}.bias", _w(L, "bias")))
-    return g.op("Conv", ins, L.name, strides=list(L.s), dilations=list(L.d), group=L.groups,
-                pads=begin + end, kernel_shape=list(L.k))
+    return g.op(
+        "Conv",
+        ins,
+        L.name,
+        strides=list(L.s),
+        dilations=list(L.d),
+        group=L.groups,
+        pads=begin + end,
+        kernel_shape=list(L.k),
+    )
 
 
 def _conv_t(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     ins = [xs[0], g.const(f"{L.name}.kernel", _w(L, "kernel"))]
     if "bias" in L.params:
         ins.append(g.const(f"{L.name}.bias", _w(L, "bias")))
-    return g.op("ConvTranspose", ins, L.name, strides=list(L.s), pads=L.pad + L.pad,
-                output_padding=list(L.opad))
+    return g.op(
+        "ConvTranspose",
+        ins,
+        L.name,
+        strides=list(L.s),
+        pads=L.pad + L.pad,
+        output_padding=list(L.opad),
+    )
 
 
 def _pool(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     lft, r, t, b = L.pads
     kind = "MaxPool" if L.spec.type == "MaxPooling2D" else "AveragePool"
     extra = {"count_include_pad": 0} if kind == "AveragePool" else {}
-    return g.op(kind, [xs[0]], L.name, kernel_shape=list(L.k), strides=list(L.s),
-                pads=[t, lft, b, r], **extra)
+    return g.op(
+        kind,
+        [xs[0]],
+        L.name,
+        kernel_shape=list(L.k),
+        strides=list(L.s),
+        pads=[t, lft, b, r],
+        **extra,
+    )
 
 
 def _gap(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
@@ -137,10 +168,14 @@ def _bn(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     c = L.buffers["moving_mean"].numel()
     gamma = _w(L, "gamma") if "gamma" in L.params else np.ones(c, np.float32)
     beta = _w(L, "beta") if "beta" in L.params else np.zeros(c, np.float32)
-    stats = [L.buffers[k].detach().cpu().numpy().astype(np.float32)
-             for k in ("moving_mean", "moving_variance")]
-    ins = [xs[0]] + [g.const(f"{L.name}.{k}", v) for k, v in
-                     zip(("gamma", "beta", "mean", "var"), [gamma, beta] + stats)]
+    stats = [
+        L.buffers[k].detach().cpu().numpy().astype(np.float32)
+        for k in ("moving_mean", "moving_variance")
+    ]
+    ins = [xs[0]] + [
+        g.const(f"{L.name}.{k}", v)
+        for k, v in zip(("gamma", "beta", "mean", "var"), [gamma, beta] + stats)
+    ]
     return g.op("BatchNormalization", ins, L.name, epsilon=float(L.spec.epsilon))
 
 
@@ -149,9 +184,13 @@ def _ln(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     gamma = _w(L, "gamma") if "gamma" in L.params else np.ones(c, np.float32)
     beta = _w(L, "beta") if "beta" in L.params else np.zeros(c, np.float32)
     x = g.to_last(xs[0], rank, L.name)
-    y = g.op("LayerNormalization", [x, g.const(f"{L.name}.gamma", gamma),
-                                    g.const(f"{L.name}.beta", beta)], L.name, axis=-1,
-             epsilon=float(L.spec.epsilon))
+    y = g.op(
+        "LayerNormalization",
+        [x, g.const(f"{L.name}.gamma", gamma), g.const(f"{L.name}.beta", beta)],
+        L.name,
+        axis=-1,
+        epsilon=float(L.spec.epsilon),
+    )
     return g.to_first(y, rank, L.name)
 
 
@@ -168,8 +207,11 @@ def _reshape(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
 
 def _relu(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     s = L.spec
-    y = g.op("LeakyRelu", [xs[0]], L.name, alpha=float(s.negative_slope)) if s.negative_slope \
+    y = (
+        g.op("LeakyRelu", [xs[0]], L.name, alpha=float(s.negative_slope))
+        if s.negative_slope
         else g.op("Relu", [xs[0]], L.name)
+    )
     if s.max_value is not None:
         y = g.op("Min", [y, g.const("max", np.float32(s.max_value))], L.name)
     return y
@@ -182,27 +224,45 @@ def _embedding(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
 
 def _upsample(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     scales = np.asarray([1, 1, *L.size], dtype=np.float32)
-    return g.op("Resize", [xs[0], "", g.const("scales", scales)], L.name, mode="nearest",
-                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    return g.op(
+        "Resize",
+        [xs[0], "", g.const("scales", scales)],
+        L.name,
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
 
 
 def _zeropad(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     lft, r, t, b = L.pads
-    return g.op("Pad", [xs[0], g.const("pads", np.asarray([0, 0, t, lft, 0, 0, b, r],
-                                                          np.int64))], L.name)
+    return g.op(
+        "Pad", [xs[0], g.const("pads", np.asarray([0, 0, t, lft, 0, 0, b, r], np.int64))], L.name
+    )
 
 
 EXPORTERS: dict[str, Callable[[_Graph, Layer, list[str], int], str]] = {
-    "Dense": _dense, "Conv1D": _conv, "Conv2D": _conv, "Conv2DTranspose": _conv_t,
-    "MaxPooling2D": _pool, "AveragePooling2D": _pool, "GlobalAveragePooling2D": _gap,
-    "BatchNormalization": _bn, "LayerNormalization": _ln, "Flatten": _flatten,
-    "Reshape": _reshape, "ReLU": _relu, "Embedding": _embedding, "UpSampling2D": _upsample,
+    "Dense": _dense,
+    "Conv1D": _conv,
+    "Conv2D": _conv,
+    "Conv2DTranspose": _conv_t,
+    "MaxPooling2D": _pool,
+    "AveragePooling2D": _pool,
+    "GlobalAveragePooling2D": _gap,
+    "BatchNormalization": _bn,
+    "LayerNormalization": _ln,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "ReLU": _relu,
+    "Embedding": _embedding,
+    "UpSampling2D": _upsample,
     "ZeroPadding2D": _zeropad,
     "Dropout": lambda g, L, xs, r: xs[0],
     "Activation": lambda g, L, xs, r: xs[0],
     "Softmax": lambda g, L, xs, r: xs[0],
-    "LeakyReLU": lambda g, L, xs, r: g.op("LeakyRelu", xs, L.name,
-                                          alpha=float(L.spec.negative_slope)),
+    "LeakyReLU": lambda g, L, xs, r: g.op(
+        "LeakyRelu", xs, L.name, alpha=float(L.spec.negative_slope)
+    ),
     "ELU": lambda g, L, xs, r: g.op("Elu", xs, L.name, alpha=float(L.spec.alpha)),
     "Add": lambda g, L, xs, r: g.op("Sum", xs, L.name),
     "Concatenate": lambda g, L, xs, r: g.op("Concat", xs, L.name, axis=L.dim),
@@ -220,8 +280,9 @@ def _preprocess(g: _Graph, loaded: Loaded, x: str) -> str:
     if pre.offset is not None and pre.scale is not None:
         off = np.asarray(pre.offset, np.float32).reshape((1,) + shape)
         sc = np.asarray(pre.scale, np.float32).reshape((1,) + shape)
-        x = g.op("Mul", [g.op("Sub", [x, g.const("offset", off)], "pre"),
-                         g.const("scale", sc)], "pre")
+        x = g.op(
+            "Mul", [g.op("Sub", [x, g.const("offset", off)], "pre"), g.const("scale", sc)], "pre"
+        )
     return g.to_first(x, len(shape) + 1, "pre")
 
 
@@ -249,10 +310,15 @@ def to_onnx(loaded: Loaded) -> bytes:
     final = g.to_last(values[-1], len(model.output_shape) + 1, "out")
     g.nodes.append(helper.make_node("Identity", [final], ["output"], name="output"))
     graph = helper.make_graph(
-        g.nodes, "dltrain", [helper.make_tensor_value_info("input", in_type, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], g.inits)
-    m = helper.make_model(graph, producer_name="dltrain",
-                          opset_imports=[helper.make_opsetid("", OPSET)])
+        g.nodes,
+        "dltrain",
+        [helper.make_tensor_value_info("input", in_type, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
+        g.inits,
+    )
+    m = helper.make_model(
+        graph, producer_name="dltrain", opset_imports=[helper.make_opsetid("", OPSET)]
+    )
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
     return m.SerializeToString()

@@ -28,8 +28,9 @@ BM, BN = 16, 16
 if triton is not None:
 
     @triton.jit
-    def _scores(q, k, offs_m, offs_n, mask_ptr, L, S, scale, HAS_MASK: tl.constexpr,
-                CAUSAL: tl.constexpr):
+    def _scores(
+        q, k, offs_m, offs_n, mask_ptr, L, S, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr
+    ):
         s = tl.dot(q, tl.trans(k)) * scale
         valid = (offs_m[:, None] < L) & (offs_n[None, :] < S)
         if HAS_MASK:
@@ -42,19 +43,37 @@ if triton is not None:
     def _tile(ptr, bh, offs, n, E, offs_d):
         """Rows offs of head bh from a (heads, n, E) tensor, zero past n and E."""
         m = (offs[:, None] < n) & (offs_d[None, :] < E)
-        return tl.load(ptr + bh * n * E + offs[:, None] * E + offs_d[None, :], mask=m,
-                       other=0.0).to(tl.float32)
+        return tl.load(
+            ptr + bh * n * E + offs[:, None] * E + offs_d[None, :], mask=m, other=0.0
+        ).to(tl.float32)
 
     @triton.jit
-    def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, L, S, E, scale,
-                         HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _attn_fwd_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        mask_ptr,
+        o_ptr,
+        lse_ptr,
+        L,
+        S,
+        E,
+        scale,
+        HAS_MASK: tl.constexpr,
+        CAUSAL: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         mb, bh = tl.program_id(0), tl.program_id(1)
         offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         dm = offs_d[None, :] < E
-        q = tl.load(q_ptr + bh * L * E + offs_m[:, None] * E + offs_d[None, :],
-                    mask=(offs_m[:, None] < L) & dm, other=0.0).to(tl.float32)
+        q = tl.load(
+            q_ptr + bh * L * E + offs_m[:, None] * E + offs_d[None, :],
+            mask=(offs_m[:, None] < L) & dm,
+            other=0.0,
+        ).to(tl.float32)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -71,15 +90,34 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p, v)
             m_i = m_new
         o = acc / l_i[:, None]
-        tl.store(o_ptr + bh * L * E + offs_m[:, None] * E + offs_d[None, :],
-                 o.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < L) & dm)
+        tl.store(
+            o_ptr + bh * L * E + offs_m[:, None] * E + offs_d[None, :],
+            o.to(o_ptr.dtype.element_ty),
+            mask=(offs_m[:, None] < L) & dm,
+        )
         tl.store(lse_ptr + bh * L + offs_m, m_i + tl.log(l_i), mask=offs_m < L)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr,
-                              dk_ptr, dv_ptr, L, S, E, scale, HAS_MASK: tl.constexpr,
-                              CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _attn_bwd_dkdv_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        mask_ptr,
+        do_ptr,
+        lse_ptr,
+        delta_ptr,
+        dk_ptr,
+        dv_ptr,
+        L,
+        S,
+        E,
+        scale,
+        HAS_MASK: tl.constexpr,
+        CAUSAL: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         nb, bh = tl.program_id(0), tl.program_id(1)
         offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
@@ -106,10 +144,25 @@ if triton is not None:
         tl.store(dv_ptr + kv, dv.to(dv_ptr.dtype.element_ty), mask=km)
 
     @triton.jit
-    def _attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
-                            L, S, E, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_D: tl.constexpr):
+    def _attn_bwd_dq_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        mask_ptr,
+        do_ptr,
+        lse_ptr,
+        delta_ptr,
+        dq_ptr,
+        L,
+        S,
+        E,
+        scale,
+        HAS_MASK: tl.constexpr,
+        CAUSAL: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         mb, bh = tl.program_id(0), tl.program_id(1)
         offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
@@ -138,15 +191,23 @@ def _prep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
     flat = [t.reshape(-1, t.shape[-2], E).contiguous() for t in (q, k, v)]
     add = None
     if mask is not None:
-        add = mask.float() if mask.dtype != torch.bool else \
-            torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
+        add = (
+            mask.float()
+            if mask.dtype != torch.bool
+            else torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
+        )
         add = add.expand(L, S).contiguous()
     return flat, add, L, S, E
 
 
-def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  mask: torch.Tensor | None, causal: bool, scale: float | None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., L, E), (..., S, E), (..., S, E) -> (O (..., L, E), lse (..., L))."""
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
@@ -154,14 +215,36 @@ def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     lse = torch.empty(qf.shape[0], L, dtype=torch.float32, device=q.device)
     bd = max(16, triton.next_power_of_2(E))
     _attn_fwd_kernel[(triton.cdiv(L, BM), qf.shape[0])](
-        qf, kf, vf, add if add is not None else qf, o, lse, L, S, E, sc, HAS_MASK=add is not None,
-        CAUSAL=causal, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=bd)
+        qf,
+        kf,
+        vf,
+        add if add is not None else qf,
+        o,
+        lse,
+        L,
+        S,
+        E,
+        sc,
+        HAS_MASK=add is not None,
+        CAUSAL=causal,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+        BLOCK_D=bd,
+    )
     return o.reshape(q.shape), lse.reshape(q.shape[:-1])
 
 
-def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  o: torch.Tensor, lse: torch.Tensor, mask: torch.Tensor | None, causal: bool,
-                  scale: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
     dof = do.reshape(qf.shape).contiguous()
@@ -172,9 +255,11 @@ def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
     args = dict(HAS_MASK=add is not None, CAUSAL=causal, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=bd)
     m = add if add is not None else qf
     _attn_bwd_dkdv_kernel[(triton.cdiv(S, BN), qf.shape[0])](
-        qf, kf, vf, m, dof, lsef, delta, dk, dv, L, S, E, sc, **args)
+        qf, kf, vf, m, dof, lsef, delta, dk, dv, L, S, E, sc, **args
+    )
     _attn_bwd_dq_kernel[(triton.cdiv(L, BM), qf.shape[0])](
-        qf, kf, vf, m, dof, lsef, delta, dq, L, S, E, sc, **args)
+        qf, kf, vf, m, dof, lsef, delta, dq, L, S, E, sc, **args
+    )
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 
 
@@ -185,28 +270,44 @@ def _scores_ref(q, k, mask, causal, scale):
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
     if causal:
-        s = s.masked_fill(~torch.ones(L, S, dtype=torch.bool, device=q.device).tril(),
-                          float("-inf"))
+        s = s.masked_fill(
+            ~torch.ones(L, S, dtype=torch.bool, device=q.device).tril(), float("-inf")
+        )
     return s, sc
 
 
-def attention_fwd_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            mask: torch.Tensor | None, causal: bool, scale: float | None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_fwd_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     s, _ = _scores_ref(q, k, mask, causal, scale)
     lse = torch.logsumexp(s, -1)
     return (torch.softmax(s, -1) @ v.float()).to(q.dtype), lse
 
 
-def attention_bwd_reference(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-                            v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
-                            mask: torch.Tensor | None, causal: bool, scale: float | None
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attention_bwd_reference(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     s, sc = _scores_ref(q, k, mask, causal, scale)
     p = torch.exp(s - lse[..., None])
     dof = do.float()
     dv = p.transpose(-1, -2) @ dof
     dp = dof @ v.float().transpose(-1, -2)
     ds = p * (dp - (dof * o.float()).sum(-1, keepdim=True))
-    return ((ds @ k.float()) * sc).to(q.dtype), ((ds.transpose(-1, -2) @ q.float()) * sc).to(
-        k.dtype), dv.to(v.dtype)
+    return (
+        ((ds @ k.float()) * sc).to(q.dtype),
+        ((ds.transpose(-1, -2) @ q.float()) * sc).to(k.dtype),
+        dv.to(v.dtype),
+    )

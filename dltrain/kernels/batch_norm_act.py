@@ -25,15 +25,17 @@ ACTS = {"none": 0, "relu": 1, "leaky_relu": 2}
 if triton is not None:
 
     @triton.jit
-    def _bn_stats_kernel(x_ptr, mean_ptr, rstd_ptr, R, C, eps, BLOCK_R: tl.constexpr,
-                         BLOCK_C: tl.constexpr):
+    def _bn_stats_kernel(
+        x_ptr, mean_ptr, rstd_ptr, R, C, eps, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
+    ):
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         cm = cols < C
         s = tl.zeros([BLOCK_C], tl.float32)
         for start in range(0, R, BLOCK_R):
             rows = start + tl.arange(0, BLOCK_R)[:, None]
-            x = tl.load(x_ptr + rows * C + cols[None, :], mask=(rows < R) & cm[None, :],
-                        other=0.0).to(tl.float32)
+            x = tl.load(
+                x_ptr + rows * C + cols[None, :], mask=(rows < R) & cm[None, :], other=0.0
+            ).to(tl.float32)
             s += tl.sum(x, axis=0)
         mean = s / R
         v = tl.zeros([BLOCK_C], tl.float32)
@@ -47,17 +49,31 @@ if triton is not None:
         tl.store(rstd_ptr + cols, 1.0 / tl.sqrt(v / R + eps), mask=cm)
 
     @triton.jit
-    def _bn_act_fwd_kernel(x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, y_ptr, R, C, slope,
-                           ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _bn_act_fwd_kernel(
+        x_ptr,
+        mean_ptr,
+        rstd_ptr,
+        w_ptr,
+        b_ptr,
+        y_ptr,
+        R,
+        C,
+        slope,
+        ACT: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cm = cols < C
         m = (rows < R) & cm[None, :]
         x = tl.load(x_ptr + rows * C + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        scale = tl.load(rstd_ptr + cols, mask=cm, other=0.0) * tl.load(w_ptr + cols, mask=cm,
-                                                                        other=0.0)
-        z = (x - tl.load(mean_ptr + cols, mask=cm, other=0.0)[None, :]) * scale[None, :] + \
-            tl.load(b_ptr + cols, mask=cm, other=0.0)[None, :]
+        scale = tl.load(rstd_ptr + cols, mask=cm, other=0.0) * tl.load(
+            w_ptr + cols, mask=cm, other=0.0
+        )
+        z = (x - tl.load(mean_ptr + cols, mask=cm, other=0.0)[None, :]) * scale[None, :] + tl.load(
+            b_ptr + cols, mask=cm, other=0.0
+        )[None, :]
         if ACT == 1:
             z = tl.maximum(z, 0.0)
         if ACT == 2:
@@ -65,9 +81,22 @@ if triton is not None:
         tl.store(y_ptr + rows * C + cols[None, :], z.to(y_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _bn_act_bwd_sums_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sgz_ptr,
-                                sgzx_ptr, R, C, slope, ACT: tl.constexpr,
-                                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _bn_act_bwd_sums_kernel(
+        dy_ptr,
+        x_ptr,
+        mean_ptr,
+        rstd_ptr,
+        w_ptr,
+        b_ptr,
+        sgz_ptr,
+        sgzx_ptr,
+        R,
+        C,
+        slope,
+        ACT: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         cm = cols < C
         mean = tl.load(mean_ptr + cols, mask=cm, other=0.0)
@@ -94,9 +123,23 @@ if triton is not None:
         tl.store(sgzx_ptr + cols, sgzx, mask=cm)
 
     @triton.jit
-    def _bn_act_bwd_dx_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sgz_ptr,
-                              sgzx_ptr, dx_ptr, R, C, slope, ACT: tl.constexpr,
-                              BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _bn_act_bwd_dx_kernel(
+        dy_ptr,
+        x_ptr,
+        mean_ptr,
+        rstd_ptr,
+        w_ptr,
+        b_ptr,
+        sgz_ptr,
+        sgzx_ptr,
+        dx_ptr,
+        R,
+        C,
+        slope,
+        ACT: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cm = cols < C
@@ -132,8 +175,9 @@ def _unrows(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.reshape(shape).movedim(-1, 1)
 
 
-def batch_norm_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, act: str,
-                       slope: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_norm_act_fwd(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, act: str, slope: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (N, C, ...) -> (y, batch mean (C,), rstd (C,))."""
     xr = _rows(x)
     R, C = xr.shape
@@ -142,24 +186,32 @@ def batch_norm_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: f
     _bn_stats_kernel[(triton.cdiv(C, BC),)](xr, mean, rstd, R, C, eps, BLOCK_R=BR, BLOCK_C=BC)
     y = torch.empty_like(xr)
     _bn_act_fwd_kernel[(triton.cdiv(R, BR), triton.cdiv(C, BC))](
-        xr, mean, rstd, w, b, y, R, C, slope, ACT=ACTS[act], BLOCK_R=BR, BLOCK_C=BC)
+        xr, mean, rstd, w, b, y, R, C, slope, ACT=ACTS[act], BLOCK_R=BR, BLOCK_C=BC
+    )
     return _unrows(y, x), mean, rstd
 
 
-def batch_norm_act_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
-                       mean: torch.Tensor, rstd: torch.Tensor, act: str, slope: float = 0.01
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_norm_act_bwd(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    act: str,
+    slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xr, dyr = _rows(x), _rows(dy)
     R, C = xr.shape
     sgz = torch.empty(C, dtype=torch.float32, device=x.device)
     sgzx = torch.empty_like(sgz)
-    _bn_act_bwd_sums_kernel[(triton.cdiv(C, BC),)](dyr, xr, mean, rstd, w, b, sgz, sgzx, R, C,
-                                                   slope, ACT=ACTS[act], BLOCK_R=BR,
-                                                   BLOCK_C=BC)
+    _bn_act_bwd_sums_kernel[(triton.cdiv(C, BC),)](
+        dyr, xr, mean, rstd, w, b, sgz, sgzx, R, C, slope, ACT=ACTS[act], BLOCK_R=BR, BLOCK_C=BC
+    )
     dx = torch.empty_like(xr)
     _bn_act_bwd_dx_kernel[(triton.cdiv(R, BR), triton.cdiv(C, BC))](
-        dyr, xr, mean, rstd, w, b, sgz, sgzx, dx, R, C, slope, ACT=ACTS[act], BLOCK_R=BR,
-        BLOCK_C=BC)
+        dyr, xr, mean, rstd, w, b, sgz, sgzx, dx, R, C, slope, ACT=ACTS[act], BLOCK_R=BR, BLOCK_C=BC
+    )
     return _unrows(dx, x), (sgzx).to(w.dtype), sgz.to(b.dtype)
 
 
@@ -171,9 +223,9 @@ def _act(z: torch.Tensor, act: str, slope: float) -> torch.Tensor:
     return z
 
 
-def batch_norm_act_fwd_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float,
-                                 act: str, slope: float = 0.01
-                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_norm_act_fwd_reference(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, act: str, slope: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dims = (0,) + tuple(range(2, x.dim()))
     shape = (1, -1) + (1,) * (x.dim() - 2)
     xf = x.float()
@@ -183,10 +235,16 @@ def batch_norm_act_fwd_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tens
     return _act(z, act, slope).to(x.dtype), mean, rstd
 
 
-def batch_norm_act_bwd_reference(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-                                 b: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                                 act: str, slope: float = 0.01
-                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_norm_act_bwd_reference(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    act: str,
+    slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dims = (0,) + tuple(range(2, x.dim()))
     shape = (1, -1) + (1,) * (x.dim() - 2)
     xhat = (x.float() - mean.view(shape)) * rstd.view(shape)

@@ -52,8 +52,17 @@ if triton is not None:
         return tl.full(z.shape, 1.0, tl.float32)
 
     @triton.jit
-    def _load_z(x_ptr, b_ptr, pm, pn, M, N, HAS_B: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr):
+    def _load_z(
+        x_ptr,
+        b_ptr,
+        pm,
+        pn,
+        M,
+        N,
+        HAS_B: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
         """z = x + b on one (BLOCK_M, BLOCK_N) tile, with its offsets and mask."""
         rows = pm * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
         cols = pn * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
@@ -65,11 +74,24 @@ if triton is not None:
         return z, offs, m
 
     @triton.jit
-    def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, M, N, p, seed, slope, ACT: tl.constexpr,
-                             HAS_B: tl.constexpr, DROP: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr):
-        z, offs, m = _load_z(x_ptr, b_ptr, tl.program_id(0), tl.program_id(1), M, N, HAS_B,
-                             BLOCK_M, BLOCK_N)
+    def _bias_act_fwd_kernel(
+        x_ptr,
+        b_ptr,
+        y_ptr,
+        M,
+        N,
+        p,
+        seed,
+        slope,
+        ACT: tl.constexpr,
+        HAS_B: tl.constexpr,
+        DROP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        z, offs, m = _load_z(
+            x_ptr, b_ptr, tl.program_id(0), tl.program_id(1), M, N, HAS_B, BLOCK_M, BLOCK_N
+        )
         y = _act(z, ACT, slope)
         if DROP:
             keep = tl.rand(seed, offs) >= p
@@ -77,9 +99,23 @@ if triton is not None:
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _bias_act_bwd_kernel(dy_ptr, x_ptr, b_ptr, dx_ptr, db_part, M, N, p, seed, slope,
-                             ACT: tl.constexpr, HAS_B: tl.constexpr, DROP: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _bias_act_bwd_kernel(
+        dy_ptr,
+        x_ptr,
+        b_ptr,
+        dx_ptr,
+        db_part,
+        M,
+        N,
+        p,
+        seed,
+        slope,
+        ACT: tl.constexpr,
+        HAS_B: tl.constexpr,
+        DROP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
         pm = tl.program_id(0)
         z, offs, m = _load_z(x_ptr, b_ptr, pm, tl.program_id(1), M, N, HAS_B, BLOCK_M, BLOCK_N)
         dz = tl.load(dy_ptr + offs, mask=m, other=0.0).to(tl.float32) * _dact(z, ACT, slope)
@@ -96,28 +132,62 @@ if triton is not None:
 BM, BN = 32, 64
 
 
-def bias_act_fwd(x: torch.Tensor, b: torch.Tensor | None, act: str, p: float, seed: int,
-                 slope: float = 0.01) -> torch.Tensor:
+def bias_act_fwd(
+    x: torch.Tensor, b: torch.Tensor | None, act: str, p: float, seed: int, slope: float = 0.01
+) -> torch.Tensor:
     x = x.contiguous()
     M, N = x.shape
     y = torch.empty_like(x)
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
-    _bias_act_fwd_kernel[grid](x, b if b is not None else x, y, M, N, p, seed, slope,
-                               ACT=ACTS[act], HAS_B=b is not None, DROP=p > 0, BLOCK_M=BM,
-                               BLOCK_N=BN)
+    _bias_act_fwd_kernel[grid](
+        x,
+        b if b is not None else x,
+        y,
+        M,
+        N,
+        p,
+        seed,
+        slope,
+        ACT=ACTS[act],
+        HAS_B=b is not None,
+        DROP=p > 0,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+    )
     return y
 
 
-def bias_act_bwd(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: str, p: float,
-                 seed: int, slope: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bias_act_bwd(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    act: str,
+    p: float,
+    seed: int,
+    slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     x, dy = x.contiguous(), dy.contiguous()
     M, N = x.shape
     dx = torch.empty_like(x)
     gm = triton.cdiv(M, BM)
     part = torch.empty(gm, N, dtype=torch.float32, device=x.device) if b is not None else x
     _bias_act_bwd_kernel[(gm, triton.cdiv(N, BN))](
-        dy, x, b if b is not None else x, dx, part, M, N, p, seed, slope, ACT=ACTS[act],
-        HAS_B=b is not None, DROP=p > 0, BLOCK_M=BM, BLOCK_N=BN)
+        dy,
+        x,
+        b if b is not None else x,
+        dx,
+        part,
+        M,
+        N,
+        p,
+        seed,
+        slope,
+        ACT=ACTS[act],
+        HAS_B=b is not None,
+        DROP=p > 0,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+    )
     return dx, (part.sum(0).to(b.dtype) if b is not None else None)
 
 
@@ -125,8 +195,9 @@ def _act_ref(z: torch.Tensor, act: str, slope: float) -> tuple[torch.Tensor, tor
     if act == "relu":
         return z.clamp(min=0), (z > 0).to(z.dtype)
     if act == "leaky_relu":
-        return torch.where(z > 0, z, z * slope), torch.where(z > 0, torch.ones_like(z),
-                                                             torch.full_like(z, slope))
+        return torch.where(z > 0, z, z * slope), torch.where(
+            z > 0, torch.ones_like(z), torch.full_like(z, slope)
+        )
     if act == "gelu_tanh":
         t = torch.tanh(K * (z + 0.044715 * z**3))
         du = K * (1 + 3 * 0.044715 * z * z)
@@ -139,8 +210,9 @@ def _keep_ref(shape: torch.Size, p: float, seed: int, device: torch.device) -> t
     return torch.rand(shape, generator=g, device=device) >= p
 
 
-def bias_act_fwd_reference(x: torch.Tensor, b: torch.Tensor | None, act: str, p: float,
-                           seed: int, slope: float = 0.01) -> torch.Tensor:
+def bias_act_fwd_reference(
+    x: torch.Tensor, b: torch.Tensor | None, act: str, p: float, seed: int, slope: float = 0.01
+) -> torch.Tensor:
     """Same math; its dropout draws from torch's generator (same distribution, other
     numbers), so tests compare it to Triton with p = 0 and check the masks separately."""
     acc = torch.promote_types(x.dtype, torch.float32)
@@ -151,9 +223,15 @@ def bias_act_fwd_reference(x: torch.Tensor, b: torch.Tensor | None, act: str, p:
     return y.to(x.dtype)
 
 
-def bias_act_bwd_reference(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: str,
-                           p: float, seed: int, slope: float = 0.01
-                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bias_act_bwd_reference(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    act: str,
+    p: float,
+    seed: int,
+    slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     acc = torch.promote_types(x.dtype, torch.float32)
     z = x.to(acc) + (b.to(acc) if b is not None else 0)
     dz = dy.to(acc) * _act_ref(z, act, slope)[1]

@@ -25,8 +25,21 @@ except ImportError:  # pragma: no cover
 if triton is not None:
 
     @triton.jit
-    def _ce_fwd_kernel(x_ptr, t_ptr, w_ptr, loss_ptr, lse_ptr, wt_ptr, C, stride, ignore, eps,
-                       wsum, HAS_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _ce_fwd_kernel(
+        x_ptr,
+        t_ptr,
+        w_ptr,
+        loss_ptr,
+        lse_ptr,
+        wt_ptr,
+        C,
+        stride,
+        ignore,
+        eps,
+        wsum,
+        HAS_W: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         row = tl.program_id(0)
         t = tl.load(t_ptr + row)
         valid = t != ignore
@@ -63,8 +76,21 @@ if triton is not None:
         tl.store(wt_ptr + row, tl.where(valid, wt, 0.0))
 
     @triton.jit
-    def _ce_bwd_kernel(x_ptr, t_ptr, w_ptr, lse_ptr, g_ptr, dx_ptr, C, stride, ignore, eps,
-                       wsum, HAS_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _ce_bwd_kernel(
+        x_ptr,
+        t_ptr,
+        w_ptr,
+        lse_ptr,
+        g_ptr,
+        dx_ptr,
+        C,
+        stride,
+        ignore,
+        eps,
+        wsum,
+        HAS_W: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         row = tl.program_id(0)
         t = tl.load(t_ptr + row)
         valid = t != ignore
@@ -92,37 +118,75 @@ def _block(C: int) -> int:
     return min(triton.next_power_of_2(C), 4096)
 
 
-def cross_entropy_fwd(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                      ignore_index: int, smoothing: float
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cross_entropy_fwd(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(M, C) logits, (M,) int targets -> (per-row loss, per-row lse, per-row w_t)."""
     x = x.contiguous()
     M, C = x.shape
     loss = torch.empty(M, dtype=torch.float32, device=x.device)
     lse, wt = torch.empty_like(loss), torch.empty_like(loss)
     wsum = float(weight.sum()) if weight is not None else float(C)
-    _ce_fwd_kernel[(M,)](x, target, weight if weight is not None else x, loss, lse, wt, C,
-                         x.stride(0), ignore_index, smoothing, wsum, HAS_W=weight is not None,
-                         BLOCK_C=_block(C))
+    _ce_fwd_kernel[(M,)](
+        x,
+        target,
+        weight if weight is not None else x,
+        loss,
+        lse,
+        wt,
+        C,
+        x.stride(0),
+        ignore_index,
+        smoothing,
+        wsum,
+        HAS_W=weight is not None,
+        BLOCK_C=_block(C),
+    )
     return loss, lse, wt
 
 
-def cross_entropy_bwd(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                      ignore_index: int, smoothing: float, lse: torch.Tensor,
-                      g_rows: torch.Tensor) -> torch.Tensor:
+def cross_entropy_bwd(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+    lse: torch.Tensor,
+    g_rows: torch.Tensor,
+) -> torch.Tensor:
     x = x.contiguous()
     M, C = x.shape
     dx = torch.empty_like(x)
     wsum = float(weight.sum()) if weight is not None else float(C)
-    _ce_bwd_kernel[(M,)](x, target, weight if weight is not None else x, lse,
-                         g_rows.contiguous(), dx, C, x.stride(0), ignore_index, smoothing, wsum,
-                         HAS_W=weight is not None, BLOCK_C=_block(C))
+    _ce_bwd_kernel[(M,)](
+        x,
+        target,
+        weight if weight is not None else x,
+        lse,
+        g_rows.contiguous(),
+        dx,
+        C,
+        x.stride(0),
+        ignore_index,
+        smoothing,
+        wsum,
+        HAS_W=weight is not None,
+        BLOCK_C=_block(C),
+    )
     return dx
 
 
-def cross_entropy_fwd_reference(x: torch.Tensor, target: torch.Tensor,
-                                weight: torch.Tensor | None, ignore_index: int,
-                                smoothing: float) -> tuple[torch.Tensor, ...]:
+def cross_entropy_fwd_reference(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+) -> tuple[torch.Tensor, ...]:
     M, C = x.shape
     xf = x.float()
     lse = torch.logsumexp(xf, 1)
@@ -136,10 +200,15 @@ def cross_entropy_fwd_reference(x: torch.Tensor, target: torch.Tensor,
     return loss, lse, wt
 
 
-def cross_entropy_bwd_reference(x: torch.Tensor, target: torch.Tensor,
-                                weight: torch.Tensor | None, ignore_index: int,
-                                smoothing: float, lse: torch.Tensor,
-                                g_rows: torch.Tensor) -> torch.Tensor:
+def cross_entropy_bwd_reference(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+    lse: torch.Tensor,
+    g_rows: torch.Tensor,
+) -> torch.Tensor:
     M, C = x.shape
     valid = target != ignore_index
     safe = torch.where(valid, target, 0)

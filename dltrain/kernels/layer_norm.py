@@ -22,8 +22,9 @@ except ImportError:  # pragma: no cover
 if triton is not None:
 
     @triton.jit
-    def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps,
-                       BLOCK_N: tl.constexpr):
+    def _ln_fwd_kernel(
+        x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, N, eps, BLOCK_N: tl.constexpr
+    ):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK_N)
         m = cols < N
@@ -39,8 +40,20 @@ if triton is not None:
         tl.store(rstd_ptr + row, rstd)
 
     @triton.jit
-    def _ln_bwd_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_part, db_part, M,
-                       N, rows_per_prog, BLOCK_N: tl.constexpr):
+    def _ln_bwd_kernel(
+        dy_ptr,
+        x_ptr,
+        w_ptr,
+        mean_ptr,
+        rstd_ptr,
+        dx_ptr,
+        dw_part,
+        db_part,
+        M,
+        N,
+        rows_per_prog,
+        BLOCK_N: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK_N)
         m = cols < N
@@ -66,8 +79,9 @@ if triton is not None:
         tl.store(db_part + pid * N + cols, db, mask=m)
 
 
-def layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_fwd(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (M, N) -> (y, mean (M,), rstd (M,))."""
     x = x.contiguous()
     M, N = x.shape
@@ -78,8 +92,9 @@ def layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
     return y, mean, rstd
 
 
-def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor,
-                   rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_bwd(
+    dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, dy = x.contiguous(), dy.contiguous()
     M, N = x.shape
     groups = min(M, 64)
@@ -87,13 +102,15 @@ def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: tor
     dx = torch.empty_like(x)
     dw_part = torch.empty(groups, N, dtype=torch.float32, device=x.device)
     db_part = torch.empty_like(dw_part)
-    _ln_bwd_kernel[(groups,)](dy, x, w, mean, rstd, dx, dw_part, db_part, M, N, per,
-                              BLOCK_N=triton.next_power_of_2(N))
+    _ln_bwd_kernel[(groups,)](
+        dy, x, w, mean, rstd, dx, dw_part, db_part, M, N, per, BLOCK_N=triton.next_power_of_2(N)
+    )
     return dx, dw_part.sum(0).to(w.dtype), db_part.sum(0).to(w.dtype)
 
 
-def layer_norm_fwd_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_fwd_reference(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xf = x.float()
     var, mean = torch.var_mean(xf, 1, correction=0)
     rstd = torch.rsqrt(var + eps)
@@ -101,9 +118,9 @@ def layer_norm_fwd_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, 
     return y.to(x.dtype), mean, rstd
 
 
-def layer_norm_bwd_reference(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-                             mean: torch.Tensor, rstd: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_bwd_reference(
+    dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xhat = (x.float() - mean[:, None]) * rstd[:, None]
     dyf = dy.float()
     gh = dyf * w.float()

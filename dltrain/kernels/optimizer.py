@@ -29,8 +29,22 @@ BLOCK = 1024
 if triton is not None:
 
     @triton.jit
-    def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt,
-                     DECOUPLED: tl.constexpr, BLOCK: tl.constexpr):
+    def _adam_kernel(
+        p_ptr,
+        g_ptr,
+        m_ptr,
+        v_ptr,
+        n,
+        lr,
+        b1,
+        b2,
+        eps,
+        wd,
+        bc1,
+        bc2_sqrt,
+        DECOUPLED: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
@@ -49,8 +63,20 @@ if triton is not None:
         tl.store(v_ptr + offs, v.to(v_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _sgd_kernel(p_ptr, g_ptr, buf_ptr, n, lr, mu, damp, wd, FIRST: tl.constexpr,
-                    NESTEROV: tl.constexpr, MOMENTUM: tl.constexpr, BLOCK: tl.constexpr):
+    def _sgd_kernel(
+        p_ptr,
+        g_ptr,
+        buf_ptr,
+        n,
+        lr,
+        mu,
+        damp,
+        wd,
+        FIRST: tl.constexpr,
+        NESTEROV: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
@@ -80,16 +106,51 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, BLOCK),)
 
 
-def adam_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: float,
-              b1: float, b2: float, eps: float, wd: float, step: int, decoupled: bool) -> None:
+def adam_step(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    step: int,
+    decoupled: bool,
+) -> None:
     """Triton: one launch updates p, m, v in place (1-D contiguous buffers)."""
-    _adam_kernel[_grid(p.numel())](p, g, m, v, p.numel(), lr, b1, b2, eps, wd, 1 - b1**step,
-                                   math.sqrt(1 - b2**step), DECOUPLED=decoupled, BLOCK=BLOCK)
+    _adam_kernel[_grid(p.numel())](
+        p,
+        g,
+        m,
+        v,
+        p.numel(),
+        lr,
+        b1,
+        b2,
+        eps,
+        wd,
+        1 - b1**step,
+        math.sqrt(1 - b2**step),
+        DECOUPLED=decoupled,
+        BLOCK=BLOCK,
+    )
 
 
-def adam_step_reference(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-                        lr: float, b1: float, b2: float, eps: float, wd: float, step: int,
-                        decoupled: bool) -> None:
+def adam_step_reference(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    step: int,
+    decoupled: bool,
+) -> None:
     if decoupled:
         p.mul_(1 - lr * wd)
     elif wd:
@@ -100,15 +161,44 @@ def adam_step_reference(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: to
     p.addcdiv_(m, denom, value=-lr / (1 - b1**step))
 
 
-def sgd_step(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, lr: float, mu: float,
-             damp: float, wd: float, nesterov: bool, first: bool) -> None:
-    _sgd_kernel[_grid(p.numel())](p, g, buf if buf is not None else p, p.numel(), lr, mu, damp,
-                                  wd, FIRST=first, NESTEROV=nesterov, MOMENTUM=buf is not None,
-                                  BLOCK=BLOCK)
+def sgd_step(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    buf: torch.Tensor | None,
+    lr: float,
+    mu: float,
+    damp: float,
+    wd: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
+    _sgd_kernel[_grid(p.numel())](
+        p,
+        g,
+        buf if buf is not None else p,
+        p.numel(),
+        lr,
+        mu,
+        damp,
+        wd,
+        FIRST=first,
+        NESTEROV=nesterov,
+        MOMENTUM=buf is not None,
+        BLOCK=BLOCK,
+    )
 
 
-def sgd_step_reference(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, lr: float,
-                       mu: float, damp: float, wd: float, nesterov: bool, first: bool) -> None:
+def sgd_step_reference(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    buf: torch.Tensor | None,
+    lr: float,
+    mu: float,
+    damp: float,
+    wd: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
     d = g.add(p, alpha=wd) if wd else g
     if buf is not None:
         if first:

@@ -49,10 +49,14 @@ if triton is not None:
         """r, z, n, the hidden part of n's pre-activation, and h at offs."""
         row = (offs // H) * 3 * H + offs % H
         gi, gh = gi_ptr + row, gh_ptr + row
-        r = _sig(tl.load(gi, mask=m, other=0.0).to(tl.float32) +
-                 tl.load(gh, mask=m, other=0.0).to(tl.float32))
-        z = _sig(tl.load(gi + H, mask=m, other=0.0).to(tl.float32) +
-                 tl.load(gh + H, mask=m, other=0.0).to(tl.float32))
+        r = _sig(
+            tl.load(gi, mask=m, other=0.0).to(tl.float32)
+            + tl.load(gh, mask=m, other=0.0).to(tl.float32)
+        )
+        z = _sig(
+            tl.load(gi + H, mask=m, other=0.0).to(tl.float32)
+            + tl.load(gh + H, mask=m, other=0.0).to(tl.float32)
+        )
         ghn = tl.load(gh + 2 * H, mask=m, other=0.0).to(tl.float32)
         n = _tanh(tl.load(gi + 2 * H, mask=m, other=0.0).to(tl.float32) + r * ghn)
         return r, z, n, ghn, tl.load(h_ptr + offs, mask=m, other=0.0).to(tl.float32)
@@ -67,8 +71,9 @@ if triton is not None:
         tl.store(h_out + offs, (o * _tanh(c)).to(h_out.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _lstm_bwd_kernel(g_ptr, c_ptr, cn_ptr, dh_ptr, dcn_ptr, dg_ptr, dc_ptr, B, H,
-                         BLOCK: tl.constexpr):
+    def _lstm_bwd_kernel(
+        g_ptr, c_ptr, cn_ptr, dh_ptr, dcn_ptr, dg_ptr, dc_ptr, B, H, BLOCK: tl.constexpr
+    ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < B * H
         b, j = offs // H, offs % H
@@ -93,8 +98,9 @@ if triton is not None:
         tl.store(out_ptr + offs, ((1 - z) * n + z * h).to(out_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _gru_bwd_kernel(gi_ptr, gh_ptr, h_ptr, dout_ptr, dgi_ptr, dgh_ptr, dh_ptr, B, H,
-                        BLOCK: tl.constexpr):
+    def _gru_bwd_kernel(
+        gi_ptr, gh_ptr, h_ptr, dout_ptr, dgi_ptr, dgh_ptr, dh_ptr, B, H, BLOCK: tl.constexpr
+    ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < B * H
         b, j = offs // H, offs % H
@@ -125,59 +131,97 @@ def _grid(n: int) -> tuple[int]:
 def lstm_gates_fwd(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     B, H = c.shape
     h_out, c_out = torch.empty_like(c), torch.empty_like(c)
-    _lstm_fwd_kernel[_grid(B * H)](gates.contiguous(), c.contiguous(), h_out, c_out, B, H,
-                                   BLOCK=BLOCK)
+    _lstm_fwd_kernel[_grid(B * H)](
+        gates.contiguous(), c.contiguous(), h_out, c_out, B, H, BLOCK=BLOCK
+    )
     return h_out, c_out
 
 
-def lstm_gates_bwd(dh: torch.Tensor, dc_next: torch.Tensor, gates: torch.Tensor,
-                   c: torch.Tensor, c_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_gates_bwd(
+    dh: torch.Tensor,
+    dc_next: torch.Tensor,
+    gates: torch.Tensor,
+    c: torch.Tensor,
+    c_next: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     B, H = c.shape
     dg, dc = torch.empty_like(gates), torch.empty_like(c)
-    _lstm_bwd_kernel[_grid(B * H)](gates.contiguous(), c.contiguous(), c_next.contiguous(),
-                                   dh.contiguous(), dc_next.contiguous(), dg, dc, B, H,
-                                   BLOCK=BLOCK)
+    _lstm_bwd_kernel[_grid(B * H)](
+        gates.contiguous(),
+        c.contiguous(),
+        c_next.contiguous(),
+        dh.contiguous(),
+        dc_next.contiguous(),
+        dg,
+        dc,
+        B,
+        H,
+        BLOCK=BLOCK,
+    )
     return dg, dc
 
 
-def lstm_gates_fwd_reference(gates: torch.Tensor, c: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_gates_fwd_reference(
+    gates: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     i, f, g, o = gates.float().chunk(4, 1)
     c_next = torch.sigmoid(f) * c.float() + torch.sigmoid(i) * torch.tanh(g)
     return (torch.sigmoid(o) * torch.tanh(c_next)).to(c.dtype), c_next.to(c.dtype)
 
 
-def lstm_gates_bwd_reference(dh: torch.Tensor, dc_next: torch.Tensor, gates: torch.Tensor,
-                             c: torch.Tensor, c_next: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_gates_bwd_reference(
+    dh: torch.Tensor,
+    dc_next: torch.Tensor,
+    gates: torch.Tensor,
+    c: torch.Tensor,
+    c_next: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     i, f, g, o = (t for t in gates.float().chunk(4, 1))
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     tc = torch.tanh(c_next.float())
     dc = dc_next.float() + dh.float() * o * (1 - tc * tc)
-    dg = torch.cat([dc * g * i * (1 - i), dc * c.float() * f * (1 - f), dc * i * (1 - g * g),
-                    dh.float() * tc * o * (1 - o)], 1)
+    dg = torch.cat(
+        [
+            dc * g * i * (1 - i),
+            dc * c.float() * f * (1 - f),
+            dc * i * (1 - g * g),
+            dh.float() * tc * o * (1 - o),
+        ],
+        1,
+    )
     return dg.to(gates.dtype), (dc * f).to(c.dtype)
 
 
 def gru_gates_fwd(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     B, H = h.shape
     out = torch.empty_like(h)
-    _gru_fwd_kernel[_grid(B * H)](gi.contiguous(), gh.contiguous(), h.contiguous(), out, B, H,
-                                  BLOCK=BLOCK)
+    _gru_fwd_kernel[_grid(B * H)](
+        gi.contiguous(), gh.contiguous(), h.contiguous(), out, B, H, BLOCK=BLOCK
+    )
     return out
 
 
-def gru_gates_bwd(dout: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gru_gates_bwd(
+    dout: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, H = h.shape
     dgi, dgh, dh = torch.empty_like(gi), torch.empty_like(gh), torch.empty_like(h)
-    _gru_bwd_kernel[_grid(B * H)](gi.contiguous(), gh.contiguous(), h.contiguous(),
-                                  dout.contiguous(), dgi, dgh, dh, B, H, BLOCK=BLOCK)
+    _gru_bwd_kernel[_grid(B * H)](
+        gi.contiguous(),
+        gh.contiguous(),
+        h.contiguous(),
+        dout.contiguous(),
+        dgi,
+        dgh,
+        dh,
+        B,
+        H,
+        BLOCK=BLOCK,
+    )
     return dgi, dgh, dh
 
 
-def gru_gates_fwd_reference(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor
-                            ) -> torch.Tensor:
+def gru_gates_fwd_reference(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     ir, iz, inn = gi.float().chunk(3, 1)
     hr, hz, hn = gh.float().chunk(3, 1)
     r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
@@ -185,8 +229,9 @@ def gru_gates_fwd_reference(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor
     return ((1 - z) * n + z * h.float()).to(h.dtype)
 
 
-def gru_gates_bwd_reference(dout: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor,
-                            h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gru_gates_bwd_reference(
+    dout: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ir, iz, inn = gi.float().chunk(3, 1)
     hr, hz, hn = gh.float().chunk(3, 1)
     r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
@@ -195,5 +240,8 @@ def gru_gates_bwd_reference(dout: torch.Tensor, gi: torch.Tensor, gh: torch.Tens
     dan = d * (1 - z) * (1 - n * n)
     dar = dan * hn * r * (1 - r)
     daz = d * (h.float() - n) * z * (1 - z)
-    return (torch.cat([dar, daz, dan], 1).to(gi.dtype),
-            torch.cat([dar, daz, dan * r], 1).to(gh.dtype), (d * z).to(h.dtype))
+    return (
+        torch.cat([dar, daz, dan], 1).to(gi.dtype),
+        torch.cat([dar, daz, dan * r], 1).to(gh.dtype),
+        (d * z).to(h.dtype),
+    )

@@ -48,8 +48,10 @@ def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
         ds = getattr(splits, name)
         if ds is not None:
             return ds, name
-    raise DataError(f"the run has no {which} split (set data.test or data.test_split, or "
-                    "data.validation / validation_split)")
+    raise DataError(
+        f"the run has no {which} split (set data.test or data.test_split, or "
+        "data.validation / validation_split)"
+    )
 
 
 def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
@@ -73,9 +75,15 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
             tp, pred, true = cm[i, i], cm[:, i].sum(), cm[i].sum()
             p = tp / pred if pred else 0.0
             r = tp / true if true else 0.0
-            res.per_class.append({"class": name, "precision": p, "recall": r,
-                                  "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                                  "support": int(true)})
+            res.per_class.append(
+                {
+                    "class": name,
+                    "precision": p,
+                    "recall": r,
+                    "f1": 2 * p * r / (p + r) if p + r else 0.0,
+                    "support": int(true),
+                }
+            )
     return res
 
 

@@ -63,15 +63,16 @@ def _load_bundle(p: Path) -> Loaded:
 
 
 @no_grad()
-def predict_array(loaded: Loaded, raw: np.ndarray, batch_size: int = 512,
-                  origin: str = "input") -> np.ndarray:
+def predict_array(
+    loaded: Loaded, raw: np.ndarray, batch_size: int = 512, origin: str = "input"
+) -> np.ndarray:
     """Raw inputs (as the user has them) -> probabilities (classification) or values."""
     x = torch.from_numpy(loaded.pre.apply(raw, origin))
     logits = build_loss(loaded.spec, loaded.model).logits
     outs = []
     run = RunContext(training=False)
     for i in range(0, len(x), batch_size):
-        out = loaded.model(Tensor(x[i:i + batch_size]), run, logits=logits)
+        out = loaded.model(Tensor(x[i : i + batch_size]), run, logits=logits)
         out = loaded.model.probabilities(out) if logits else out
         outs.append(to_channels_last(out).data)  # image-like outputs as Keras users see them
     if not outs:

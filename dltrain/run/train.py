@@ -37,8 +37,9 @@ Log = Callable[[str], None]
 
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available here; use "
-                          "'auto' or 'cpu'")
+        raise ConfigError(
+            "train.device is 'cuda' but no CUDA device is available here; use 'auto' or 'cpu'"
+        )
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
@@ -58,8 +59,9 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
-                 pre: Preprocessor | None = None) -> tuple[TrainData, Preprocessor, Any]:
+def prepare_data(
+    spec: RunSpec, config_path: str | None, device: torch.device, pre: Preprocessor | None = None
+) -> tuple[TrainData, Preprocessor, Any]:
     splits = load_splits(spec, config_dir(config_path))
     pre = pre or make_preprocessor(spec, splits.train)
 
@@ -77,25 +79,39 @@ def prepare_data(spec: RunSpec, config_path: str | None, device: torch.device,
     return data, pre, splits
 
 
-def _checkpoint_files(tr: Trainer, spec: RunSpec, pre: Preprocessor,
-                      extra: dict[str, Any]) -> dict[str, bytes]:
+def _checkpoint_files(
+    tr: Trainer, spec: RunSpec, pre: Preprocessor, extra: dict[str, Any]
+) -> dict[str, bytes]:
     opt_tensors, opt_meta = tr.opt.state_dict()
-    trainer_tensors = {"rng.dropout": tr.dropout_gen.get_state(),
-                       "rng.augment": tr.augment_gen.get_state()}
+    trainer_tensors = {
+        "rng.dropout": tr.dropout_gen.get_state(),
+        "rng.augment": tr.augment_gen.get_state(),
+    }
     trainer_tensors.update({f"metrics.{k}": v for k, v in tr.train_metrics.tensors().items()})
     if tr.es_weights is not None:
         trainer_tensors.update({f"es_best.{k}": v for k, v in tr.es_weights.items()})
     state = {
-        "format": ck.FORMAT_VERSION, "dltrain": __version__, "torch": torch.__version__,
-        "python": platform.python_version(), "machine": platform.machine(),
-        "global_step": tr.global_step, "epoch": tr.epoch, "batch": tr.batch,
-        "optimizer": opt_meta, "schedule": tr.schedule.state(), "early_stopping": tr.es_state,
-        "preprocessing": pre.to_json(), "spec": spec.model_dump(mode="json"), **extra,
+        "format": ck.FORMAT_VERSION,
+        "dltrain": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "global_step": tr.global_step,
+        "epoch": tr.epoch,
+        "batch": tr.batch,
+        "optimizer": opt_meta,
+        "schedule": tr.schedule.state(),
+        "early_stopping": tr.es_state,
+        "preprocessing": pre.to_json(),
+        "spec": spec.model_dump(mode="json"),
+        **extra,
     }
-    return {"model.safetensors": ck.tensors_bytes(tr.model.state_tensors()),
-            "optimizer.safetensors": ck.tensors_bytes(opt_tensors),
-            "trainer.safetensors": ck.tensors_bytes(trainer_tensors),
-            "state.json": json.dumps(state, indent=1).encode()}
+    return {
+        "model.safetensors": ck.tensors_bytes(tr.model.state_tensors()),
+        "optimizer.safetensors": ck.tensors_bytes(opt_tensors),
+        "trainer.safetensors": ck.tensors_bytes(trainer_tensors),
+        "state.json": json.dumps(state, indent=1).encode(),
+    }
 
 
 def _restore(tr: Trainer, ckpt: Path, state: dict[str, Any]) -> None:
@@ -144,17 +160,30 @@ class _Signals:
             signal.signal(s, h)
 
 
-def train_run(config: str, overrides: Sequence[str] = (), run_dir: str | None = None,
-              resume: bool = False, allow_changes: Sequence[str] = (),
-              reporter: Reporter | None = None, log: Log = print) -> Path:
+def train_run(
+    config: str,
+    overrides: Sequence[str] = (),
+    run_dir: str | None = None,
+    resume: bool = False,
+    allow_changes: Sequence[str] = (),
+    reporter: Reporter | None = None,
+    log: Log = print,
+) -> Path:
     """Train the run described by `config`; returns the run directory."""
     with _Signals() as sig:
         return _train(sig, config, overrides, run_dir, resume, allow_changes, reporter, log)
 
 
-def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | None,
-           resume: bool, allow_changes: Sequence[str], reporter: Reporter | None,
-           log: Log) -> Path:
+def _train(
+    sig: _Signals,
+    config: str,
+    overrides: Sequence[str],
+    run_dir: str | None,
+    resume: bool,
+    allow_changes: Sequence[str],
+    reporter: Reporter | None,
+    log: Log,
+) -> Path:
     spec = load(config, overrides)
     threads = os.environ.get("DLTRAIN_THREADS")
     if threads:
@@ -165,31 +194,43 @@ def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | 
     root = rdir / "checkpoints"
     existing = ck.list_checkpoints(root)
     if existing and not resume:
-        raise ConfigError(f"{rdir} already holds a run ({len(existing)} checkpoint(s)); pass "
-                          "--resume to continue it, or --run-dir DIR to start a new one")
+        raise ConfigError(
+            f"{rdir} already holds a run ({len(existing)} checkpoint(s)); pass "
+            "--resume to continue it, or --run-dir DIR to start a new one"
+        )
     ck.clean_leftovers(root, log)
     ckpt = ck.newest_valid(root, log) if resume else None
     if resume and ckpt is None and existing:
         raise CheckpointError(f"{root}: no valid checkpoint to resume from")
     state = ck.read_state(ckpt) if ckpt else None
     if state is not None:
-        changes = [c for c in config_changes(state["spec"], spec.model_dump(mode="json"))
-                   if not any(c[0] == a or c[0].startswith(a + ".") for a in allow_changes)]
+        changes = [
+            c
+            for c in config_changes(state["spec"], spec.model_dump(mode="json"))
+            if not any(c[0] == a or c[0].startswith(a + ".") for a in allow_changes)
+        ]
         if changes:
             lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changes)
-            raise ConfigError(f"the config differs from the run being resumed ({ckpt}):\n"
-                              f"{lines}\nrevert it, or allow a change with "
-                              "--allow-config-change KEY")
+            raise ConfigError(
+                f"the config differs from the run being resumed ({ckpt}):\n"
+                f"{lines}\nrevert it, or allow a change with "
+                "--allow-config-change KEY"
+            )
         if state["dltrain"] != __version__ or state["torch"] != torch.__version__:
-            log(f"warning: resuming a run saved with dltrain {state['dltrain']} / torch "
+            log(
+                f"warning: resuming a run saved with dltrain {state['dltrain']} / torch "
                 f"{state['torch']} on dltrain {__version__} / torch {torch.__version__}; "
-                "bit-exact continuation is not promised across versions")
+                "bit-exact continuation is not promised across versions"
+            )
     pre = Preprocessor.from_json(state["preprocessing"]) if state else None
     data, pre, splits = prepare_data(spec, config, device, pre)
     if spec.task == "classification":
         n_classes = max(model.output_shape[0], 2)
-        for ds, what in ((splits.train, "training"), (splits.validation, "validation"),
-                         (splits.test, "test")):
+        for ds, what in (
+            (splits.train, "training"),
+            (splits.validation, "validation"),
+            (splits.test, "test"),
+        ):
             if ds is not None:
                 check_labels(ds, n_classes, what)
     if str(device) != "cpu":
@@ -202,13 +243,22 @@ def _train(sig: _Signals, config: str, overrides: Sequence[str], run_dir: str | 
         _restore(tr, ckpt, state)
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
     rdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rdir / "config.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
-                                                      sort_keys=False))
+    atomic_write_text(
+        rdir / "config.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    )
     return _loop(tr, spec, pre, rdir, state, data, log, config_dir(config))
 
 
-def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
-          state: dict[str, Any] | None, data: TrainData, log: Log, cfg_dir: str) -> Path:
+def _loop(
+    tr: Trainer,
+    spec: RunSpec,
+    pre: Preprocessor,
+    rdir: Path,
+    state: dict[str, Any] | None,
+    data: TrainData,
+    log: Log,
+    cfg_dir: str,
+) -> Path:
     root = rdir / "checkpoints"
     cks = spec.checkpoint
     best: dict[str, Any] = dict(state.get("best") or {}) if state else {}
@@ -219,8 +269,11 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     tb = TBLogger(tbdir, purge) if spec.logging.tensorboard else None
     mpath = rdir / "metrics.jsonl"
     if mpath.exists():  # drop epochs the resumed run will redo
-        kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and
-                json.loads(ln)["epoch"] <= tr.epoch]
+        kept = [
+            ln
+            for ln in mpath.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["epoch"] <= tr.epoch
+        ]
         atomic_write_text(mpath, "".join(x + "\n" for x in kept))
     if tb is not None and state is None:
         tb.text("config", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -228,13 +281,16 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     def save(finished: bool = False) -> str:
         tr.check_finite()
         if not bool(torch.isfinite(tr.flat.data).all()):
-            raise NonFiniteError(f"parameters hold NaN/Inf at step {tr.global_step}; no "
-                                 "checkpoint written, the last one is resumable")
+            raise NonFiniteError(
+                f"parameters hold NaN/Inf at step {tr.global_step}; no "
+                "checkpoint written, the last one is resumable"
+            )
         name = f"step-{tr.global_step:08d}"
         if tb is not None:
             tb.w.flush()
-        files = _checkpoint_files(tr, spec, pre, {"best": best, "finished": finished,
-                                                         "config_dir": cfg_dir})
+        files = _checkpoint_files(
+            tr, spec, pre, {"best": best, "finished": finished, "config_dir": cfg_dir}
+        )
         ck.commit(root, name, files)
         ck.prune(root, cks.keep_last, {best.get("name", "")})
         return name
@@ -265,20 +321,27 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
             tr.epoch += 1
             tr.batch = 0
             mon = cks.monitor if cks.monitor in logs else "loss"
-            is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode,
-                                                 mon)
+            is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode, mon)
             if is_best:
-                best = {"name": f"step-{tr.global_step:08d}", "value": logs[mon],
-                        "monitor": mon, "epoch": tr.epoch}
+                best = {
+                    "name": f"step-{tr.global_step:08d}",
+                    "value": logs[mon],
+                    "monitor": mon,
+                    "epoch": tr.epoch,
+                }
             last = tr.epoch >= epochs or tr.stop_early
             # the line goes first: a resume drops lines newer than its checkpoint, so a
             # crash between the two never loses an epoch's line
             with open(mpath, "a") as f:
-                f.write(json.dumps({"epoch": tr.epoch, "step": tr.global_step, **logs})
-                        + "\n")
+                f.write(json.dumps({"epoch": tr.epoch, "step": tr.global_step, **logs}) + "\n")
             if is_best or last or (cks.every_epochs and tr.epoch % cks.every_epochs == 0):
-                if last and tr.es is not None and tr.es.restore_best_weights and \
-                        tr.es_weights is not None and tr.stop_early:
+                if (
+                    last
+                    and tr.es is not None
+                    and tr.es.restore_best_weights
+                    and tr.es_weights is not None
+                    and tr.stop_early
+                ):
                     tr.model.load_state_tensors(tr.es_weights)
                     log("restored the weights of the best epoch")
                 save(finished=last)
@@ -287,11 +350,16 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
             tr.reporter.epoch_end(tr.epoch - 1, logs)
         if tb is not None:
             final = json.loads(mpath.read_text().splitlines()[-1]) if mpath.exists() else {}
-            tb.hparams({"optimizer": spec.optimizer.type,
-                        "learning_rate": spec.optimizer.learning_rate,
-                        "batch_size": spec.train.batch_size, "epochs": epochs,
-                        "seed": spec.seed},
-                       {k: v for k, v in final.items() if isinstance(v, float)})
+            tb.hparams(
+                {
+                    "optimizer": spec.optimizer.type,
+                    "learning_rate": spec.optimizer.learning_rate,
+                    "batch_size": spec.train.batch_size,
+                    "epochs": epochs,
+                    "seed": spec.seed,
+                },
+                {k: v for k, v in final.items() if isinstance(v, float)},
+            )
     finally:
         if tb is not None:
             tb.close()
@@ -299,8 +367,9 @@ def _loop(tr: Trainer, spec: RunSpec, pre: Preprocessor, rdir: Path,
     return rdir
 
 
-def _end_epoch(tr: Trainer, spec: RunSpec, data: TrainData, tb: TBLogger | None
-               ) -> dict[str, float]:
+def _end_epoch(
+    tr: Trainer, spec: RunSpec, data: TrainData, tb: TBLogger | None
+) -> dict[str, float]:
     tr.check_finite()
     logs = tr.train_metrics.results()
     tr.train_metrics.reset()
@@ -318,15 +387,28 @@ def _end_epoch(tr: Trainer, spec: RunSpec, data: TrainData, tb: TBLogger | None
         if spec.logging.histograms:
             tb.histograms({k: p.data for k, p in tr.model.named_parameters()}, "weights", step)
             tb.histograms(tr.epoch_grads, "gradients", step)
-        if spec.logging.images and data.image and val_ms is not None and \
-                spec.task == "classification":
+        if (
+            spec.logging.images
+            and data.image
+            and val_ms is not None
+            and spec.task == "classification"
+        ):
             n = min(32, len(data.x_val))
             imgs = data.x_val[:n].detach().cpu().numpy()
             imgs = np.moveaxis(imgs, 1, -1)
-            pred = probs[:n].argmax(1).cpu().numpy() if probs.shape[1] > 1 else \
-                (probs[:n, 0] > 0.5).long().cpu().numpy()
-            tb.image("samples/pred_true", sample_grid(imgs, data.y_val[:n].cpu().numpy(), pred,
-                                                      data.classes), step)
-            tb.image("confusion_matrix", confusion_image(val_ms.confusion_matrix().numpy(),
-                                                         data.classes), step)
+            pred = (
+                probs[:n].argmax(1).cpu().numpy()
+                if probs.shape[1] > 1
+                else (probs[:n, 0] > 0.5).long().cpu().numpy()
+            )
+            tb.image(
+                "samples/pred_true",
+                sample_grid(imgs, data.y_val[:n].cpu().numpy(), pred, data.classes),
+                step,
+            )
+            tb.image(
+                "confusion_matrix",
+                confusion_image(val_ms.confusion_matrix().numpy(), data.classes),
+                step,
+            )
     return logs

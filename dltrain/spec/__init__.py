@@ -30,12 +30,24 @@ def json_schema() -> dict:
         props[key]["items"] = _with_shorthand(props[key]["items"], aliases)
     for opt in ("SGDSpec", "AdamSpec", "AdamWSpec", "RMSpropSpec", "AdagradSpec"):
         sched = schema["$defs"][opt]["properties"]["schedule"]
-        sched["anyOf"] = [_with_shorthand(a, {}) if "discriminator" in a else a
-                          for a in sched["anyOf"]]
+        sched["anyOf"] = [
+            _with_shorthand(a, {}) if "discriminator" in a else a for a in sched["anyOf"]
+        ]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "dltrain config"
     return schema
 
 
-__all__ = ["ACTIVATION_NAMES", "INITIALIZER_NAMES", "Issue", "LAYER_TYPES", "ModelSpec",
-           "RunSpec", "Source", "SpecError", "json_schema", "load", "load_model"]
+__all__ = [
+    "ACTIVATION_NAMES",
+    "INITIALIZER_NAMES",
+    "Issue",
+    "LAYER_TYPES",
+    "ModelSpec",
+    "RunSpec",
+    "Source",
+    "SpecError",
+    "json_schema",
+    "load",
+    "load_model",
+]

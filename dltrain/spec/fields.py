@@ -74,13 +74,22 @@ def fields_at(cls: type[BaseModel], path: tuple, raw: Any) -> list[str] | None:
     return None
 
 
-_NOUNS = {"layers": "layer", "optimizer": "optimizer", "loss": "loss", "metrics": "metric",
-          "callbacks": "callback", "schedule": "schedule", "train": "data source",
-          "validation": "data source", "test": "data source"}
+_NOUNS = {
+    "layers": "layer",
+    "optimizer": "optimizer",
+    "loss": "loss",
+    "metrics": "metric",
+    "callbacks": "callback",
+    "schedule": "schedule",
+    "train": "data source",
+    "validation": "data source",
+    "test": "data source",
+}
 
 
-def describe_kind(cls: type[BaseModel], path: tuple, raw: Any, prefix: tuple = (),
-                  noun_only: bool = False) -> str:
+def describe_kind(
+    cls: type[BaseModel], path: tuple, raw: Any, prefix: tuple = (), noun_only: bool = False
+) -> str:
     """'model.layers[2] (Dense)' / 'the top level'; with noun_only, 'layer' / 'optimizer'."""
     full = prefix + tuple(path)
     if noun_only:
@@ -95,6 +104,5 @@ def describe_kind(cls: type[BaseModel], path: tuple, raw: Any, prefix: tuple = (
         except (KeyError, IndexError, TypeError):
             cur = None
             break
-    tag = f" ({cur['type']})" if isinstance(cur, dict) and isinstance(cur.get("type"), str) \
-        else ""
+    tag = f" ({cur['type']})" if isinstance(cur, dict) and isinstance(cur.get("type"), str) else ""
     return path_str(full) + tag

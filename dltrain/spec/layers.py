@@ -6,11 +6,35 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ACTIVATION_NAMES = ("linear", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "silu",
-                    "swish", "softplus", "softmax", "log_softmax")
-INITIALIZER_NAMES = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
-                     "lecun_normal", "lecun_uniform", "normal", "uniform", "random_normal",
-                     "random_uniform", "orthogonal", "zeros", "ones")
+ACTIVATION_NAMES = (
+    "linear",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "swish",
+    "softplus",
+    "softmax",
+    "log_softmax",
+)
+INITIALIZER_NAMES = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "normal",
+    "uniform",
+    "random_normal",
+    "random_uniform",
+    "orthogonal",
+    "zeros",
+    "ones",
+)
 
 Activation = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
 Initializer = Literal[INITIALIZER_NAMES]  # type: ignore[valid-type]
@@ -23,20 +47,28 @@ Padding = Literal["valid", "same"]
 class LayerBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(None, description="Layer name, unique in the model; others can "
-                             "name it in `inputs`. Default: type and index, e.g. dense_2.")
-    inputs: list[str] | None = Field(None, description="Names of the layers (or 'input') "
-                                     "feeding this one. Default: the previous layer.")
+    name: str | None = Field(
+        None,
+        description="Layer name, unique in the model; others can "
+        "name it in `inputs`. Default: type and index, e.g. dense_2.",
+    )
+    inputs: list[str] | None = Field(
+        None,
+        description="Names of the layers (or 'input') "
+        "feeding this one. Default: the previous layer.",
+    )
     trainable: bool = Field(True, description="false freezes the layer's weights.")
     repeat: PosInt = Field(1, description="Repeat this layer N times (expanded on load).")
 
 
 class _Kernel(LayerBase):
-    activation: Activation | None = Field(None, description="Activation applied after the "
-                                          "layer (Keras name); none means linear.")
+    activation: Activation | None = Field(
+        None, description="Activation applied after the layer (Keras name); none means linear."
+    )
     use_bias: bool = Field(True, description="Whether the layer adds a bias vector.")
-    kernel_initializer: Initializer = Field("glorot_uniform", description="Initializer of the "
-                                            "kernel weights.")
+    kernel_initializer: Initializer = Field(
+        "glorot_uniform", description="Initializer of the kernel weights."
+    )
     bias_initializer: Initializer = Field("zeros", description="Initializer of the bias.")
 
 
@@ -47,8 +79,9 @@ class DenseSpec(_Kernel):
 
 class _Conv(_Kernel):
     filters: PosInt = Field(description="Number of output channels.")
-    padding: Padding = Field("valid", description="'valid' (no padding) or 'same' (output "
-                             "size = ceil(input / strides)).")
+    padding: Padding = Field(
+        "valid", description="'valid' (no padding) or 'same' (output size = ceil(input / strides))."
+    )
 
 
 class Conv1DSpec(_Conv):
@@ -59,23 +92,28 @@ class Conv1DSpec(_Conv):
 
 
 class Conv2DSpec(_Conv):
-    type: Literal["Conv2D"] = Field(description="2-D convolution over (height, width, "
-                                    "channels).")
+    type: Literal["Conv2D"] = Field(description="2-D convolution over (height, width, channels).")
     kernel_size: IntOrPair = Field(description="Window size: one number or [height, width].")
     strides: IntOrPair = Field(1, description="Stride: one number or [height, width].")
     dilation_rate: IntOrPair = Field(1, description="Dilation: one number or [height, width].")
-    groups: PosInt = Field(1, description="Channel groups; input channels and filters must "
-                           "both divide by it.")
+    groups: PosInt = Field(
+        1, description="Channel groups; input channels and filters must both divide by it."
+    )
 
 
 class Conv2DTransposeSpec(_Conv):
-    type: Literal["Conv2DTranspose"] = Field(description="Transposed 2-D convolution "
-                                             "(upsampling by strides).")
+    type: Literal["Conv2DTranspose"] = Field(
+        description="Transposed 2-D convolution (upsampling by strides)."
+    )
     kernel_size: IntOrPair = Field(description="Window size: one number or [height, width].")
     strides: IntOrPair = Field(1, description="Upsampling stride: one number or [h, w].")
-    output_padding: Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]],
-                          None] = Field(None, description="Extra rows/columns on the output; "
-                                        "must be smaller than strides. Default: inferred.")
+    output_padding: Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]], None] = (
+        Field(
+            None,
+            description="Extra rows/columns on the output; "
+            "must be smaller than strides. Default: inferred.",
+        )
+    )
 
 
 class _Pool(LayerBase):
@@ -98,19 +136,26 @@ class GlobalAveragePooling2DSpec(LayerBase):
 
 
 class BatchNormalizationSpec(LayerBase):
-    type: Literal["BatchNormalization"] = Field(description="Normalise each channel over the "
-                                                "batch; running statistics for inference.")
+    type: Literal["BatchNormalization"] = Field(
+        description="Normalise each channel over the batch; running statistics for inference."
+    )
     axis: Literal[-1] = Field(-1, description="Channel axis; only the last (channels-last).")
-    momentum: float = Field(0.99, ge=0, lt=1, description="Keras momentum of the running "
-                            "statistics: new = momentum * old + (1 - momentum) * batch.")
+    momentum: float = Field(
+        0.99,
+        ge=0,
+        lt=1,
+        description="Keras momentum of the running "
+        "statistics: new = momentum * old + (1 - momentum) * batch.",
+    )
     epsilon: float = Field(1e-3, gt=0, description="Added to the variance.")
     center: bool = Field(True, description="Learn an offset (beta).")
     scale: bool = Field(True, description="Learn a scale (gamma).")
 
 
 class LayerNormalizationSpec(LayerBase):
-    type: Literal["LayerNormalization"] = Field(description="Normalise each sample over its "
-                                                "last axis.")
+    type: Literal["LayerNormalization"] = Field(
+        description="Normalise each sample over its last axis."
+    )
     axis: Literal[-1] = Field(-1, description="Normalised axis; only the last.")
     epsilon: float = Field(1e-3, gt=0, description="Added to the variance.")
     center: bool = Field(True, description="Learn an offset (beta).")
@@ -128,8 +173,9 @@ class FlattenSpec(LayerBase):
 
 class ReshapeSpec(LayerBase):
     type: Literal["Reshape"] = Field(description="Reshape each sample (batch dim excluded).")
-    target_shape: list[int] = Field(min_length=1, description="New shape, channels-last; one "
-                                    "entry may be -1.")
+    target_shape: list[int] = Field(
+        min_length=1, description="New shape, channels-last; one entry may be -1."
+    )
 
 
 class ActivationSpec(LayerBase):
@@ -145,8 +191,7 @@ class ReLUSpec(LayerBase):
 
 class LeakyReLUSpec(LayerBase):
     type: Literal["LeakyReLU"] = Field(description="Leaky ReLU.")
-    negative_slope: float = Field(0.3, ge=0, description="Slope below zero (Keras default "
-                                  "0.3).")
+    negative_slope: float = Field(0.3, ge=0, description="Slope below zero (Keras default 0.3).")
 
 
 class ELUSpec(LayerBase):
@@ -163,15 +208,16 @@ class EmbeddingSpec(LayerBase):
     type: Literal["Embedding"] = Field(description="Integer ids to dense vectors.")
     input_dim: PosInt = Field(description="Vocabulary size (largest id + 1).")
     output_dim: PosInt = Field(description="Vector size.")
-    embeddings_initializer: Initializer = Field("uniform", description="Initializer of the "
-                                                "table.")
+    embeddings_initializer: Initializer = Field("uniform", description="Initializer of the table.")
 
 
 class ZeroPadding2DSpec(LayerBase):
     type: Literal["ZeroPadding2D"] = Field(description="Pad height and width with zeros.")
-    padding: Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]],
-                   list[list[Annotated[int, Field(ge=0)]]]] = Field(
-        1, description="n, [h, w] or [[top, bottom], [left, right]].")
+    padding: Union[
+        Annotated[int, Field(ge=0)],
+        list[Annotated[int, Field(ge=0)]],
+        list[list[Annotated[int, Field(ge=0)]]],
+    ] = Field(1, description="n, [h, w] or [[top, bottom], [left, right]].")
 
 
 class UpSampling2DSpec(LayerBase):
@@ -197,23 +243,45 @@ class ConcatenateSpec(_Merge):
     axis: int = Field(-1, description="Axis (channels-last numbering; -1 = channels).")
 
 
-LAYER_SPECS = (DenseSpec, Conv1DSpec, Conv2DSpec, Conv2DTransposeSpec, MaxPooling2DSpec,
-               AveragePooling2DSpec, GlobalAveragePooling2DSpec, BatchNormalizationSpec,
-               LayerNormalizationSpec, DropoutSpec, FlattenSpec, ReshapeSpec, ActivationSpec,
-               ReLUSpec, LeakyReLUSpec, ELUSpec, SoftmaxSpec, EmbeddingSpec, ZeroPadding2DSpec,
-               UpSampling2DSpec, AddSpec, ConcatenateSpec)
+LAYER_SPECS = (
+    DenseSpec,
+    Conv1DSpec,
+    Conv2DSpec,
+    Conv2DTransposeSpec,
+    MaxPooling2DSpec,
+    AveragePooling2DSpec,
+    GlobalAveragePooling2DSpec,
+    BatchNormalizationSpec,
+    LayerNormalizationSpec,
+    DropoutSpec,
+    FlattenSpec,
+    ReshapeSpec,
+    ActivationSpec,
+    ReLUSpec,
+    LeakyReLUSpec,
+    ELUSpec,
+    SoftmaxSpec,
+    EmbeddingSpec,
+    ZeroPadding2DSpec,
+    UpSampling2DSpec,
+    AddSpec,
+    ConcatenateSpec,
+)
 
 
 class BlockUseSpec(LayerBase):
     """Placeholder for a block's layers; the loader expands it before validation."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["Block"] = Field(description="Insert a block defined under model.blocks; "
-                                   "other keys set the block's params.")
+    type: Literal["Block"] = Field(
+        description="Insert a block defined under model.blocks; other keys set the block's params."
+    )
     use: str = Field(description="Name of the block.")
 
 
 LAYER_TYPES = tuple(c.model_fields["type"].annotation.__args__[0] for c in LAYER_SPECS)
 
-LayerSpec = Annotated[Union[LAYER_SPECS + (BlockUseSpec,)],  # type: ignore[valid-type]
-                      Field(discriminator="type")]  # type: ignore[valid-type]
+LayerSpec = Annotated[
+    Union[LAYER_SPECS + (BlockUseSpec,)],  # type: ignore[valid-type]
+    Field(discriminator="type"),
+]  # type: ignore[valid-type]

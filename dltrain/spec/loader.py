@@ -58,8 +58,11 @@ def _merge(base: Any, over: Any, path: Path, bdoc: Doc, odoc: Doc, out: Doc) -> 
     for k, v in over.items():
         if path + (k,) in odoc.key_locs:
             out.key_locs[path + (k,)] = odoc.key_locs[path + (k,)]
-        merged[k] = _merge(base[k], v, path + (k,), bdoc, odoc, out) if k in base else \
-            _merge(None, v, path + (k,), bdoc, odoc, out)
+        merged[k] = (
+            _merge(base[k], v, path + (k,), bdoc, odoc, out)
+            if k in base
+            else _merge(None, v, path + (k,), bdoc, odoc, out)
+        )
     return merged
 
 
@@ -70,15 +73,27 @@ def _resolve(path: str, chain: tuple[str, ...]) -> Doc:
         raise SpecError([Issue(None, f"'extends' makes a cycle: {cycle}; remove one of them")])
     doc = load_file(path)
     if not isinstance(doc.value, dict):
-        raise SpecError([Issue(doc.locs.get(()), "a config must be a mapping of sections "
-                               "(name:, data:, model:, ...)")])
+        raise SpecError(
+            [
+                Issue(
+                    doc.locs.get(()),
+                    "a config must be a mapping of sections (name:, data:, model:, ...)",
+                )
+            ]
+        )
     ext = doc.value.pop("extends", None)
     if ext is None:
         return doc
     names = [ext] if isinstance(ext, str) else ext
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise SpecError([Issue(doc.locs.get(("extends",)), "'extends' takes a file name or a "
-                               "list of file names")])
+        raise SpecError(
+            [
+                Issue(
+                    doc.locs.get(("extends",)),
+                    "'extends' takes a file name or a list of file names",
+                )
+            ]
+        )
     merged: Doc | None = None
     for i, name in enumerate(names):
         bpath = os.path.join(os.path.dirname(path), name)
@@ -112,16 +127,29 @@ def apply_override(doc: Doc, text: str) -> None:
         last = i == len(segs) - 1
         if isinstance(cur, list):
             if not seg.isdigit() or int(seg) >= len(cur):
-                raise SpecError([Issue(Loc(origin, 1, 1), f"'{seg}' is not an index of the "
-                                       f"{len(cur)}-item list {path_str(parts)}")])
+                raise SpecError(
+                    [
+                        Issue(
+                            Loc(origin, 1, 1),
+                            f"'{seg}' is not an index of the "
+                            f"{len(cur)}-item list {path_str(parts)}",
+                        )
+                    ]
+                )
             idx: str | int = int(seg)
         elif isinstance(cur, dict):
             idx = seg
             if not last and seg not in cur:
                 cur[seg] = {}
         else:
-            raise SpecError([Issue(Loc(origin, 1, 1), f"{path_str(parts)} is a single value, "
-                                   f"it has no key '{seg}'")])
+            raise SpecError(
+                [
+                    Issue(
+                        Loc(origin, 1, 1),
+                        f"{path_str(parts)} is a single value, it has no key '{seg}'",
+                    )
+                ]
+            )
         parts.append(idx)
         if last:
             cur[idx] = value_doc.value  # type: ignore[index]
@@ -129,7 +157,7 @@ def apply_override(doc: Doc, text: str) -> None:
             cur = cur[idx]  # type: ignore[index]
     prefix = tuple(parts)
     for table in (doc.locs, doc.key_locs):
-        for p in [p for p in table if p[:len(prefix)] == prefix]:
+        for p in [p for p in table if p[: len(prefix)] == prefix]:
             del table[p]
     for p in value_doc.locs:
         doc.locs[prefix + p] = Loc(origin, 1, len(key) + 2)
@@ -143,8 +171,11 @@ _PARAM = re.compile(r"^\$\{(\w+)\}$")
 def _substitute(value: Any, params: dict[str, Any], issues: list[Issue], where: Loc | None):
     if isinstance(value, str) and (m := _PARAM.match(value)):
         if m.group(1) not in params:
-            issues.append(Issue(where, f"unknown block parameter '{m.group(1)}'"
-                                + suggest(m.group(1), params)))
+            issues.append(
+                Issue(
+                    where, f"unknown block parameter '{m.group(1)}'" + suggest(m.group(1), params)
+                )
+            )
             return value
         return params[m.group(1)]
     if isinstance(value, dict):
@@ -172,12 +203,13 @@ def expand_layers(doc: Doc) -> None:
         dst = ("model", "layers", len(out_layers))
         for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
             for p, loc in table.items():
-                if p[:len(src)] == src:
-                    new[dst + p[len(src):]] = loc
+                if p[: len(src)] == src:
+                    new[dst + p[len(src) :]] = loc
         out_layers.append(layer)
 
-    def walk(items: list[Any], base: Path, params: dict[str, Any], scope: str | None,
-             depth: int) -> None:
+    def walk(
+        items: list[Any], base: Path, params: dict[str, Any], scope: str | None, depth: int
+    ) -> None:
         for j, layer in enumerate(items):
             src = base + (j,)
             if not isinstance(layer, dict):
@@ -192,39 +224,66 @@ def expand_layers(doc: Doc) -> None:
             layer = {k: v for k, v in layer.items() if k != "repeat"}
             if layer.get("type") != "Block":
                 if reps > 1 and layer.get("name"):
-                    issues.append(Issue(where, f"layer '{layer['name']}' has a name and repeat: "
-                                        f"{reps}; names must be unique, drop one of them"))
+                    issues.append(
+                        Issue(
+                            where,
+                            f"layer '{layer['name']}' has a name and repeat: "
+                            f"{reps}; names must be unique, drop one of them",
+                        )
+                    )
                 for _ in range(reps):
                     if scope and layer.get("name"):
                         layer = dict(layer, name=f"{scope}/{layer['name']}")
                     if scope and layer.get("inputs"):
-                        layer = dict(layer, inputs=[f"{scope}/{n}" if n in local_names(items)
-                                                    else n for n in layer["inputs"]])
+                        layer = dict(
+                            layer,
+                            inputs=[
+                                f"{scope}/{n}" if n in local_names(items) else n
+                                for n in layer["inputs"]
+                            ],
+                        )
                     emit(dict(layer), src)
                 continue
             use = layer.get("use")
             if use not in blocks:
-                issues.append(Issue(doc.locs.get(src + ("use",), where),
-                                    f"unknown block '{use}'" + suggest(str(use), blocks)
-                                    + (" (define it under model.blocks)" if not blocks else "")))
+                issues.append(
+                    Issue(
+                        doc.locs.get(src + ("use",), where),
+                        f"unknown block '{use}'"
+                        + suggest(str(use), blocks)
+                        + (" (define it under model.blocks)" if not blocks else ""),
+                    )
+                )
                 continue
             if depth > 8:
-                issues.append(Issue(where, f"blocks nest more than 8 deep at '{use}'; is a "
-                                    "block using itself?"))
+                issues.append(
+                    Issue(
+                        where, f"blocks nest more than 8 deep at '{use}'; is a block using itself?"
+                    )
+                )
                 continue
             block = blocks[use]
             defaults = dict(block.get("params") or {}) if isinstance(block, dict) else {}
             args = {k: v for k, v in layer.items() if k not in ("type", "use", "name")}
             for k in args:
                 if k not in defaults:
-                    issues.append(Issue(doc.locs.get(src + (k,), where), f"block '{use}' has "
-                                        f"no parameter '{k}'" + suggest(k, defaults)))
+                    issues.append(
+                        Issue(
+                            doc.locs.get(src + (k,), where),
+                            f"block '{use}' has no parameter '{k}'" + suggest(k, defaults),
+                        )
+                    )
             bparams = {**defaults, **args}
             for _ in range(reps):
                 counters[use] = counters.get(use, 0) + 1
                 inst = layer.get("name") or f"{use}_{counters[use]}"
-                walk(block.get("layers") or [], ("model", "blocks", use, "layers"), bparams,
-                     inst if scope is None else f"{scope}/{inst}", depth + 1)
+                walk(
+                    block.get("layers") or [],
+                    ("model", "blocks", use, "layers"),
+                    bparams,
+                    inst if scope is None else f"{scope}/{inst}",
+                    depth + 1,
+                )
 
     def local_names(items: list[Any]) -> set[str]:
         return {i.get("name") for i in items if isinstance(i, dict) and i.get("name")}
@@ -296,40 +355,51 @@ def _issue(err: dict[str, Any], doc: Doc, cls: type[BaseModel], prefix: Path) ->
         key = path[-1]
         parent = path[:-1]
         valid = fields_at(cls, parent, doc.value) or []
-        return Issue(doc.key_locs.get(path, where), f"unknown key '{key}' in "
-                     f"{describe_kind(cls, parent, doc.value, prefix)}" + suggest(str(key), valid))
+        return Issue(
+            doc.key_locs.get(path, where),
+            f"unknown key '{key}' in "
+            f"{describe_kind(cls, parent, doc.value, prefix)}" + suggest(str(key), valid),
+        )
     if kind == "missing":
         field = loc[-1]
-        return Issue(where, f"missing required key '{field}' in "
-                     f"{describe_kind(cls, path, doc.value, prefix)}")
+        return Issue(
+            where,
+            f"missing required key '{field}' in {describe_kind(cls, path, doc.value, prefix)}",
+        )
     if kind == "union_tag_invalid":
         tags = _expected(ctx)
         what = describe_kind(cls, path, doc.value, prefix, noun_only=True)
-        return Issue(doc.locs.get(path + ("type",), where),
-                     f"unknown {what} type '{ctx.get('tag')}' in {path_str(full)}"
-                     + (suggest(str(ctx.get("tag")), tags) or f"; expected one of: "
-                        f"{', '.join(tags)}"))
+        return Issue(
+            doc.locs.get(path + ("type",), where),
+            f"unknown {what} type '{ctx.get('tag')}' in {path_str(full)}"
+            + (suggest(str(ctx.get("tag")), tags) or f"; expected one of: {', '.join(tags)}"),
+        )
     if kind == "union_tag_not_found":
         return Issue(where, f"{path_str(full)} needs a 'type' key")
     if kind == "literal_error":
         options = _expected(ctx)
         hint = suggest(str(value), options) or f"; expected one of: {', '.join(options)}"
         return Issue(where, f"{path_str(full)}: '{value}' is not a valid choice" + hint)
-    if isinstance(value, (dict, list)) and kind.endswith(("_type", "_parsing")) and \
-            err["loc"] and isinstance(err["loc"][-1], str) and err["loc"][-1].startswith("list"):
+    if (
+        isinstance(value, (dict, list))
+        and kind.endswith(("_type", "_parsing"))
+        and err["loc"]
+        and isinstance(err["loc"][-1], str)
+        and err["loc"][-1].startswith("list")
+    ):
         return None
     msg = err["msg"]
     if kind.startswith("value_error"):
         msg = msg.removeprefix("Value error, ")
-    shown = "" if isinstance(value, (dict, list)) or kind == "value_error" else \
-        f", got {value!r}"
+    shown = "" if isinstance(value, (dict, list)) or kind == "value_error" else f", got {value!r}"
     return Issue(where, f"{path_str(full)}: {msg[0].lower() + msg[1:]}{shown}")
 
 
 def _closest(key: Any, cls: type[BaseModel], doc: Doc, loc: tuple) -> list[str]:
     parent = _raw_path(loc, doc.value)[0][:-1]
-    return difflib.get_close_matches(str(key), fields_at(cls, parent, doc.value) or [], n=1,
-                                     cutoff=0.6)
+    return difflib.get_close_matches(
+        str(key), fields_at(cls, parent, doc.value) or [], n=1, cutoff=0.6
+    )
 
 
 def validate(cls: type[BaseModel], doc: Doc, prefix: Path = ()) -> Any:
@@ -341,11 +411,20 @@ def validate(cls: type[BaseModel], doc: Doc, prefix: Path = ()) -> Any:
         seen: set[tuple] = set()
         errors = e.errors()
         # a misspelt key also makes its intended key 'missing': report the typo only
-        typos = {(_raw_path(x["loc"], doc.value)[0][:-1], m) for x in errors
-                 if x["type"] == "extra_forbidden"
-                 for m in _closest(x["loc"][-1], cls, doc, x["loc"])}
-        errors = [x for x in errors if not (x["type"] == "missing" and (
-            _raw_path(x["loc"], doc.value)[0], x["loc"][-1]) in typos)]
+        typos = {
+            (_raw_path(x["loc"], doc.value)[0][:-1], m)
+            for x in errors
+            if x["type"] == "extra_forbidden"
+            for m in _closest(x["loc"][-1], cls, doc, x["loc"])
+        }
+        errors = [
+            x
+            for x in errors
+            if not (
+                x["type"] == "missing"
+                and (_raw_path(x["loc"], doc.value)[0], x["loc"][-1]) in typos
+            )
+        ]
         for err in errors:
             issue = _issue(err, doc, cls, prefix)
             key = (str(issue.loc), _raw_path(err["loc"], doc.value)[0]) if issue else None
@@ -381,8 +460,11 @@ def load_model(path: str, overrides: Sequence[str] = ()) -> ModelSpec:
     doc = load_doc(path, overrides)
     if not isinstance(doc.value, dict) or "model" not in doc.value:
         raise SpecError([Issue(doc.locs.get(()), "no 'model' section in this config")])
-    sub = Doc(doc.value["model"], {p[1:]: v for p, v in doc.locs.items() if p[:1] == ("model",)},
-              {p[1:]: v for p, v in doc.key_locs.items() if p[:1] == ("model",)})
+    sub = Doc(
+        doc.value["model"],
+        {p[1:]: v for p, v in doc.locs.items() if p[:1] == ("model",)},
+        {p[1:]: v for p, v in doc.key_locs.items() if p[:1] == ("model",)},
+    )
     model = validate(ModelSpec, sub, ("model",))
     model._source = Source(sub)
     return model

@@ -27,25 +27,33 @@ class BuiltinSource(Spec):
 
 class SyntheticSource(Spec):
     type: Literal["synthetic"] = Field(description="Seeded random data.")
-    task: Literal["classification", "regression"] = Field("classification",
-                                                          description="Kind of target.")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="Kind of target."
+    )
     samples: PosInt = Field(1000, description="Number of samples.")
     features: PosInt = Field(20, description="Number of features.")
     classes: Annotated[int, Field(ge=2)] = Field(2, description="Classes (classification).")
     informative: PosInt | None = Field(None, description="Informative features; default all.")
-    noise: float = Field(0.1, ge=0, description="Noise: label flips (classification) or "
-                         "target noise std (regression).")
+    noise: float = Field(
+        0.1,
+        ge=0,
+        description="Noise: label flips (classification) or target noise std (regression).",
+    )
     seed: int = Field(0, description="Seed of the generator.")
-    targets: list[PosInt] | None = Field(None, description="Regression: shape of each target "
-                                         "(channels-last), e.g. [64, 64, 3]; default one value.")
+    targets: list[PosInt] | None = Field(
+        None,
+        description="Regression: shape of each target "
+        "(channels-last), e.g. [64, 64, 3]; default one value.",
+    )
 
 
 class CsvSource(Spec):
     type: Literal["csv"] = Field(description="A CSV file with a header row.")
     path: str = Field(description="File path, relative to the config file.")
     label_column: str = Field(description="Column holding the label or target.")
-    feature_columns: list[str] | None = Field(None, description="Feature columns; default all "
-                                              "other columns.")
+    feature_columns: list[str] | None = Field(
+        None, description="Feature columns; default all other columns."
+    )
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
 
 
@@ -63,40 +71,57 @@ class IdxSource(Spec):
 
 
 class ImageFolderSource(Spec):
-    type: Literal["image_folder"] = Field(description="One subfolder per class of PNG/JPEG "
-                                          "images, resized to the model's input.")
+    type: Literal["image_folder"] = Field(
+        description="One subfolder per class of PNG/JPEG images, resized to the model's input."
+    )
     path: str = Field(description="Folder path, relative to the config file.")
 
 
-Source = Annotated[Union[BuiltinSource, SyntheticSource, CsvSource, NpzSource, IdxSource,
-                         ImageFolderSource], Field(discriminator="type")]
+Source = Annotated[
+    Union[BuiltinSource, SyntheticSource, CsvSource, NpzSource, IdxSource, ImageFolderSource],
+    Field(discriminator="type"),
+]
 
 
 class AugmentSpec(Spec):
     random_flip: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = Field(
-        None, description="Random image flips during training.")
-    random_crop_padding: Annotated[int, Field(ge=0)] = Field(0, description="Pad images by n "
-                                                             "pixels and crop back at random.")
+        None, description="Random image flips during training."
+    )
+    random_crop_padding: Annotated[int, Field(ge=0)] = Field(
+        0, description="Pad images by n pixels and crop back at random."
+    )
 
 
 class DataSpec(Spec):
     train: Source = Field(description="Training data.")
-    validation: Source | None = Field(None, description="Validation data (else "
-                                      "validation_split).")
+    validation: Source | None = Field(None, description="Validation data (else validation_split).")
     test: Source | None = Field(None, description="Test data (else test_split).")
-    validation_split: float = Field(0.0, ge=0, lt=1, description="Fraction of the training "
-                                    "data held out for validation.")
-    test_split: float = Field(0.0, ge=0, lt=1, description="Fraction of the training data "
-                              "held out for testing (before the validation split).")
-    scaling: Literal["none", "standard", "minmax"] = Field("none", description="Feature "
-                                                           "scaling fitted on training data.")
-    rescale: float | None = Field(None, description="Multiply inputs by this (Keras "
-                                  "Rescaling), before scaling.")
-    augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Image "
-                                 "augmentation during training.")
-    max_in_memory_mb: float = Field(2048, gt=0, description="An image folder larger than this, "
-                                     "decoded, is streamed from disk batch by batch instead "
-                                     "of held in memory.")
+    validation_split: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the training data held out for validation."
+    )
+    test_split: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Fraction of the training data "
+        "held out for testing (before the validation split).",
+    )
+    scaling: Literal["none", "standard", "minmax"] = Field(
+        "none", description="Feature scaling fitted on training data."
+    )
+    rescale: float | None = Field(
+        None, description="Multiply inputs by this (Keras Rescaling), before scaling."
+    )
+    augment: AugmentSpec = Field(
+        default_factory=AugmentSpec, description="Image augmentation during training."
+    )
+    max_in_memory_mb: float = Field(
+        2048,
+        gt=0,
+        description="An image folder larger than this, "
+        "decoded, is streamed from disk batch by batch instead "
+        "of held in memory.",
+    )
     workers: PosInt = Field(2, description="Worker processes decoding streamed images.")
 
 
@@ -107,14 +132,14 @@ class _Loss(Spec):
 
 class CategoricalCrossentropy(_Loss):
     type: Literal["categorical_crossentropy"] = Field(description="Cross-entropy over classes.")
-    from_logits: bool = Field(False, description="Model outputs are logits, not "
-                              "probabilities.")
+    from_logits: bool = Field(False, description="Model outputs are logits, not probabilities.")
     label_smoothing: float = Field(0.0, ge=0, le=1, description="Label smoothing.")
 
 
 class SparseCategoricalCrossentropy(_Loss):
-    type: Literal["sparse_categorical_crossentropy"] = Field(description="Cross-entropy with "
-                                                            "integer labels.")
+    type: Literal["sparse_categorical_crossentropy"] = Field(
+        description="Cross-entropy with integer labels."
+    )
     from_logits: bool = Field(False, description="Model outputs are logits.")
 
 
@@ -138,20 +163,35 @@ class Huber(_Loss):
 
 
 class KLDivergence(_Loss):
-    type: Literal["kl_divergence"] = Field(description="KL divergence of predicted from true "
-                                           "distributions.")
+    type: Literal["kl_divergence"] = Field(
+        description="KL divergence of predicted from true distributions."
+    )
 
 
-LossSpec = Annotated[Union[CategoricalCrossentropy, SparseCategoricalCrossentropy,
-                           BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError, Huber,
-                           KLDivergence], Field(discriminator="type")]
-LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
-                "kld": "kl_divergence", "crossentropy": "categorical_crossentropy"}
+LossSpec = Annotated[
+    Union[
+        CategoricalCrossentropy,
+        SparseCategoricalCrossentropy,
+        BinaryCrossentropy,
+        MeanSquaredError,
+        MeanAbsoluteError,
+        Huber,
+        KLDivergence,
+    ],
+    Field(discriminator="type"),
+]
+LOSS_ALIASES = {
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "kld": "kl_divergence",
+    "crossentropy": "categorical_crossentropy",
+}
 
 
 class _Warmup(Spec):
-    warmup_steps: Annotated[int, Field(ge=0)] = Field(0, description="Linear warmup from 0 "
-                                                      "over this many steps.")
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="Linear warmup from 0 over this many steps."
+    )
 
 
 class ConstantSchedule(_Warmup):
@@ -173,34 +213,40 @@ class ExponentialSchedule(_Warmup):
 
 class CosineSchedule(_Warmup):
     type: Literal["cosine"] = Field(description="Cosine decay after a linear warmup.")
-    decay_steps: PosInt | None = Field(None, description="Steps of the cosine; default: all "
-                                       "training steps after warmup.")
-    alpha: float = Field(0.0, ge=0, le=1, description="Final lr as a fraction of the "
-                         "initial one.")
+    decay_steps: PosInt | None = Field(
+        None, description="Steps of the cosine; default: all training steps after warmup."
+    )
+    alpha: float = Field(0.0, ge=0, le=1, description="Final lr as a fraction of the initial one.")
 
 
 class ReduceOnPlateauSchedule(_Warmup):
     type: Literal["reduce_on_plateau"] = Field(description="Cut the lr when a metric stalls.")
     monitor: str = Field("val_loss", description="Metric watched at each epoch end.")
     factor: float = Field(0.1, gt=0, lt=1, description="Multiply lr by this on a plateau.")
-    patience: Annotated[int, Field(ge=0)] = Field(10, description="Epochs without progress "
-                                                  "before a cut.")
+    patience: Annotated[int, Field(ge=0)] = Field(
+        10, description="Epochs without progress before a cut."
+    )
     min_delta: float = Field(1e-4, ge=0, description="Smallest change counted as progress.")
-    mode: Literal["auto", "min", "max"] = Field("auto", description="Whether lower or higher "
-                                                "is better; auto infers from the name.")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="Whether lower or higher is better; auto infers from the name."
+    )
     cooldown: Annotated[int, Field(ge=0)] = Field(0, description="Epochs to wait after a cut.")
     min_lr: float = Field(0.0, ge=0, description="Lower bound of the lr.")
 
 
-ScheduleSpec = Annotated[Union[ConstantSchedule, StepSchedule, ExponentialSchedule,
-                               CosineSchedule, ReduceOnPlateauSchedule],
-                         Field(discriminator="type")]
+ScheduleSpec = Annotated[
+    Union[
+        ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule, ReduceOnPlateauSchedule
+    ],
+    Field(discriminator="type"),
+]
 
 
 class _Optimizer(Spec):
     learning_rate: float = Field(1e-3, gt=0, description="Learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 in the gradient; "
-                                "decoupled for adamw).")
+    weight_decay: float = Field(
+        0.0, ge=0, description="Weight decay (L2 in the gradient; decoupled for adamw)."
+    )
     clipnorm: float | None = Field(None, gt=0, description="Clip the global gradient norm.")
     clipvalue: float | None = Field(None, gt=0, description="Clip each gradient value.")
     schedule: ScheduleSpec | None = Field(None, description="Learning-rate schedule.")
@@ -240,8 +286,9 @@ class AdagradSpec(_Optimizer):
     epsilon: float = Field(1e-7, gt=0, description="Added to the denominator.")
 
 
-OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec, RMSpropSpec, AdagradSpec],
-                          Field(discriminator="type")]
+OptimizerSpec = Annotated[
+    Union[SGDSpec, AdamSpec, AdamWSpec, RMSpropSpec, AdagradSpec], Field(discriminator="type")
+]
 
 
 class _Metric(Spec):
@@ -277,52 +324,65 @@ class MAESpec(_Metric):
     type: Literal["mae"] = Field(description="Mean absolute error.")
 
 
-MetricSpec = Annotated[Union[AccuracySpec, TopKAccuracySpec, PrecisionSpec, RecallSpec, F1Spec,
-                             MSESpec, MAESpec], Field(discriminator="type")]
-METRIC_ALIASES = {"acc": "accuracy", "top_k_categorical_accuracy": "top_k_accuracy",
-                  "sparse_top_k_categorical_accuracy": "top_k_accuracy", "f1_score": "f1",
-                  "mean_squared_error": "mse", "mean_absolute_error": "mae"}
+MetricSpec = Annotated[
+    Union[AccuracySpec, TopKAccuracySpec, PrecisionSpec, RecallSpec, F1Spec, MSESpec, MAESpec],
+    Field(discriminator="type"),
+]
+METRIC_ALIASES = {
+    "acc": "accuracy",
+    "top_k_categorical_accuracy": "top_k_accuracy",
+    "sparse_top_k_categorical_accuracy": "top_k_accuracy",
+    "f1_score": "f1",
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+}
 
 
 # -- training, callbacks, checkpoints, logging -------------------------------------------------
 class TrainSpec(Spec):
     epochs: PosInt = Field(10, description="Passes over the training data.")
-    batch_size: PosInt = Field(32, description="Samples per optimizer step (before "
-                               "accumulation).")
+    batch_size: PosInt = Field(32, description="Samples per optimizer step (before accumulation).")
     shuffle: bool = Field(True, description="Reshuffle the training data each epoch.")
-    gradient_accumulation_steps: PosInt = Field(1, description="Micro-batches summed per "
-                                                "optimizer step.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto "
-                                                   "picks cuda when available.")
-    log_every_steps: PosInt = Field(10, description="Steps between logged losses (device "
-                                    "values are read only then).")
+    gradient_accumulation_steps: PosInt = Field(
+        1, description="Micro-batches summed per optimizer step."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train; auto picks cuda when available."
+    )
+    log_every_steps: PosInt = Field(
+        10, description="Steps between logged losses (device values are read only then)."
+    )
 
 
 class EarlyStoppingSpec(Spec):
     type: Literal["early_stopping"] = Field(description="Stop when a metric stops improving.")
     monitor: str = Field("val_loss", description="Metric to watch.")
-    patience: Annotated[int, Field(ge=0)] = Field(5, description="Epochs without progress "
-                                                  "before stopping.")
+    patience: Annotated[int, Field(ge=0)] = Field(
+        5, description="Epochs without progress before stopping."
+    )
     min_delta: float = Field(0.0, ge=0, description="Smallest change counted as progress.")
-    mode: Literal["auto", "min", "max"] = Field("auto", description="Lower or higher is "
-                                                "better; auto infers from the name.")
-    restore_best_weights: bool = Field(False, description="Restore the best epoch's weights "
-                                       "at the end.")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="Lower or higher is better; auto infers from the name."
+    )
+    restore_best_weights: bool = Field(
+        False, description="Restore the best epoch's weights at the end."
+    )
 
 
 CallbackSpec = Annotated[Union[EarlyStoppingSpec], Field(discriminator="type")]
 
 
 class CheckpointSpec(Spec):
-    every_epochs: Annotated[int, Field(ge=0)] = Field(1, description="Save every N epochs "
-                                                      "(0: never by epoch).")
-    every_steps: Annotated[int, Field(ge=0)] = Field(0, description="Save every N optimizer "
-                                                     "steps (0: never by step).")
+    every_epochs: Annotated[int, Field(ge=0)] = Field(
+        1, description="Save every N epochs (0: never by epoch)."
+    )
+    every_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="Save every N optimizer steps (0: never by step)."
+    )
     keep_last: PosInt = Field(3, description="Checkpoints kept (the best is always kept).")
     save_best: bool = Field(True, description="Keep the checkpoint best on `monitor`.")
     monitor: str = Field("val_loss", description="Metric deciding the best checkpoint.")
-    mode: Literal["auto", "min", "max"] = Field("auto", description="Lower or higher is "
-                                                "better.")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="Lower or higher is better.")
 
 
 class LoggingSpec(Spec):
@@ -332,18 +392,25 @@ class LoggingSpec(Spec):
 
 
 class BlockSpec(Spec):
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters and their "
-                                   "defaults; layers refer to them as '${name}'.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters and their defaults; layers refer to them as '${name}'.",
+    )
     layers: list[dict[str, Any]] = Field(min_length=1, description="The block's layers.")
 
 
 class ModelSpec(Spec):
-    input_shape: list[PosInt] = Field(min_length=1, description="Shape of one sample, "
-                                      "channels-last as in Keras (e.g. [28, 28, 1]).")
-    input_dtype: Literal["float32", "int64"] = Field("float32", description="int64 for token "
-                                                     "ids (Embedding).")
-    blocks: dict[str, BlockSpec] = Field(default_factory=dict, description="Reusable blocks; "
-                                         "use one with {type: Block, use: NAME, repeat: N}.")
+    input_shape: list[PosInt] = Field(
+        min_length=1,
+        description="Shape of one sample, channels-last as in Keras (e.g. [28, 28, 1]).",
+    )
+    input_dtype: Literal["float32", "int64"] = Field(
+        "float32", description="int64 for token ids (Embedding)."
+    )
+    blocks: dict[str, BlockSpec] = Field(
+        default_factory=dict,
+        description="Reusable blocks; use one with {type: Block, use: NAME, repeat: N}.",
+    )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, in order.")
 
     @model_validator(mode="after")
@@ -352,19 +419,22 @@ class ModelSpec(Spec):
         for layer in self.layers:
             if layer.name is not None:
                 if layer.name in seen or layer.name == "input":
-                    raise ValueError(f"layer name '{layer.name}' is used twice (or is the "
-                                     "reserved name 'input')")
+                    raise ValueError(
+                        f"layer name '{layer.name}' is used twice (or is the reserved name 'input')"
+                    )
                 seen.add(layer.name)
         return self
 
 
 class RunSpec(Spec):
-    extends: str | list[str] | None = Field(None, description="Base config(s) this one edits: "
-                                            "mappings merge, lists are replaced.")
+    extends: str | list[str] | None = Field(
+        None, description="Base config(s) this one edits: mappings merge, lists are replaced."
+    )
     name: str = Field("run", description="Run name; the run directory is runs/<name>.")
     seed: int = Field(0, description="Seed of every random choice (init, shuffling, dropout).")
-    task: Literal["classification", "regression"] = Field("classification",
-                                                          description="What is predicted.")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="What is predicted."
+    )
     data: DataSpec = Field(description="Where the data comes from and how it is prepared.")
     model: ModelSpec = Field(description="The network.")
     loss: LossSpec = Field(description="Loss (Keras name or {type: ..., args}).")
@@ -372,6 +442,7 @@ class RunSpec(Spec):
     metrics: list[MetricSpec] = Field(default_factory=list, description="Metrics to report.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop settings.")
     callbacks: list[CallbackSpec] = Field(default_factory=list, description="Callbacks.")
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="When to "
-                                       "save checkpoints and which to keep.")
+    checkpoint: CheckpointSpec = Field(
+        default_factory=CheckpointSpec, description="When to save checkpoints and which to keep."
+    )
     logging: LoggingSpec = Field(default_factory=LoggingSpec, description="What to log.")

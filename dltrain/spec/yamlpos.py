@@ -32,8 +32,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-4 and 3E+2 as floats."""
 
 
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers
-                                   .items()}
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -60,8 +61,14 @@ def load_text(text: str, file: str) -> Doc:
         node = loader.get_single_node()
     except yaml.composer.ComposerError as e:
         mark = e.problem_mark
-        raise SpecError([Issue(_loc(file, mark), "a config holds one YAML document; found a "
-                               "second '---' document here")]) from None
+        raise SpecError(
+            [
+                Issue(
+                    _loc(file, mark),
+                    "a config holds one YAML document; found a second '---' document here",
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = (e.problem or "invalid YAML").strip()
@@ -82,8 +89,9 @@ def _loc(file: str, mark: Any) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
 
 
-def _convert(node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issue],
-             ctor: yaml.SafeLoader) -> Any:
+def _convert(
+    node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issue], ctor: yaml.SafeLoader
+) -> Any:
     doc.locs[path] = _loc(file, node.start_mark)
     if isinstance(node, yaml.MappingNode):
         if node.tag != _PLAIN + "map":
@@ -91,20 +99,29 @@ def _convert(node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issu
         out: dict[str, Any] = {}
         for k_node, v_node in node.value:
             if k_node.tag == _PLAIN + "merge":
-                issues.append(Issue(_loc(file, k_node.start_mark),
-                                    "YAML merge keys ('<<') are not supported; use 'extends:'"))
+                issues.append(
+                    Issue(
+                        _loc(file, k_node.start_mark),
+                        "YAML merge keys ('<<') are not supported; use 'extends:'",
+                    )
+                )
                 continue
             key = _convert(k_node, path + ("<key>",), file, doc, issues, ctor)
             doc.locs.pop(path + ("<key>",), None)
             if not isinstance(key, str):
-                issues.append(Issue(_loc(file, k_node.start_mark),
-                                    f"keys must be names (text), got {key!r}"))
+                issues.append(
+                    Issue(_loc(file, k_node.start_mark), f"keys must be names (text), got {key!r}")
+                )
                 continue
             if key in out:
                 first = doc.key_locs[path + (key,)]
-                issues.append(Issue(_loc(file, k_node.start_mark),
-                                    f"duplicate key '{key}' (first given at line {first.line}); "
-                                    "keep one of them"))
+                issues.append(
+                    Issue(
+                        _loc(file, k_node.start_mark),
+                        f"duplicate key '{key}' (first given at line {first.line}); "
+                        "keep one of them",
+                    )
+                )
                 continue
             doc.key_locs[path + (key,)] = _loc(file, k_node.start_mark)
             out[key] = _convert(v_node, path + (key,), file, doc, issues, ctor)
@@ -120,9 +137,13 @@ def _convert(node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issu
 
 def _bad_tag(node: yaml.Node, path: Path, file: str, issues: list[Issue]) -> None:
     tag = node.tag.replace(_PLAIN, "!!")
-    issues.append(Issue(_loc(file, node.start_mark),
-                        f"YAML tag '{tag}' is not allowed: configs hold plain data only "
-                        "(text, numbers, booleans, lists, mappings); nothing is executed"))
+    issues.append(
+        Issue(
+            _loc(file, node.start_mark),
+            f"YAML tag '{tag}' is not allowed: configs hold plain data only "
+            "(text, numbers, booleans, lists, mappings); nothing is executed",
+        )
+    )
     return None
 
 
@@ -135,8 +156,9 @@ def load_file(path: str) -> Doc:
     except IsADirectoryError:
         raise SpecError([Issue(None, f"{path} is a directory, not a config file")]) from None
     except UnicodeDecodeError as e:
-        raise SpecError([Issue(None, f"{path} is not UTF-8 text ({e.reason} at byte "
-                               f"{e.start})")]) from None
+        raise SpecError(
+            [Issue(None, f"{path} is not UTF-8 text ({e.reason} at byte {e.start})")]
+        ) from None
     except OSError as e:
         raise SpecError([Issue(None, f"cannot read config {path}: {e.strerror}")]) from None
     return load_text(text, path)

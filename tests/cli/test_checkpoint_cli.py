@@ -54,11 +54,14 @@ def reference(tmp_path, cfg):
     return tmp_path / "ref"
 
 
-@pytest.mark.parametrize("action,text", [("enospc", "No space left on device"),
-                                         ("eacces", "Permission denied")])
+@pytest.mark.parametrize(
+    "action,text", [("enospc", "No space left on device"), ("eacces", "Permission denied")]
+)
 def test_failed_save_exits_6_and_keeps_the_previous_checkpoint(tmp_path, cfg, action, text):
-    env = {"DLTRAIN_TEST_FAULT": f"write:optimizer.safetensors:{action}",
-           "DLTRAIN_TEST_FAULT_SKIP": "1"}
+    env = {
+        "DLTRAIN_TEST_FAULT": f"write:optimizer.safetensors:{action}",
+        "DLTRAIN_TEST_FAULT_SKIP": "1",
+    }
     res = dltrain("train", str(cfg), "-q", "--run-dir", "r", cwd=tmp_path, env=env)
     assert res.returncode == 6, res.stderr
     assert f"cannot save checkpoint r/checkpoints/step-00000008: {text}" in res.stderr
@@ -93,8 +96,19 @@ def test_corrupted_checkpoints_exit_4_and_resume_skips_them(tmp_path, cfg, refer
     res = dltrain("evaluate", str(newest), "--data", "validation", cwd=tmp_path)
     assert res.returncode == 4
     assert "model.safetensors: contents do not match the manifest's sha256" in res.stderr
-    res = dltrain("train", str(cfg), "-q", "--run-dir", "ref", "--resume", "--set",
-                  "train.epochs=5", "--allow-config-change", "train.epochs", cwd=tmp_path)
+    res = dltrain(
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        "ref",
+        "--resume",
+        "--set",
+        "train.epochs=5",
+        "--allow-config-change",
+        "train.epochs",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert f"skipping checkpoint: ref/checkpoints/{newest.name}/model.safetensors" in res.stderr
     (root / names[0] / ck.MANIFEST).unlink(missing_ok=True)
@@ -103,13 +117,21 @@ def test_corrupted_checkpoints_exit_4_and_resume_skips_them(tmp_path, cfg, refer
 
 
 def test_non_finite_training_exits_5_with_a_report(tmp_path, cfg):
-    res = dltrain("train", str(cfg), "-q", "--run-dir", "r", "--set",
-                  "optimizer.learning_rate=1e12", "--set", "optimizer.momentum=0.99",
-                  cwd=tmp_path)
+    res = dltrain(
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        "r",
+        "--set",
+        "optimizer.learning_rate=1e12",
+        "--set",
+        "optimizer.momentum=0.99",
+        cwd=tmp_path,
+    )
     assert res.returncode == 5, res.stderr
     assert "non-finite loss or gradient at step" in res.stderr
-    assert "learning rate 1e+12" in res.stderr and "training samples of that step: [" in \
-        res.stderr
+    assert "learning rate 1e+12" in res.stderr and "training samples of that step: [" in res.stderr
     root = tmp_path / "r" / "checkpoints"
     import torch
 
@@ -156,9 +178,24 @@ def test_pickle_planted_in_a_checkpoint_never_runs(tmp_path, cfg, reference):
 
 def test_two_sigints_stop_at_once_and_leave_no_partial_checkpoint(tmp_path, cfg):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "dltrain", "train", str(cfg), "-q",
-                          "--run-dir", "r", "--set", "train.epochs=200"], cwd=tmp_path,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dltrain",
+            "train",
+            str(cfg),
+            "-q",
+            "--run-dir",
+            "r",
+            "--set",
+            "train.epochs=200",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(4.0)
     p.send_signal(signal.SIGINT)
     p.send_signal(signal.SIGINT)
@@ -180,7 +217,18 @@ def test_resume_on_other_software_versions_warns(tmp_path, cfg, reference):
     state["torch"] = "1.0.0"
     files["state.json"] = json.dumps(state).encode()
     ck.commit(root, name, files)  # a valid checkpoint, as saved by another torch
-    res = dltrain("train", str(cfg), "-q", "--run-dir", "ref", "--resume", "--set",
-                  "train.epochs=5", "--allow-config-change", "train.epochs", cwd=tmp_path)
+    res = dltrain(
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        "ref",
+        "--resume",
+        "--set",
+        "train.epochs=5",
+        "--allow-config-change",
+        "train.epochs",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert "torch 1.0.0" in res.stderr and "bit-exact continuation is not promised" in res.stderr

@@ -57,15 +57,25 @@ def _final_files(run: Path) -> dict:
 
 def _train_cmd(cfg, run):
     env = dict(os.environ, PYTHONPATH=str(ROOT), DLTRAIN_THREADS="1")
-    return [sys.executable, "-m", "dltrain", "train", str(cfg), "-q", "--run-dir", str(run),
-            "--resume"], env
+    return [
+        sys.executable,
+        "-m",
+        "dltrain",
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        str(run),
+        "--resume",
+    ], env
 
 
 def _steps(tbdir: Path, tag: str) -> list[int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(tbdir), size_guidance={"scalars": 0, "histograms": 0,
-                                                      "images": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(tbdir), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    )
     acc.Reload()
     return [e.step for e in acc.Scalars(tag)], acc
 
@@ -84,8 +94,13 @@ def test_tensorboard_has_scalars_histograms_images(reference):
     steps, acc = _steps(reference / "tensorboard", "train/loss")
     tags = acc.Tags()
     assert steps == sorted(set(steps)) and steps[0] == 5
-    for t in ("train/learning_rate", "epoch/loss", "epoch/val_loss", "epoch/val_accuracy",
-              "epoch/epoch"):
+    for t in (
+        "train/learning_rate",
+        "epoch/loss",
+        "epoch/val_loss",
+        "epoch/val_accuracy",
+        "epoch/epoch",
+    ):
         assert t in tags["scalars"], t
     assert len(acc.Scalars("epoch/val_loss")) == 16
     assert any(t.startswith("weights/conv2d_1.kernel") for t in tags["histograms"])
@@ -141,13 +156,33 @@ def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):
 
 def test_stop_after_epoch_k_then_continue_is_bit_exact(tmp_path, cfg, reference):
     run = tmp_path / "k"
-    res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), "--set", "train.epochs=4",
-                  env={"DLTRAIN_THREADS": "1"})
+    res = dltrain(
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        str(run),
+        "--set",
+        "train.epochs=4",
+        env={"DLTRAIN_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr
-    res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), "--resume",
-                  "--allow-config-change", "train.epochs", env={"DLTRAIN_THREADS": "1"})
+    res = dltrain(
+        "train",
+        str(cfg),
+        "-q",
+        "--run-dir",
+        str(run),
+        "--resume",
+        "--allow-config-change",
+        "train.epochs",
+        env={"DLTRAIN_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr
     assert _final_files(run) == _final_files(reference)
-    final = load_file(str(run / "checkpoints" / ck.list_checkpoints(run / "checkpoints")[-1] /
-                          "model.safetensors"))
+    final = load_file(
+        str(
+            run / "checkpoints" / ck.list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"
+        )
+    )
     assert "batch_normalization_1.moving_mean" in final

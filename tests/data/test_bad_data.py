@@ -39,16 +39,28 @@ def test_good_csv_trains(tmp_path):
     assert dltrain("train", "c.yaml", "-q", cwd=tmp_path).returncode == 0
 
 
-@pytest.mark.parametrize("rows,expected", [
-    (GOOD_ROWS + "1,2\n", "d.csv:32: 2 fields, the header has 3"),
-    (GOOD_ROWS.replace("5,2,2\n", "5,two,2\n"), "d.csv:7: column 'b' holds 'two', which is not"),
-    (GOOD_ROWS.replace("7,1,1\n", "7,nan,1\n"), "d.csv:9: sample 7 (training), feature 1 is nan"),
-    (GOOD_ROWS.replace("8,2,2\n", "inf,2,2\n"), "feature 0 is inf"),
-    (GOOD_ROWS.replace("9,0,0\n", "9,0,5\n"), "d.csv:11: sample 9 (training) has label 5, "
-                                                "outside the model's 3 classes"),
-    ("a,b,label\n", "no data rows after the header"),
-    ("", "the file is empty"),
-], ids=["ragged", "non-numeric", "nan", "inf", "label", "no-rows", "empty"])
+@pytest.mark.parametrize(
+    "rows,expected",
+    [
+        (GOOD_ROWS + "1,2\n", "d.csv:32: 2 fields, the header has 3"),
+        (
+            GOOD_ROWS.replace("5,2,2\n", "5,two,2\n"),
+            "d.csv:7: column 'b' holds 'two', which is not",
+        ),
+        (
+            GOOD_ROWS.replace("7,1,1\n", "7,nan,1\n"),
+            "d.csv:9: sample 7 (training), feature 1 is nan",
+        ),
+        (GOOD_ROWS.replace("8,2,2\n", "inf,2,2\n"), "feature 0 is inf"),
+        (
+            GOOD_ROWS.replace("9,0,0\n", "9,0,5\n"),
+            "d.csv:11: sample 9 (training) has label 5, outside the model's 3 classes",
+        ),
+        ("a,b,label\n", "no data rows after the header"),
+        ("", "the file is empty"),
+    ],
+    ids=["ragged", "non-numeric", "nan", "inf", "label", "no-rows", "empty"],
+)
 def test_bad_csv(tmp_path, rows, expected):
     res = run(tmp_path, rows)
     assert res.returncode == 3, res.stderr
@@ -58,8 +70,7 @@ def test_bad_csv(tmp_path, rows, expected):
 
 def test_missing_file(tmp_path):
     res = run(tmp_path, None, path="nope.csv", write=False)
-    assert res.returncode == 3 and "data file not found:" in res.stderr and "nope.csv" in \
-        res.stderr
+    assert res.returncode == 3 and "data file not found:" in res.stderr and "nope.csv" in res.stderr
 
 
 def test_empty_split(tmp_path):
@@ -109,8 +120,9 @@ def test_image_folder_trains_and_corrupt_images_are_all_listed(tmp_path):
 def test_npz_with_object_arrays_is_refused(tmp_path):
     x = np.empty(3, dtype=object)
     np.savez(tmp_path / "d.npz", x=x, y=np.zeros(3, dtype=np.int64))
-    cfg = CSV_CONFIG.replace("{{type: csv, path: {path}, label_column: label}}",
-                             "{{type: npz, path: {path}}}")
+    cfg = CSV_CONFIG.replace(
+        "{{type: csv, path: {path}, label_column: label}}", "{{type: npz, path: {path}}}"
+    )
     res = run(tmp_path, None, path="d.npz", cfg=cfg, write=False)
     assert res.returncode == 3 and "never unpickles" in res.stderr, res.stderr
 
@@ -123,8 +135,10 @@ def test_npz_zip_bomb_is_refused_before_reading(tmp_path):
 
     path = tmp_path / "bomb.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (" \
-                 b"50000000,), }" + b" " * 50 + b"\n"
+        header = (
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': ("
+            b"50000000,), }" + b" " * 50 + b"\n"
+        )
         zf.writestr("x.npy", header + bytes(200_000_000))  # compresses to ~200 KB
     assert path.stat().st_size < 1_000_000
     with pytest.raises(DataError, match="zip bomb"):

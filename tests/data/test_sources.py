@@ -16,8 +16,11 @@ from tests.cli.helpers import dltrain
 
 def _idx(path, arr, gz):
     codes = {np.uint8: 0x08}
-    data = bytes([0, 0, codes[arr.dtype.type], arr.ndim]) + struct.pack(
-        f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    data = (
+        bytes([0, 0, codes[arr.dtype.type], arr.ndim])
+        + struct.pack(f">{arr.ndim}I", *arr.shape)
+        + arr.tobytes()
+    )
     path.write_bytes(gzip.compress(data) if gz else data)
 
 
@@ -54,8 +57,17 @@ train: {epochs: 1}
 def test_predict_from_csv_and_images(tmp_path):
     from tests.cli.helpers import ROOT
 
-    assert dltrain("train", str(ROOT / "configs/wine_csv.yaml"), "-q", "--set",
-                   "train.epochs=2", cwd=tmp_path).returncode == 0
+    assert (
+        dltrain(
+            "train",
+            str(ROOT / "configs/wine_csv.yaml"),
+            "-q",
+            "--set",
+            "train.epochs=2",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     rows = (ROOT / "configs/data/wine.csv").read_text().splitlines()[:6]
     (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
     res = dltrain("predict", "runs/wine_csv", "-i", "in.csv", "-o", "out.csv", cwd=tmp_path)

@@ -45,8 +45,16 @@ def test_streamed_training_is_bit_identical_to_in_memory(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
     finals = []
     for name, limit in (("mem", "2048"), ("stream", "0.001")):
-        res = dltrain("train", "c.yaml", "-q", "--run-dir", name, "--set",
-                      f"data.max_in_memory_mb={limit}", cwd=tmp_path)
+        res = dltrain(
+            "train",
+            "c.yaml",
+            "-q",
+            "--run-dir",
+            name,
+            "--set",
+            f"data.max_in_memory_mb={limit}",
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
         last = ck.list_checkpoints(tmp_path / name / "checkpoints")[-1]
         finals.append((tmp_path / name / "checkpoints" / last / "model.safetensors").read_bytes())
@@ -60,17 +68,39 @@ def test_streamed_scaling_and_bad_files(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG.replace("rescale: 0.00392", "scaling: standard"))
     pres = []
     for name, limit in (("mem", "2048"), ("stream", "0.001")):
-        res = dltrain("train", "c.yaml", "-q", "--run-dir", name, "--set",
-                      f"data.max_in_memory_mb={limit}", "--set", "train.epochs=1", cwd=tmp_path)
+        res = dltrain(
+            "train",
+            "c.yaml",
+            "-q",
+            "--run-dir",
+            name,
+            "--set",
+            f"data.max_in_memory_mb={limit}",
+            "--set",
+            "train.epochs=1",
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
-        ckpt = tmp_path / name / "checkpoints" / ck.list_checkpoints(
-            tmp_path / name / "checkpoints")[-1]
+        ckpt = (
+            tmp_path
+            / name
+            / "checkpoints"
+            / ck.list_checkpoints(tmp_path / name / "checkpoints")[-1]
+        )
         pres.append(json.loads((ckpt / "state.json").read_text())["preprocessing"])
     np.testing.assert_allclose(pres[0]["offset"], pres[1]["offset"], rtol=1e-6)
     np.testing.assert_allclose(pres[0]["scale"], pres[1]["scale"], rtol=1e-5)
     (tmp_path / "imgs/a/broken.png").write_bytes(b"nope")
     (tmp_path / "imgs/c/broken.jpg").write_bytes(b"nope")
-    res = dltrain("train", "c.yaml", "-q", "--run-dir", "bad", "--set",
-                  "data.max_in_memory_mb=0.001", cwd=tmp_path)
+    res = dltrain(
+        "train",
+        "c.yaml",
+        "-q",
+        "--run-dir",
+        "bad",
+        "--set",
+        "data.max_in_memory_mb=0.001",
+        cwd=tmp_path,
+    )
     assert res.returncode == 3 and "2 image(s) cannot be read" in res.stderr
     assert "a/broken.png" in res.stderr and "c/broken.jpg" in res.stderr

@@ -12,8 +12,10 @@ from dltrain.errors import CheckpointError, DltrainIOError
 
 
 def _save(root, step, value=1.0):
-    files = {"model.safetensors": ck.tensors_bytes({"w": torch.full((4, 3), value)}),
-             "state.json": json.dumps({"step": step}).encode()}
+    files = {
+        "model.safetensors": ck.tensors_bytes({"w": torch.full((4, 3), value)}),
+        "state.json": json.dumps({"step": step}).encode(),
+    }
     return ck.commit(root, f"step-{step:08d}", files)
 
 
@@ -25,14 +27,21 @@ def test_commit_and_verify(tmp_path):
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-5]),
-     "model.safetensors: .* bytes, the manifest says .* \\(truncated\\?\\)"),
-    (lambda p: _flip(p / "model.safetensors", -3), "model.safetensors: contents do not match"),
-    (lambda p: (p / ck.MANIFEST).unlink(), "no MANIFEST.json; the checkpoint is incomplete"),
-    (lambda p: _set_format(p, 99), "format version 99; this dltrain reads version 1"),
-    (lambda p: (p / "state.json").unlink(), "state.json: listed in the manifest but missing"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (
+            lambda p: (p / "model.safetensors").write_bytes(
+                (p / "model.safetensors").read_bytes()[:-5]
+            ),
+            "model.safetensors: .* bytes, the manifest says .* \\(truncated\\?\\)",
+        ),
+        (lambda p: _flip(p / "model.safetensors", -3), "model.safetensors: contents do not match"),
+        (lambda p: (p / ck.MANIFEST).unlink(), "no MANIFEST.json; the checkpoint is incomplete"),
+        (lambda p: _set_format(p, 99), "format version 99; this dltrain reads version 1"),
+        (lambda p: (p / "state.json").unlink(), "state.json: listed in the manifest but missing"),
+    ],
+)
 def test_damaged_checkpoints_are_refused(tmp_path, damage, message):
     p = _save(tmp_path, 1)
     damage(p)
@@ -61,14 +70,17 @@ def test_newest_valid_skips_broken(tmp_path):
     assert "skipping checkpoint" in warnings[0] and "step-00000002" in warnings[0]
 
 
-@pytest.mark.parametrize("data,message", [
-    (b"\x01\x00", "truncated"),
-    (struct.pack("<Q", 10**12) + b"{}", "header claims"),
-    (struct.pack("<Q", 2) + b"{}" + b"", None),
-    (struct.pack("<Q", 7) + b"not json", "not valid JSON"),
-    (lambda: _st_with_offsets([0, 10**9]), "data offsets"),
-    (lambda: _st_with_offsets([8, 4]), "data offsets"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"\x01\x00", "truncated"),
+        (struct.pack("<Q", 10**12) + b"{}", "header claims"),
+        (struct.pack("<Q", 2) + b"{}" + b"", None),
+        (struct.pack("<Q", 7) + b"not json", "not valid JSON"),
+        (lambda: _st_with_offsets([0, 10**9]), "data offsets"),
+        (lambda: _st_with_offsets([8, 4]), "data offsets"),
+    ],
+)
 def test_malformed_safetensors(tmp_path, data, message):
     path = tmp_path / "x.safetensors"
     path.write_bytes(data() if callable(data) else data)
@@ -123,12 +135,15 @@ def test_prune_keeps_last_and_best(tmp_path):
 def test_save_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
     _save(tmp_path, 1)
     for point in ("write:model.safetensors", "write:state.json", "manifest", "rename"):
-        for action, text in (("enospc", "No space left on device"),
-                             ("eacces", "Permission denied"),
-                             ("erofs", "Read-only file system")):
+        for action, text in (
+            ("enospc", "No space left on device"),
+            ("eacces", "Permission denied"),
+            ("erofs", "Read-only file system"),
+        ):
             monkeypatch.setenv("DLTRAIN_TEST_FAULT", f"{point}:{action}")
-            with pytest.raises(DltrainIOError, match=f"cannot save checkpoint .*step-00000002: "
-                                                     f"{text}"):
+            with pytest.raises(
+                DltrainIOError, match=f"cannot save checkpoint .*step-00000002: {text}"
+            ):
                 _save(tmp_path, 2, 5.0)
             assert ck.list_checkpoints(tmp_path) == ["step-00000001"]
             assert not [x for x in tmp_path.iterdir() if x.name.startswith(".tmp")]

@@ -22,8 +22,17 @@ def test_mlp():
         h = torch.tanh(f.linear(h, w2, b2)) if f is TF else F.tanh(f.linear(h, w2, b2))
         return f.log_softmax(f.linear(h, w3, b3), dim=-1)
 
-    check(lambda *a: mlp(F, *a), lambda *a: mlp(TF, *a), r(13, 7), r(31, 7, seed=1),
-          r(31, seed=2), r(17, 31, seed=3), r(17, seed=4), r(5, 17, seed=5), r(5, seed=6))
+    check(
+        lambda *a: mlp(F, *a),
+        lambda *a: mlp(TF, *a),
+        r(13, 7),
+        r(31, 7, seed=1),
+        r(31, seed=2),
+        r(17, 31, seed=3),
+        r(17, seed=4),
+        r(5, 17, seed=5),
+        r(5, seed=6),
+    )
 
 
 def test_conv_bn_relu_maxpool_block():
@@ -33,8 +42,14 @@ def test_conv_bn_relu_maxpool_block():
         y = f.batch_norm(y, None, None, g, beta, training=True)
         return f.max_pool2d(f.relu(y), 2)
 
-    check(lambda *a: block(F, *a), lambda *a: block(TF, *a), r(4, 3, 9, 11),
-          r(8, 3, 3, 3, seed=1), r(8, seed=3), r(8, seed=4))
+    check(
+        lambda *a: block(F, *a),
+        lambda *a: block(TF, *a),
+        r(4, 3, 9, 11),
+        r(8, 3, 3, 3, seed=1),
+        r(8, seed=3),
+        r(8, seed=4),
+    )
 
 
 def test_transposed_conv_generator_block():
@@ -44,8 +59,15 @@ def test_transposed_conv_generator_block():
         x = f.conv_transpose2d(x, wt, stride=2, padding=1)
         return torch.tanh(x) if f is TF else F.tanh(x)
 
-    check(lambda *a: block(F, *a), lambda *a: block(TF, *a), r(5, 10), r(128, 10, seed=1),
-          r(8, 3, 4, 4, seed=2), r(8, seed=3), r(8, seed=4))
+    check(
+        lambda *a: block(F, *a),
+        lambda *a: block(TF, *a),
+        r(5, 10),
+        r(128, 10, seed=1),
+        r(8, 3, 4, 4, seed=2),
+        r(8, seed=3),
+        r(8, seed=4),
+    )
 
 
 def test_lstm_unrolled_over_five_steps():
@@ -57,8 +79,14 @@ def test_lstm_unrolled_over_five_steps():
         return outs
 
     w = [r(28, 6, seed=1, scale=0.5), r(28, 7, seed=2, scale=0.5), r(28, seed=3), r(28, seed=4)]
-    check(lambda *a: run(F.lstm_cell, *a), lambda *a: run(torch._VF.lstm_cell, *a),
-          r(3, 5, 6), r(3, 7, seed=8), r(3, 7, seed=9), *w)
+    check(
+        lambda *a: run(F.lstm_cell, *a),
+        lambda *a: run(torch._VF.lstm_cell, *a),
+        r(3, 5, 6),
+        r(3, 7, seed=8),
+        r(3, 7, seed=9),
+        *w,
+    )
 
 
 def test_causal_attention_block():
@@ -70,15 +98,25 @@ def test_causal_attention_block():
         return x + f.linear(a.transpose(1, 2).reshape(B, T, C), wo)
 
     ws = [r(8, 8, seed=i, scale=0.4) for i in range(1, 5)]
-    check(lambda *a: block(F, *a), lambda *a: block(TF, *a), r(2, 7, 8), *ws, r(8, seed=6),
-          r(8, seed=7))
+    check(
+        lambda *a: block(F, *a),
+        lambda *a: block(TF, *a),
+        r(2, 7, 8),
+        *ws,
+        r(8, seed=6),
+        r(8, seed=7),
+    )
 
 
 def test_mlp_training_reproduces_torch_autograd_over_200_steps():
     g = torch.Generator().manual_seed(0)
     x, y = r(64, 10, seed=1), torch.randint(0, 4, (64,), generator=g)
-    init = [r(32, 10, seed=2, scale=0.3), torch.zeros(32, dtype=D), r(4, 32, seed=3, scale=0.3),
-            torch.zeros(4, dtype=D)]
+    init = [
+        r(32, 10, seed=2, scale=0.3),
+        torch.zeros(32, dtype=D),
+        r(4, 32, seed=3, scale=0.3),
+        torch.zeros(4, dtype=D),
+    ]
     ours = [Tensor(p.clone(), requires_grad=True) for p in init]
     theirs = [p.clone().requires_grad_() for p in init]
     opt, ref = Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)

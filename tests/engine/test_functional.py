@@ -30,9 +30,16 @@ def same(name, **kw):
 
 
 ACT = {
-    "relu": {}, "leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 0.7}, "gelu": {},
-    "gelu_tanh": {"approximate": "tanh"}, "silu": {}, "sigmoid": {}, "tanh": {},
-    "softplus": {"beta": 2.0, "threshold": 3.0}, "softmax": {"dim": -1},
+    "relu": {},
+    "leaky_relu": {"negative_slope": 0.2},
+    "elu": {"alpha": 0.7},
+    "gelu": {},
+    "gelu_tanh": {"approximate": "tanh"},
+    "silu": {},
+    "sigmoid": {},
+    "tanh": {},
+    "softplus": {"beta": 2.0, "threshold": 3.0},
+    "softmax": {"dim": -1},
     "log_softmax": {"dim": 1},
 }
 
@@ -59,37 +66,52 @@ def test_linear(shape, bias):
 
 
 CONV2D = [
-    dict(stride=1, padding=0), dict(stride=2, padding=1), dict(padding="same"),
-    dict(padding="valid", dilation=2), dict(stride=(2, 1), padding=(1, 0), groups=2),
+    dict(stride=1, padding=0),
+    dict(stride=2, padding=1),
+    dict(padding="same"),
+    dict(padding="valid", dilation=2),
+    dict(stride=(2, 1), padding=(1, 0), groups=2),
 ]
 
 
 @pytest.mark.parametrize("kw", CONV2D, ids=str)
 def test_conv2d(kw):
-    check(*same("conv2d", **kw), r(2, 4, 9, 7), r(6, 4 // kw.get("groups", 1), 3, 3, seed=1),
-          r(6, seed=2))
+    check(
+        *same("conv2d", **kw),
+        r(2, 4, 9, 7),
+        r(6, 4 // kw.get("groups", 1), 3, 3, seed=1),
+        r(6, seed=2),
+    )
 
 
 def test_conv2d_same_even_kernel_no_bias():
     check(*same("conv2d", padding="same"), r(2, 3, 7, 7), r(5, 3, 4, 2, seed=1))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same")],
-                         ids=str)
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same")], ids=str)
 def test_conv1d(kw):
     check(*same("conv1d", **kw), r(2, 3, 13), r(5, 3, 3, seed=1), r(5, seed=2))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1, output_padding=1),
-                                dict(stride=2, padding=1, groups=2)], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(stride=2, padding=1, output_padding=1), dict(stride=2, padding=1, groups=2)],
+    ids=str,
+)
 def test_conv_transpose2d(kw):
     g = kw.get("groups", 1)
-    check(*same("conv_transpose2d", **kw), r(2, 4, 5, 7), r(4, 6 // g, 4, 4, seed=1),
-          r(6, seed=2))
+    check(*same("conv_transpose2d", **kw), r(2, 4, 5, 7), r(4, 6 // g, 4, 4, seed=1), r(6, seed=2))
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
-                                dict(kernel_size=2, ceil_mode=True)], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=2, ceil_mode=True),
+    ],
+    ids=str,
+)
 def test_pools(kw):
     check(*same("max_pool2d", **kw), r(2, 3, 9, 7))
     check(*same("avg_pool2d", **kw), r(2, 3, 9, 7))
@@ -109,6 +131,7 @@ def test_batch_norm(shape, training):
             out = fn(x, rm, rv, w, b, training=training, momentum=0.2, eps=1e-3)
             stats[side] = (rm, rv)
             return out
+
         return f
 
     check(run(F.batch_norm, "e"), run(TF.batch_norm, "t"), r(*shape), r(C, seed=1), r(C, seed=2))
@@ -117,16 +140,24 @@ def test_batch_norm(shape, training):
 
 
 def test_batch_norm_without_affine():
-    check(lambda x: F.batch_norm(x, None, None, training=True),
-          lambda x: TF.batch_norm(x, None, None, training=True), r(7, 13))
+    check(
+        lambda x: F.batch_norm(x, None, None, training=True),
+        lambda x: TF.batch_norm(x, None, None, training=True),
+        r(7, 13),
+    )
 
 
-@pytest.mark.parametrize("shape,norm", [((7, 13), [13]), ((2, 5, 1023), [1023]),
-                                        ((3, 4, 5), [4, 5])], ids=str)
+@pytest.mark.parametrize(
+    "shape,norm", [((7, 13), [13]), ((2, 5, 1023), [1023]), ((3, 4, 5), [4, 5])], ids=str
+)
 def test_layer_norm(shape, norm):
-    check(lambda x, w, b: F.layer_norm(x, norm, w, b, 1e-5),
-          lambda x, w, b: TF.layer_norm(x, norm, w, b, 1e-5), r(*shape), r(*norm, seed=1),
-          r(*norm, seed=2))
+    check(
+        lambda x, w, b: F.layer_norm(x, norm, w, b, 1e-5),
+        lambda x, w, b: TF.layer_norm(x, norm, w, b, 1e-5),
+        r(*shape),
+        r(*norm, seed=1),
+        r(*norm, seed=2),
+    )
     check(lambda x: F.layer_norm(x, norm), lambda x: TF.layer_norm(x, norm), r(*shape))
 
 
@@ -140,29 +171,37 @@ def test_dropout_is_seeded_scaled_and_masked_in_backward():
     assert set(torch.unique(kept.round(decimals=6)).tolist()) <= {0.0, round(1 / 0.7, 6)}
     assert 0.6 < (kept > 0).double().mean() < 0.8
     m = (a.data != 0).to(D) / 0.7
-    check(lambda t: F.dropout(t, 0.3, generator=torch.Generator().manual_seed(5)),
-          lambda t: t * _mask_like(t, 0.3, 5), x)
+    check(
+        lambda t: F.dropout(t, 0.3, generator=torch.Generator().manual_seed(5)),
+        lambda t: t * _mask_like(t, 0.3, 5),
+        x,
+    )
     assert F.dropout(_leaf(x), 0.3, training=False).data is not None
     assert torch.equal(F.dropout(_leaf(x), 0.3, training=False).data, x)
     del m
 
 
 def _mask_like(t, p, seed):
-    keep = torch.empty(t.shape, dtype=t.dtype).bernoulli_(1 - p, generator=torch.Generator()
-                                                         .manual_seed(seed))
+    keep = torch.empty(t.shape, dtype=t.dtype).bernoulli_(
+        1 - p, generator=torch.Generator().manual_seed(seed)
+    )
     return keep / (1 - p)
 
 
 def _leaf(x):
     from dltrain.engine import Tensor
+
     return Tensor(x.clone(), requires_grad=True)
 
 
 def test_embedding_with_padding_and_repeats():
     idx = torch.tensor([[0, 3, 3], [6, 0, 2]])
     check(lambda w: F.embedding(idx, w), lambda w: TF.embedding(idx, w), r(7, 13))
-    check(lambda w: F.embedding(idx, w, padding_idx=3),
-          lambda w: TF.embedding(idx, w, padding_idx=3), r(7, 13))
+    check(
+        lambda w: F.embedding(idx, w, padding_idx=3),
+        lambda w: TF.embedding(idx, w, padding_idx=3),
+        r(7, 13),
+    )
 
 
 @pytest.mark.parametrize("p", [[1, 2], [1, 0, 2, 3], [-1, 2, 0, -2]], ids=str)
@@ -170,8 +209,9 @@ def test_pad(p):
     check(*same("pad", pad=p, value=0.5), r(2, 3, 7, 5))
 
 
-@pytest.mark.parametrize("kw", [dict(scale_factor=2), dict(size=(7, 9)), dict(scale_factor=3)],
-                         ids=str)
+@pytest.mark.parametrize(
+    "kw", [dict(scale_factor=2), dict(size=(7, 9)), dict(scale_factor=3)], ids=str
+)
 def test_interpolate_nearest(kw):
     check(*same("interpolate", **kw), r(2, 3, 4, 5))
 
@@ -181,9 +221,15 @@ def test_interpolate_1d():
 
 
 # -- losses ----------------------------------------------------------------------------------
-CE = [dict(), dict(label_smoothing=0.1), dict(reduction="sum"), dict(reduction="none"),
-      dict(ignore_index=2), dict(weight="w"), dict(weight="w", label_smoothing=0.2,
-                                                   ignore_index=1)]
+CE = [
+    dict(),
+    dict(label_smoothing=0.1),
+    dict(reduction="sum"),
+    dict(reduction="none"),
+    dict(ignore_index=2),
+    dict(weight="w"),
+    dict(weight="w", label_smoothing=0.2, ignore_index=1),
+]
 
 
 @pytest.mark.parametrize("kw", CE, ids=str)
@@ -195,8 +241,9 @@ def test_cross_entropy_class_indices(kw, C):
     check(*same("cross_entropy", **kw), r(13, C) * 2, labels(13, C), grad=(True, False))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(label_smoothing=0.15, reduction="sum"),
-                                dict(reduction="none")], ids=str)
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(label_smoothing=0.15, reduction="sum"), dict(reduction="none")], ids=str
+)
 def test_cross_entropy_probabilities(kw):
     t = torch.softmax(r(13, 7, seed=4), -1)
     check(*same("cross_entropy", **kw), r(13, 7), t)
@@ -209,14 +256,18 @@ def test_cross_entropy_spatial():
     check(*same("cross_entropy", reduction="none"), r(2, 5, 3, 4), t, grad=(True, False))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(reduction="sum"), dict(ignore_index=1),
-                                dict(weight="w", reduction="none")], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(reduction="sum"), dict(ignore_index=1), dict(weight="w", reduction="none")],
+    ids=str,
+)
 def test_nll_loss(kw):
     kw = dict(kw)
     if kw.get("weight") == "w":
         kw["weight"] = probs(7, seed=3)
-    check(*same("nll_loss", **kw), torch.log_softmax(r(13, 7), -1), labels(13, 7),
-          grad=(True, False))
+    check(
+        *same("nll_loss", **kw), torch.log_softmax(r(13, 7), -1), labels(13, 7), grad=(True, False)
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -229,18 +280,39 @@ def test_regression_losses(reduction):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_binary_losses(reduction):
     check(*same("binary_cross_entropy", reduction=reduction), probs(7, 13), probs(7, 13, seed=1))
-    check(*same("binary_cross_entropy", reduction=reduction, weight=probs(13, seed=4)),
-          probs(7, 13), probs(7, 13, seed=1), grad=(True, False))
-    check(*same("binary_cross_entropy_with_logits", reduction=reduction), r(7, 13) * 3,
-          probs(7, 13, seed=1))
-    check(*same("binary_cross_entropy_with_logits", reduction=reduction,
-                pos_weight=probs(13, seed=2) * 3, weight=probs(13, seed=4)), r(7, 13) * 3,
-          probs(7, 13, seed=1))
+    check(
+        *same("binary_cross_entropy", reduction=reduction, weight=probs(13, seed=4)),
+        probs(7, 13),
+        probs(7, 13, seed=1),
+        grad=(True, False),
+    )
+    check(
+        *same("binary_cross_entropy_with_logits", reduction=reduction),
+        r(7, 13) * 3,
+        probs(7, 13, seed=1),
+    )
+    check(
+        *same(
+            "binary_cross_entropy_with_logits",
+            reduction=reduction,
+            pos_weight=probs(13, seed=2) * 3,
+            weight=probs(13, seed=4),
+        ),
+        r(7, 13) * 3,
+        probs(7, 13, seed=1),
+    )
 
 
-@pytest.mark.parametrize("kw", [dict(reduction="batchmean"), dict(reduction="sum"),
-                                dict(reduction="mean"), dict(log_target=True, reduction="none")],
-                         ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(reduction="batchmean"),
+        dict(reduction="sum"),
+        dict(reduction="mean"),
+        dict(log_target=True, reduction="none"),
+    ],
+    ids=str,
+)
 def test_kl_div(kw):
     t = torch.softmax(r(7, 13, seed=1), -1)
     if kw.get("log_target"):
@@ -250,25 +322,39 @@ def test_kl_div(kw):
 
 # -- recurrent cells and attention -----------------------------------------------------------
 def _cell_weights(mult, inp=5, hid=7, seed=10):
-    return [r(mult * hid, inp, seed=seed) * 0.5, r(mult * hid, hid, seed=seed + 1) * 0.5,
-            r(mult * hid, seed=seed + 2), r(mult * hid, seed=seed + 3)]
+    return [
+        r(mult * hid, inp, seed=seed) * 0.5,
+        r(mult * hid, hid, seed=seed + 1) * 0.5,
+        r(mult * hid, seed=seed + 2),
+        r(mult * hid, seed=seed + 3),
+    ]
 
 
 def test_lstm_cell():
     x, h, c = r(3, 5), r(3, 7, seed=1), r(3, 7, seed=2)
-    check(lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w),
-          lambda x, h, c, *w: torch._VF.lstm_cell(x, (h, c), *w), x, h, c, *_cell_weights(4))
+    check(
+        lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w),
+        lambda x, h, c, *w: torch._VF.lstm_cell(x, (h, c), *w),
+        x,
+        h,
+        c,
+        *_cell_weights(4),
+    )
 
 
 def test_gru_and_rnn_cells():
     x, h = r(3, 5), r(3, 7, seed=1)
     check(F.gru_cell, lambda x, h, *w: torch._VF.gru_cell(x, h, *w), x, h, *_cell_weights(3))
-    check(F.rnn_tanh_cell, lambda x, h, *w: torch._VF.rnn_tanh_cell(x, h, *w), x, h,
-          *_cell_weights(1))
+    check(
+        F.rnn_tanh_cell, lambda x, h, *w: torch._VF.rnn_tanh_cell(x, h, *w), x, h, *_cell_weights(1)
+    )
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(is_causal=True), dict(mask="bool"),
-                                dict(mask="float"), dict(scale=0.3)], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(is_causal=True), dict(mask="bool"), dict(mask="float"), dict(scale=0.3)],
+    ids=str,
+)
 def test_attention(kw):
     kw = dict(kw)
     m = kw.pop("mask", None)
@@ -278,13 +364,27 @@ def test_attention(kw):
     elif m == "float":
         kw["attn_mask"] = r(7, 9, seed=3)
     S = 7 if kw.get("is_causal") else 9
-    check(*same("scaled_dot_product_attention", **kw), r(2, 3, 7, 13), r(2, 3, S, 13, seed=1),
-          r(2, 3, S, 5, seed=2))
+    check(
+        *same("scaled_dot_product_attention", **kw),
+        r(2, 3, 7, 13),
+        r(2, 3, S, 13, seed=1),
+        r(2, 3, S, 5, seed=2),
+    )
 
 
-@pytest.mark.parametrize("act,ref", [("relu", torch.relu), ("none", lambda z: z),
-                                     ("leaky_relu", lambda z: TF.leaky_relu(z, 0.2)),
-                                     ("gelu_tanh", lambda z: TF.gelu(z, approximate="tanh"))])
+@pytest.mark.parametrize(
+    "act,ref",
+    [
+        ("relu", torch.relu),
+        ("none", lambda z: z),
+        ("leaky_relu", lambda z: TF.leaky_relu(z, 0.2)),
+        ("gelu_tanh", lambda z: TF.gelu(z, approximate="tanh")),
+    ],
+)
 def test_bias_act(act, ref):
-    check(lambda x, b: F.bias_act(x, b, act, slope=0.2), lambda x, b: ref(x + b), r(7, 13),
-          r(13, seed=1))
+    check(
+        lambda x, b: F.bias_act(x, b, act, slope=0.2),
+        lambda x, b: ref(x + b),
+        r(7, 13),
+        r(13, seed=1),
+    )

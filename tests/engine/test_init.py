@@ -11,19 +11,24 @@ SHAPE, FAN_IN, FAN_OUT = (400, 300), 300, 400
 
 
 def make(name, seed=0, shape=SHAPE):
-    return INITIALIZERS[name](shape, FAN_IN, FAN_OUT, torch.Generator().manual_seed(seed),
-                              torch.float64, "cpu")
+    return INITIALIZERS[name](
+        shape, FAN_IN, FAN_OUT, torch.Generator().manual_seed(seed), torch.float64, "cpu"
+    )
 
 
-@pytest.mark.parametrize("name,std,bound", [
-    ("glorot_uniform", math.sqrt(2 / 700), math.sqrt(6 / 700)),
-    ("he_uniform", math.sqrt(2 / 300), math.sqrt(6 / 300)),
-    ("lecun_uniform", math.sqrt(1 / 300), math.sqrt(3 / 300)),
-    ("glorot_normal", math.sqrt(2 / 700), 2 * math.sqrt(2 / 700) / 0.8796),
-    ("he_normal", math.sqrt(2 / 300), 2 * math.sqrt(2 / 300) / 0.8796),
-    ("lecun_normal", math.sqrt(1 / 300), 2 * math.sqrt(1 / 300) / 0.8796),
-    ("normal", 0.05, None), ("uniform", 0.05 / math.sqrt(3), 0.05),
-])
+@pytest.mark.parametrize(
+    "name,std,bound",
+    [
+        ("glorot_uniform", math.sqrt(2 / 700), math.sqrt(6 / 700)),
+        ("he_uniform", math.sqrt(2 / 300), math.sqrt(6 / 300)),
+        ("lecun_uniform", math.sqrt(1 / 300), math.sqrt(3 / 300)),
+        ("glorot_normal", math.sqrt(2 / 700), 2 * math.sqrt(2 / 700) / 0.8796),
+        ("he_normal", math.sqrt(2 / 300), 2 * math.sqrt(2 / 300) / 0.8796),
+        ("lecun_normal", math.sqrt(1 / 300), 2 * math.sqrt(1 / 300) / 0.8796),
+        ("normal", 0.05, None),
+        ("uniform", 0.05 / math.sqrt(3), 0.05),
+    ],
+)
 def test_scale_and_bounds(name, std, bound):
     w = make(name)
     assert abs(w.std().item() / std - 1) < 0.02

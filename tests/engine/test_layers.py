@@ -16,16 +16,26 @@ from dltrain.spec import ACTIVATION_NAMES, INITIALIZER_NAMES, LAYER_TYPES, Model
 D = torch.float64
 
 
-def check_layer(layer: dict, input_shape: list, torch_layer, params: int, out_shape: tuple,
-                copy=None, training=False, dtype=torch.float64, x=None):
+def check_layer(
+    layer: dict,
+    input_shape: list,
+    torch_layer,
+    params: int,
+    out_shape: tuple,
+    copy=None,
+    training=False,
+    dtype=torch.float64,
+    x=None,
+):
     """Compile a one-layer model, give torch_layer the same weights, compare."""
     spec = ModelSpec.model_validate({"input_shape": input_shape, "layers": [layer]})
     model = compile_model(spec, seed=0, dtype=dtype)
     L = model.layers[0]
     assert keras_shape(L.output_shape) == out_shape
     assert sum(model.param_counts()) == params
-    again = compile_model(ModelSpec.model_validate(spec.model_dump(mode="json")), seed=0,
-                          dtype=dtype)
+    again = compile_model(
+        ModelSpec.model_validate(spec.model_dump(mode="json")), seed=0, dtype=dtype
+    )
     for (ka, a), (kb, b) in zip(model.state_tensors().items(), again.state_tensors().items()):
         assert ka == kb and torch.equal(a, b)
     if copy:
@@ -49,59 +59,127 @@ def kb(L, t):  # kernel and bias
 
 
 def test_dense():
-    check_layer({"type": "Dense", "units": 5, "activation": "relu"}, [7],
-                nn.Sequential(nn.Linear(7, 5).double(), nn.ReLU()), 40, (5,),
-                lambda L, t: kb(L, t[0]))
+    check_layer(
+        {"type": "Dense", "units": 5, "activation": "relu"},
+        [7],
+        nn.Sequential(nn.Linear(7, 5).double(), nn.ReLU()),
+        40,
+        (5,),
+        lambda L, t: kb(L, t[0]),
+    )
 
 
-@pytest.mark.parametrize("shape,layer,torch_layer,params,out", [
-    ([9, 9, 3], dict(strides=2, padding="same"), lambda: nn.Conv2d(3, 4, 3, 2, 1), 112,
-     (5, 5, 4)),
-    ([8, 8, 3], dict(strides=2, padding="same"),
-     lambda: nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2)), 112, (4, 4, 4)),
-    ([7, 6, 3], dict(padding="valid", dilation_rate=2, use_bias=False),
-     lambda: nn.Conv2d(3, 4, 3, dilation=2, bias=False), 108, (3, 2, 4)),
-])
+@pytest.mark.parametrize(
+    "shape,layer,torch_layer,params,out",
+    [
+        (
+            [9, 9, 3],
+            dict(strides=2, padding="same"),
+            lambda: nn.Conv2d(3, 4, 3, 2, 1),
+            112,
+            (5, 5, 4),
+        ),
+        (
+            [8, 8, 3],
+            dict(strides=2, padding="same"),
+            lambda: nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2)),
+            112,
+            (4, 4, 4),
+        ),
+        (
+            [7, 6, 3],
+            dict(padding="valid", dilation_rate=2, use_bias=False),
+            lambda: nn.Conv2d(3, 4, 3, dilation=2, bias=False),
+            108,
+            (3, 2, 4),
+        ),
+    ],
+)
 def test_conv2d(shape, layer, torch_layer, params, out):
     t = torch_layer().double()
     conv = t if isinstance(t, nn.Conv2d) else t[1]
-    check_layer({"type": "Conv2D", "filters": 4, "kernel_size": 3, **layer}, shape, t, params,
-                out, lambda L, _: kb(L, conv))
+    check_layer(
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, **layer},
+        shape,
+        t,
+        params,
+        out,
+        lambda L, _: kb(L, conv),
+    )
 
 
 def test_conv1d():
-    check_layer({"type": "Conv1D", "filters": 5, "kernel_size": 3}, [13, 3],
-                nn.Conv1d(3, 5, 3).double(), 50, (11, 5), kb)
+    check_layer(
+        {"type": "Conv1D", "filters": 5, "kernel_size": 3},
+        [13, 3],
+        nn.Conv1d(3, 5, 3).double(),
+        50,
+        (11, 5),
+        kb,
+    )
 
 
-@pytest.mark.parametrize("k,s,pad,torch_kw,out", [
-    (4, 2, "same", dict(padding=1), (10, 10, 4)),
-    (3, 2, "same", dict(padding=1, output_padding=1), (10, 10, 4)),
-    (3, 2, "valid", dict(), (11, 11, 4)),
-])
+@pytest.mark.parametrize(
+    "k,s,pad,torch_kw,out",
+    [
+        (4, 2, "same", dict(padding=1), (10, 10, 4)),
+        (3, 2, "same", dict(padding=1, output_padding=1), (10, 10, 4)),
+        (3, 2, "valid", dict(), (11, 11, 4)),
+    ],
+)
 def test_conv2d_transpose(k, s, pad, torch_kw, out):
-    check_layer({"type": "Conv2DTranspose", "filters": 4, "kernel_size": k, "strides": s,
-                 "padding": pad}, [5, 5, 3], nn.ConvTranspose2d(3, 4, k, s, **torch_kw).double(),
-                3 * 4 * k * k + 4, out, kb)
+    check_layer(
+        {"type": "Conv2DTranspose", "filters": 4, "kernel_size": k, "strides": s, "padding": pad},
+        [5, 5, 3],
+        nn.ConvTranspose2d(3, 4, k, s, **torch_kw).double(),
+        3 * 4 * k * k + 4,
+        out,
+        kb,
+    )
 
 
 def test_pooling():
     check_layer({"type": "MaxPooling2D"}, [9, 8, 3], nn.MaxPool2d(2), 0, (4, 4, 3))
-    check_layer({"type": "AveragePooling2D", "pool_size": 3, "strides": 2}, [9, 8, 3],
-                nn.AvgPool2d(3, 2), 0, (4, 3, 3))
-    check_layer({"type": "AveragePooling2D", "pool_size": 2, "padding": "same"}, [8, 8, 3],
-                nn.AvgPool2d(2), 0, (4, 4, 3))
-    check_layer({"type": "MaxPooling2D", "pool_size": 2, "padding": "same"}, [7, 7, 3],
-                nn.MaxPool2d(2, ceil_mode=True), 0, (4, 4, 3))
-    check_layer({"type": "GlobalAveragePooling2D"}, [5, 6, 3],
-                nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 0, (3,))
+    check_layer(
+        {"type": "AveragePooling2D", "pool_size": 3, "strides": 2},
+        [9, 8, 3],
+        nn.AvgPool2d(3, 2),
+        0,
+        (4, 3, 3),
+    )
+    check_layer(
+        {"type": "AveragePooling2D", "pool_size": 2, "padding": "same"},
+        [8, 8, 3],
+        nn.AvgPool2d(2),
+        0,
+        (4, 4, 3),
+    )
+    check_layer(
+        {"type": "MaxPooling2D", "pool_size": 2, "padding": "same"},
+        [7, 7, 3],
+        nn.MaxPool2d(2, ceil_mode=True),
+        0,
+        (4, 4, 3),
+    )
+    check_layer(
+        {"type": "GlobalAveragePooling2D"},
+        [5, 6, 3],
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        0,
+        (3,),
+    )
 
 
 @pytest.mark.parametrize("training", [False, True])
 def test_batch_normalization(training):
-    L, t = check_layer({"type": "BatchNormalization"}, [5, 6, 3],
-                       nn.BatchNorm2d(3, eps=1e-3, momentum=0.01).double(), 12, (5, 6, 3),
-                       training=training)
+    L, t = check_layer(
+        {"type": "BatchNormalization"},
+        [5, 6, 3],
+        nn.BatchNorm2d(3, eps=1e-3, momentum=0.01).double(),
+        12,
+        (5, 6, 3),
+        training=training,
+    )
     torch.testing.assert_close(L.buffers["moving_mean"], t.running_mean)
     torch.testing.assert_close(L.buffers["moving_variance"], t.running_var)
 
@@ -111,8 +189,9 @@ def test_layer_normalization():
         t.weight.copy_(L.params["gamma"].data)
         t.bias.copy_(L.params["beta"].data)
 
-    check_layer({"type": "LayerNormalization"}, [7], nn.LayerNorm(7, eps=1e-3).double(), 14,
-                (7,), copy)
+    check_layer(
+        {"type": "LayerNormalization"}, [7], nn.LayerNorm(7, eps=1e-3).double(), 14, (7,), copy
+    )
 
 
 def test_embedding():
@@ -129,22 +208,29 @@ def test_embedding():
     def copy(L, t):
         t.e.weight.copy_(L.params["embeddings"].data)
 
-    check_layer({"type": "Embedding", "input_dim": 11, "output_dim": 5}, [6], Emb(), 55, (6, 5),
-                copy, x=x)
+    check_layer(
+        {"type": "Embedding", "input_dim": 11, "output_dim": 5}, [6], Emb(), 55, (6, 5), copy, x=x
+    )
 
 
-@pytest.mark.parametrize("layer,torch_layer,out", [
-    ({"type": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]}, nn.ZeroPad2d((0, 3, 1, 2)),
-     (8, 9, 3)),
-    ({"type": "UpSampling2D", "size": [2, 3]}, nn.Upsample(scale_factor=(2, 3)), (10, 18, 3)),
-    ({"type": "LeakyReLU"}, nn.LeakyReLU(0.3), (5, 6, 3)),
-    ({"type": "ELU", "alpha": 0.5}, nn.ELU(0.5), (5, 6, 3)),
-    ({"type": "ReLU", "max_value": 0.5}, nn.Hardtanh(0, 0.5), (5, 6, 3)),
-    ({"type": "Softmax"}, nn.Softmax(1), (5, 6, 3)),
-    ({"type": "Activation", "activation": "tanh"}, nn.Tanh(), (5, 6, 3)),
-    ({"type": "Dropout", "rate": 0.4}, nn.Identity(), (5, 6, 3)),
-    ({"type": "Flatten"}, nn.Sequential(), (90,)),
-])
+@pytest.mark.parametrize(
+    "layer,torch_layer,out",
+    [
+        (
+            {"type": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]},
+            nn.ZeroPad2d((0, 3, 1, 2)),
+            (8, 9, 3),
+        ),
+        ({"type": "UpSampling2D", "size": [2, 3]}, nn.Upsample(scale_factor=(2, 3)), (10, 18, 3)),
+        ({"type": "LeakyReLU"}, nn.LeakyReLU(0.3), (5, 6, 3)),
+        ({"type": "ELU", "alpha": 0.5}, nn.ELU(0.5), (5, 6, 3)),
+        ({"type": "ReLU", "max_value": 0.5}, nn.Hardtanh(0, 0.5), (5, 6, 3)),
+        ({"type": "Softmax"}, nn.Softmax(1), (5, 6, 3)),
+        ({"type": "Activation", "activation": "tanh"}, nn.Tanh(), (5, 6, 3)),
+        ({"type": "Dropout", "rate": 0.4}, nn.Identity(), (5, 6, 3)),
+        ({"type": "Flatten"}, nn.Sequential(), (90,)),
+    ],
+)
 def test_shape_and_activation_layers(layer, torch_layer, out):
     if layer["type"] == "Flatten":
         torch_layer = lambda x: x.permute(0, 2, 3, 1).flatten(1)  # noqa: E731  Keras order
@@ -159,22 +245,36 @@ def test_reshape_follows_keras_order():
 
 
 def test_add_and_concatenate_graph():
-    spec = ModelSpec.model_validate({"input_shape": [4, 4, 2], "layers": [
-        {"type": "Conv2D", "filters": 2, "kernel_size": 1, "name": "a"},
-        {"type": "Add", "inputs": ["input", "a"], "name": "sum"},
-        {"type": "Concatenate", "inputs": ["a", "sum", "input"]}]})
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [4, 4, 2],
+            "layers": [
+                {"type": "Conv2D", "filters": 2, "kernel_size": 1, "name": "a"},
+                {"type": "Add", "inputs": ["input", "a"], "name": "sum"},
+                {"type": "Concatenate", "inputs": ["a", "sum", "input"]},
+            ],
+        }
+    )
     model = compile_model(spec, dtype=D)
     x = torch.randn(3, 2, 4, 4, dtype=D)
-    a = torch.nn.functional.conv2d(x, model.layers[0].params["kernel"].data,
-                                   model.layers[0].params["bias"].data)
+    a = torch.nn.functional.conv2d(
+        x, model.layers[0].params["kernel"].data, model.layers[0].params["bias"].data
+    )
     out = model(Tensor(x)).data
     torch.testing.assert_close(out, torch.cat([a, x + a, x], 1))
     assert keras_shape(model.output_shape) == (4, 4, 6)
 
 
 def test_frozen_layer_gets_no_gradient_and_counts_as_non_trainable():
-    spec = ModelSpec.model_validate({"input_shape": [3], "layers": [
-        {"type": "Dense", "units": 4, "trainable": False}, {"type": "Dense", "units": 2}]})
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [3],
+            "layers": [
+                {"type": "Dense", "units": 4, "trainable": False},
+                {"type": "Dense", "units": 2},
+            ],
+        }
+    )
     model = compile_model(spec)
     assert model.param_counts() == (10, 16)
     out = model(Tensor(torch.randn(5, 3))).sum()

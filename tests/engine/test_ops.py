@@ -34,9 +34,18 @@ def test_binary_broadcasting(name, shapes):
     check(f, f, r(*shapes[0], positive=pos, seed=1), r(*shapes[1], positive=pos, seed=2))
 
 
-@pytest.mark.parametrize("sa,sb", [((7, 13), (13, 5)), ((13,), (13, 7)), ((7, 13), (13,)),
-                                   ((3, 7, 13), (13, 5)), ((2, 1, 7, 13), (4, 13, 3)),
-                                   ((13,), (13,))], ids=str)
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((7, 13), (13, 5)),
+        ((13,), (13, 7)),
+        ((7, 13), (13,)),
+        ((3, 7, 13), (13, 5)),
+        ((2, 1, 7, 13), (4, 13, 3)),
+        ((13,), (13,)),
+    ],
+    ids=str,
+)
 def test_matmul(sa, sb):
     check(BINARY["matmul"], BINARY["matmul"], r(*sa, seed=1), r(*sb, seed=2))
 
@@ -156,8 +165,12 @@ def test_comparisons_carry_no_gradient():
 
 
 def test_to_dtype_is_differentiable():
-    check(lambda a: (a.to(torch.float32) * 2).to(torch.float64),
-          lambda a: (a.to(torch.float32) * 2).to(torch.float64), r(7, 13), rtol=1e-6)
+    check(
+        lambda a: (a.to(torch.float32) * 2).to(torch.float64),
+        lambda a: (a.to(torch.float32) * 2).to(torch.float64),
+        r(7, 13),
+        rtol=1e-6,
+    )
 
 
 def test_shape_errors_name_both_shapes():

@@ -17,21 +17,26 @@ def r(*shape, seed=0, scale=1.0):
 
 
 def weights(gates, inp, hid, seed=10):
-    return [r(gates * hid, inp, seed=seed, scale=0.5), r(gates * hid, hid, seed=seed + 1,
-            scale=0.5), r(gates * hid, seed=seed + 2, scale=0.5),
-            r(gates * hid, seed=seed + 3, scale=0.5)]
+    return [
+        r(gates * hid, inp, seed=seed, scale=0.5),
+        r(gates * hid, hid, seed=seed + 1, scale=0.5),
+        r(gates * hid, seed=seed + 2, scale=0.5),
+        r(gates * hid, seed=seed + 3, scale=0.5),
+    ]
 
 
-TORCH = {"rnn": (torch.nn.RNN, 1, rnn), "lstm": (torch.nn.LSTM, 4, lstm),
-         "gru": (torch.nn.GRU, 3, gru)}
+TORCH = {
+    "rnn": (torch.nn.RNN, 1, rnn),
+    "lstm": (torch.nn.LSTM, 4, lstm),
+    "gru": (torch.nn.GRU, 3, gru),
+}
 
 
 def torch_run(kind, x, w_ih, w_hh, b_ih, b_hh, reverse=False, nonlinearity="tanh"):
     cls, _, _ = TORCH[kind]
     kw = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
     m = cls(x.shape[-1], w_hh.shape[1], batch_first=True, dtype=D, **kw)
-    params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih,
-              "bias_hh_l0": b_hh}
+    params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
     if reverse:  # the reverse direction is the forward one on the flipped sequence
         return functional_call(m, params, (x.flip(1),))[0].flip(1)
     return functional_call(m, params, (x,))[0]
@@ -43,22 +48,28 @@ def torch_run(kind, x, w_ih, w_hh, b_ih, b_hh, reverse=False, nonlinearity="tanh
 def test_sequence_matches_torch(kind, reverse, n, t, d, h):
     _, gates, fn = TORCH[kind]
     x = r(n, t, d, seed=1)
-    check(lambda x, *w: fn(x, *w, reverse=reverse),
-          lambda x, *w: torch_run(kind, x, *w, reverse=reverse), x,
-          *weights(gates, d, h))
+    check(
+        lambda x, *w: fn(x, *w, reverse=reverse),
+        lambda x, *w: torch_run(kind, x, *w, reverse=reverse),
+        x,
+        *weights(gates, d, h),
+    )
 
 
 def test_relu_rnn_matches_torch():
     x = r(3, 8, 5, seed=2)
-    check(lambda x, *w: rnn(x, *w, activation="relu"),
-          lambda x, *w: torch_run("rnn", x, *w, nonlinearity="relu"), x, *weights(1, 5, 6))
+    check(
+        lambda x, *w: rnn(x, *w, activation="relu"),
+        lambda x, *w: torch_run("rnn", x, *w, nonlinearity="relu"),
+        x,
+        *weights(1, 5, 6),
+    )
 
 
 def _loop(kind, x, w_ih, w_hh, b_ih, act, ract, mask):
     """An independent step-by-step definition in torch ops, for the other activations and
     recurrent dropout masks."""
-    A = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-         "linear": lambda v: v}
+    A = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "linear": lambda v: v}
     a, rr = A[act], A[ract]
     N, T, _ = x.shape
     H = w_hh.shape[1]
@@ -86,16 +97,19 @@ def test_other_activations_and_recurrent_mask(kind, act, ract):
     x = r(2, 5, 3, seed=4)
     mask = (r(2, 6, seed=5) > 0).to(D) * 2.0
     fn = lstm if kind == "lstm" else gru
-    check(lambda x, wi, wh, bi: fn(x, wi, wh, bi, activation=act, recurrent_activation=ract,
-                                   h_mask=mask),
-          lambda x, wi, wh, bi: _loop(kind, x, wi, wh, bi, act, ract, mask), x,
-          *weights(gates, 3, 6)[:3])
+    check(
+        lambda x, wi, wh, bi: fn(
+            x, wi, wh, bi, activation=act, recurrent_activation=ract, h_mask=mask
+        ),
+        lambda x, wi, wh, bi: _loop(kind, x, wi, wh, bi, act, ract, mask),
+        x,
+        *weights(gates, 3, 6)[:3],
+    )
 
 
 def test_shape_errors_name_both_shapes():
     with pytest.raises(ValueError, match=r"\(2, 5\).*\(16, 4\)"):
-        F.lstm(_t(r(2, 5)),
-               _t(r(16, 5)), _t(r(16, 4)))
+        F.lstm(_t(r(2, 5)), _t(r(16, 5)), _t(r(16, 4)))
     with pytest.raises(ValueError, match="activation 'gelu'"):
         rnn(_t(r(2, 3, 5)), _t(r(4, 5)), _t(r(4, 4)), activation="gelu")
 

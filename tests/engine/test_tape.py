@@ -19,8 +19,9 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "dltrain"
 def _mlp(seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     shapes = [(32, 10), (32,), (3, 32), (3,)]
-    return [Tensor(torch.randn(s, generator=g, dtype=dtype) * 0.3, requires_grad=True)
-            for s in shapes]
+    return [
+        Tensor(torch.randn(s, generator=g, dtype=dtype) * 0.3, requires_grad=True) for s in shapes
+    ]
 
 
 def _step(params, x, y, opt):
@@ -41,15 +42,25 @@ def test_package_never_uses_torch_autograd_pickle_or_unsafe_yaml():
                 offenders.append(f"{path}:{node.lineno}: .{node.attr}")
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
-                if any(n.split(".")[0] in ("pickle", "dill", "cloudpickle") or "autograd" in n
-                       for n in names):
+                if any(
+                    n.split(".")[0] in ("pickle", "dill", "cloudpickle") or "autograd" in n
+                    for n in names
+                ):
                     offenders.append(f"{path}:{node.lineno}: import {names}")
-            if isinstance(node, ast.keyword) and node.arg == "requires_grad" and isinstance(
-                    node.value, ast.Constant) and node.value.value is True:
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "requires_grad"
+                and isinstance(node.value, ast.Constant)
+                and node.value.value is True
+            ):
                 offenders.append(f"{path}:{node.lineno}: requires_grad=True")
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("load", "load_all", "unsafe_load")
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("load", "load_all", "unsafe_load")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "yaml"
+            ):
                 offenders.append(f"{path}:{node.lineno}: yaml.{node.func.attr}")
     assert not offenders, "\n".join(offenders)
 

@@ -28,9 +28,13 @@ from dltrain.spec.schema import (
 
 def test_classification_metrics_match_sklearn():
     rng = np.random.default_rng(0)
-    specs = [AccuracySpec(type="accuracy"), PrecisionSpec(type="precision"),
-             RecallSpec(type="recall"), F1Spec(type="f1"), TopKAccuracySpec(type="top_k_accuracy",
-                                                                            k=3)]
+    specs = [
+        AccuracySpec(type="accuracy"),
+        PrecisionSpec(type="precision"),
+        RecallSpec(type="recall"),
+        F1Spec(type="f1"),
+        TopKAccuracySpec(type="top_k_accuracy", k=3),
+    ]
     ms = MetricState(specs, "classification", 5, "cpu")
     ys, outs = [], []
     for _ in range(4):  # several batches accumulate
@@ -43,8 +47,11 @@ def test_classification_metrics_match_sklearn():
     pred = out.argmax(1)
     res = ms.results()
     assert res["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
-    for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score),
-                     ("f1", skm.f1_score)):
+    for name, fn in (
+        ("precision", skm.precision_score),
+        ("recall", skm.recall_score),
+        ("f1", skm.f1_score),
+    ):
         assert res[name] == pytest.approx(fn(y, pred, average="macro", zero_division=0))
     assert res["top_3_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, out, k=3))
     assert np.array_equal(ms.confusion_matrix().numpy(), skm.confusion_matrix(y, pred))
@@ -68,11 +75,16 @@ def test_schedules_follow_their_formulas():
     s = Schedule(StepSchedule(type="step", step_size=2, gamma=0.5), base, 100, 10)
     assert s.lr(19) == pytest.approx(0.1) and s.lr(20) == pytest.approx(0.05)
     assert s.lr(45) == pytest.approx(0.025)
-    s = Schedule(ExponentialSchedule(type="exponential", decay_steps=10, decay_rate=0.5,
-                                     staircase=True), base, 100, 10)
+    s = Schedule(
+        ExponentialSchedule(type="exponential", decay_steps=10, decay_rate=0.5, staircase=True),
+        base,
+        100,
+        10,
+    )
     assert s.lr(9) == pytest.approx(0.1) and s.lr(10) == pytest.approx(0.05)
-    s = Schedule(ExponentialSchedule(type="exponential", decay_steps=10, decay_rate=0.5), base,
-                 100, 10)
+    s = Schedule(
+        ExponentialSchedule(type="exponential", decay_steps=10, decay_rate=0.5), base, 100, 10
+    )
     assert s.lr(5) == pytest.approx(0.1 * 0.5**0.5)
     s = Schedule(CosineSchedule(type="cosine", warmup_steps=10, alpha=0.1), base, 110, 10)
     assert s.lr(9) == pytest.approx(0.1)
@@ -81,8 +93,7 @@ def test_schedules_follow_their_formulas():
 
 
 def test_reduce_on_plateau():
-    spec = ReduceOnPlateauSchedule(type="reduce_on_plateau", patience=1, factor=0.5,
-                                   min_lr=0.02)
+    spec = ReduceOnPlateauSchedule(type="reduce_on_plateau", patience=1, factor=0.5, min_lr=0.02)
     s = Schedule(spec, 0.1, 100, 10)
     for v in (1.0, 0.9, 0.95, 0.96):
         s.epoch_end({"val_loss": v})

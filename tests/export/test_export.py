@@ -124,17 +124,21 @@ def _check_onnx_matches(run: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_exports_and_matches_onnxruntime(path, tmp_path):
-    run = train_run(str(path), ["train.epochs=1", "logging.tensorboard=false"],
-                    str(tmp_path / "run"), log=lambda m: None)
+    run = train_run(
+        str(path),
+        ["train.epochs=1", "logging.tensorboard=false"],
+        str(tmp_path / "run"),
+        log=lambda m: None,
+    )
     _check_onnx_matches(run, tmp_path)
 
 
-@pytest.mark.parametrize("text", [CATALOGUE, GENERATOR, EMBEDDING],
-                         ids=["catalogue", "generator", "embedding"])
+@pytest.mark.parametrize(
+    "text", [CATALOGUE, GENERATOR, EMBEDDING], ids=["catalogue", "generator", "embedding"]
+)
 def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
     rng = np.random.default_rng(1)
-    np.savez(tmp_path / "tokens.npz", x=rng.integers(0, 20, (40, 6)),
-             y=rng.integers(0, 2, 40))
+    np.savez(tmp_path / "tokens.npz", x=rng.integers(0, 20, (40, 6)), y=rng.integers(0, 2, 40))
     (tmp_path / "c.yaml").write_text(text)
     run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
     _check_onnx_matches(run, tmp_path)
@@ -153,23 +157,29 @@ def test_catalogue_covers_every_layer_type():
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("iris")
-    return train_run(str(ROOT / "configs/iris.yaml"), ["train.epochs=3"], str(d / "run"),
-                     log=lambda m: None)
+    return train_run(
+        str(ROOT / "configs/iris.yaml"), ["train.epochs=3"], str(d / "run"), log=lambda m: None
+    )
 
 
 def test_bundle_reloads_and_predicts_identically(iris_run, tmp_path):
     bundle = tmp_path / "bundle"
     res = dltrain("export", str(iris_run), "--format", "safetensors", "-o", str(bundle))
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in bundle.iterdir()) == ["MANIFEST.json", "model.safetensors",
-                                                        "preprocessing.json", "spec.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "MANIFEST.json",
+        "model.safetensors",
+        "preprocessing.json",
+        "spec.json",
+    ]
     x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4
     a = predict_array(load_checkpoint(iris_run), x)
     b = predict_array(load_checkpoint(bundle), x)
     assert np.array_equal(a, b)
     np.savez(tmp_path / "x.npz", x=x)
-    res = dltrain("predict", str(bundle), "-i", str(tmp_path / "x.npz"), "-o",
-                  str(tmp_path / "p.npy"))
+    res = dltrain(
+        "predict", str(bundle), "-i", str(tmp_path / "x.npz"), "-o", str(tmp_path / "p.npy")
+    )
     assert res.returncode == 0 and np.array_equal(np.load(tmp_path / "p.npy"), a)
 
 
@@ -179,8 +189,9 @@ def test_bundle_loads_in_plain_pytorch(iris_run, tmp_path):
     export_checkpoint(str(iris_run), "safetensors", str(bundle))
     w = load_file(str(bundle / "model.safetensors"))
     pre = json.loads((bundle / "preprocessing.json").read_text())
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3),
-                              torch.nn.Softmax(-1))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Softmax(-1)
+    )
     net[0].weight.data, net[0].bias.data = w["dense_1.kernel"], w["dense_1.bias"]
     net[2].weight.data, net[2].bias.data = w["dense_2.kernel"], w["dense_2.bias"]
     x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4

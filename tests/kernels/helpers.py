@@ -7,10 +7,14 @@ import pytest
 import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="Triton kernels on CPU tensors "
-                                       "need TRITON_INTERPRET=1 (set where there is no GPU)")
-DEVICES = [pytest.param("cpu", marks=needs_interpreter),
-           pytest.param("cuda", marks=pytest.mark.gpu)]
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRET,
+    reason="Triton kernels on CPU tensors need TRITON_INTERPRET=1 (set where there is no GPU)",
+)
+DEVICES = [
+    pytest.param("cpu", marks=needs_interpreter),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
 # documented tolerances: fp32 kernels vs fp32 references; bf16 on GPU vs an fp32 reference
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
 

@@ -28,8 +28,10 @@ def test_attention_matches_reference(device, L, S, E, kind):
         close(o, o_r, dtype)
         close(lse, lse_r, dtype)
         do = rand(2, 3, L, E, seed=4, device=device, dtype=dtype)
-        for a, r in zip(K.attention_bwd(do, q, k, v, o_r, lse_r, mask, causal, None),
-                        K.attention_bwd_reference(do, q, k, v, o_r, lse_r, mask, causal, None)):
+        for a, r in zip(
+            K.attention_bwd(do, q, k, v, o_r, lse_r, mask, causal, None),
+            K.attention_bwd_reference(do, q, k, v, o_r, lse_r, mask, causal, None),
+        ):
             close(a, r, dtype)
 
 
@@ -40,6 +42,10 @@ def test_reference_agrees_with_torch_sdpa():
     o.backward(do)
     o_r, lse = K.attention_fwd_reference(q.detach(), k.detach(), v.detach(), None, True, None)
     close(o_r, o.detach())
-    for a, r in zip(K.attention_bwd_reference(do, q.detach(), k.detach(), v.detach(), o_r, lse,
-                                              None, True, None), (q.grad, k.grad, v.grad)):
+    for a, r in zip(
+        K.attention_bwd_reference(
+            do, q.detach(), k.detach(), v.detach(), o_r, lse, None, True, None
+        ),
+        (q.grad, k.grad, v.grad),
+    ):
         close(a, r)

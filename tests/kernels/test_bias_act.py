@@ -13,11 +13,16 @@ def test_bias_act_matches_reference(device, M, N, act, bias):
     for dtype in dtypes(device):
         x = rand(M, N, device=device, dtype=dtype)
         b = rand(N, seed=1, device=device, dtype=dtype) if bias else None
-        close(K.bias_act_fwd(x, b, act, 0.0, 0, 0.2), K.bias_act_fwd_reference(x, b, act, 0.0,
-                                                                                0, 0.2), dtype)
+        close(
+            K.bias_act_fwd(x, b, act, 0.0, 0, 0.2),
+            K.bias_act_fwd_reference(x, b, act, 0.0, 0, 0.2),
+            dtype,
+        )
         dy = rand(M, N, seed=2, device=device, dtype=dtype)
-        for a, r in zip(K.bias_act_bwd(dy, x, b, act, 0.0, 0, 0.2),
-                        K.bias_act_bwd_reference(dy, x, b, act, 0.0, 0, 0.2)):
+        for a, r in zip(
+            K.bias_act_bwd(dy, x, b, act, 0.0, 0, 0.2),
+            K.bias_act_bwd_reference(dy, x, b, act, 0.0, 0, 0.2),
+        ):
             if r is None:
                 assert a is None
             else:

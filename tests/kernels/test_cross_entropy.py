@@ -7,8 +7,11 @@ from tests.kernels.helpers import DEVICES, close, dtypes, rand
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("C", [1, 7, 1023, 5000])
-@pytest.mark.parametrize("kw", [dict(), dict(smoothing=0.1), dict(ignore=True),
-                                dict(weight=True, smoothing=0.2)], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(smoothing=0.1), dict(ignore=True), dict(weight=True, smoothing=0.2)],
+    ids=str,
+)
 def test_cross_entropy_matches_reference(device, C, kw):
     for dtype in dtypes(device):
         M = 13
@@ -17,16 +20,22 @@ def test_cross_entropy_matches_reference(device, C, kw):
         ignore = -100
         if kw.get("ignore"):
             t[3] = ignore
-        w = (torch.rand(C, generator=torch.Generator().manual_seed(4)) + 0.5).to(device) \
-            if kw.get("weight") else None
+        w = (
+            (torch.rand(C, generator=torch.Generator().manual_seed(4)) + 0.5).to(device)
+            if kw.get("weight")
+            else None
+        )
         eps = kw.get("smoothing", 0.0)
         out = K.cross_entropy_fwd(x, t, w, ignore, eps)
         ref = K.cross_entropy_fwd_reference(x, t, w, ignore, eps)
         for a, b in zip(out, ref):
             close(a, b, dtype)
         g = rand(M, seed=5, device=device)
-        close(K.cross_entropy_bwd(x, t, w, ignore, eps, ref[1], g),
-              K.cross_entropy_bwd_reference(x, t, w, ignore, eps, ref[1], g), dtype)
+        close(
+            K.cross_entropy_bwd(x, t, w, ignore, eps, ref[1], g),
+            K.cross_entropy_bwd_reference(x, t, w, ignore, eps, ref[1], g),
+            dtype,
+        )
 
 
 def test_reference_agrees_with_torch():

@@ -23,11 +23,9 @@ def both(fn, *inputs):
             leaves = [Tensor(t.clone(), requires_grad=t.is_floating_point()) for t in inputs]
             outs = fn(*leaves)
             outs = outs if isinstance(outs, tuple) else (outs,)
-            total = sum((o * Tensor(rand(*o.shape, seed=9 + i))).sum() for i, o in
-                        enumerate(outs))
+            total = sum((o * Tensor(rand(*o.shape, seed=9 + i))).sum() for i, o in enumerate(outs))
             total.backward()
-            results.append(([o.data for o in outs], [x.grad for x in leaves
-                                                     if x.requires_grad]))
+            results.append(([o.data for o in outs], [x.grad for x in leaves if x.requires_grad]))
     (o1, g1), (o2, g2) = results
     for a, b in zip(o1, o2):
         close(a, b)
@@ -44,22 +42,39 @@ def test_cross_entropy():
 
 @needs_interpreter
 def test_layer_norm_batch_norm_bias_act():
-    both(lambda x, w, b: F.layer_norm(x, [33], w, b), rand(2, 5, 33), rand(33, seed=1),
-         rand(33, seed=2))
+    both(
+        lambda x, w, b: F.layer_norm(x, [33], w, b),
+        rand(2, 5, 33),
+        rand(33, seed=1),
+        rand(33, seed=2),
+    )
     rm = torch.zeros(3)
-    both(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), rand(4, 3, 5, 5),
-         rand(3, seed=1), rand(3, seed=2))
+    both(
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        rand(4, 3, 5, 5),
+        rand(3, seed=1),
+        rand(3, seed=2),
+    )
     del rm
     both(lambda x, b: F.bias_act(x, b, "relu"), rand(13, 33), rand(33, seed=1))
 
 
 @needs_interpreter
 def test_attention_and_cells():
-    both(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-         rand(2, 2, 9, 8), rand(2, 2, 9, 8, seed=1), rand(2, 2, 9, 8, seed=2))
+    both(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        rand(2, 2, 9, 8),
+        rand(2, 2, 9, 8, seed=1),
+        rand(2, 2, 9, 8, seed=2),
+    )
     w = [rand(28, 5, seed=3) * 0.5, rand(28, 7, seed=4) * 0.5, rand(28, seed=5), rand(28, seed=6)]
-    both(lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w), rand(3, 5), rand(3, 7, seed=1),
-         rand(3, 7, seed=2), *w)
+    both(
+        lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w),
+        rand(3, 5),
+        rand(3, 7, seed=1),
+        rand(3, 7, seed=2),
+        *w,
+    )
     w = [rand(21, 5, seed=3) * 0.5, rand(21, 7, seed=4) * 0.5, rand(21, seed=5), rand(21, seed=6)]
     both(lambda x, h, *w: F.gru_cell(x, h, *w), rand(3, 5), rand(3, 7, seed=1), *w)
 
@@ -71,20 +86,23 @@ def test_whole_sequence_lstm_and_gru(reverse):
     x = rand(3, 6, 5)
     w4 = [rand(28, 5, seed=3) * 0.5, rand(28, 7, seed=4) * 0.5, rand(28, seed=5)]
     both(lambda x, *w: F.lstm(x, *w, reverse=reverse), x, *w4)
-    w3 = [rand(21, 5, seed=3) * 0.5, rand(21, 7, seed=4) * 0.5, rand(21, seed=5),
-          rand(21, seed=6)]
+    w3 = [rand(21, 5, seed=3) * 0.5, rand(21, 7, seed=4) * 0.5, rand(21, seed=5), rand(21, seed=6)]
     both(lambda x, *w: F.gru(x, *w, reverse=reverse), x, *w3)
 
 
 @needs_interpreter
-@pytest.mark.parametrize("cls,kw", [(Adam, dict(lr=0.01, weight_decay=0.01)),
-                                    (SGD, dict(lr=0.1, momentum=0.9, nesterov=True))])
+@pytest.mark.parametrize(
+    "cls,kw",
+    [(Adam, dict(lr=0.01, weight_decay=0.01)), (SGD, dict(lr=0.1, momentum=0.9, nesterov=True))],
+)
 def test_optimizers_and_clipping(cls, kw, monkeypatch):
     finals = []
     for mode in ("reference", "triton"):
         monkeypatch.setenv("DLTRAIN_KERNELS", mode)
-        params = [Tensor(rand(7, 13), requires_grad=True), Tensor(rand(13, seed=1),
-                                                                   requires_grad=True)]
+        params = [
+            Tensor(rand(7, 13), requires_grad=True),
+            Tensor(rand(13, seed=1), requires_grad=True),
+        ]
         flat = FlatParams(params)
         opt = cls(flat, **kw)
         for step in range(5):
@@ -100,11 +118,16 @@ def test_optimizers_and_clipping(cls, kw, monkeypatch):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("config,overrides", [
-    ("seed_mlp.yaml", ["data.train.samples=200"]),
-    ("digits_cnn.yaml", ["model.layers.0.filters=4", "model.layers.3.filters=4",
-                         "model.layers.8.units=16"]),
-])
+@pytest.mark.parametrize(
+    "config,overrides",
+    [
+        ("seed_mlp.yaml", ["data.train.samples=200"]),
+        (
+            "digits_cnn.yaml",
+            ["model.layers.0.filters=4", "model.layers.3.filters=4", "model.layers.8.units=16"],
+        ),
+    ],
+)
 def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
     import json
 
@@ -114,13 +137,18 @@ def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
     curves = []
     for mode in ("reference", "triton"):
         monkeypatch.setenv("DLTRAIN_KERNELS", mode)
-        run = train_run(str(ROOT / "configs" / config), overrides + [
-            "train.epochs=1", "logging.tensorboard=false", "train.log_every_steps=1"],
-            str(tmp_path / mode), log=lambda m: None)
+        run = train_run(
+            str(ROOT / "configs" / config),
+            overrides + ["train.epochs=1", "logging.tensorboard=false", "train.log_every_steps=1"],
+            str(tmp_path / mode),
+            log=lambda m: None,
+        )
         curves.append(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]))
     for key in ("loss", "val_loss"):
-        assert abs(curves[0][key] - curves[1][key]) <= 1e-3 * max(1.0, abs(curves[0][key])), \
-            (key, curves)
+        assert abs(curves[0][key] - curves[1][key]) <= 1e-3 * max(1.0, abs(curves[0][key])), (
+            key,
+            curves,
+        )
 
 
 @pytest.mark.gpu
@@ -136,9 +164,12 @@ def test_gpu_training_with_kernels_matches_reference(config, tmp_path, monkeypat
     for mode in ("reference", "auto"):
         monkeypatch.setenv("DLTRAIN_KERNELS", mode)
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        run = train_run(str(ROOT / "configs" / config), [
-            "train.epochs=3", "train.device=cuda", "logging.tensorboard=false"],
-            str(tmp_path / mode), log=lambda m: None)
+        run = train_run(
+            str(ROOT / "configs" / config),
+            ["train.epochs=3", "train.device=cuda", "logging.tensorboard=false"],
+            str(tmp_path / mode),
+            log=lambda m: None,
+        )
         curves.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
     for a, b in zip(curves[0], curves[1]):
         for key in ("loss", "val_loss"):

@@ -15,8 +15,10 @@ def test_layer_norm_matches_reference(device, M, N):
         for a, r in zip(out, ref):
             close(a, r, dtype)
         dy = rand(M, N, seed=3, device=device, dtype=dtype)
-        for a, r in zip(K.layer_norm_bwd(dy, x, w, ref[1], ref[2]),
-                        K.layer_norm_bwd_reference(dy, x, w, ref[1], ref[2])):
+        for a, r in zip(
+            K.layer_norm_bwd(dy, x, w, ref[1], ref[2]),
+            K.layer_norm_bwd_reference(dy, x, w, ref[1], ref[2]),
+        ):
             close(a, r, dtype)
 
 
@@ -28,6 +30,7 @@ def test_reference_agrees_with_torch():
     y.backward(dy)
     yr, mean, rstd = K.layer_norm_fwd_reference(x.detach(), w.detach(), b.detach(), 1e-5)
     close(yr, y.detach())
-    for a, r in zip(K.layer_norm_bwd_reference(dy, x.detach(), w.detach(), mean, rstd),
-                    (x.grad, w.grad, b.grad)):
+    for a, r in zip(
+        K.layer_norm_bwd_reference(dy, x.detach(), w.detach(), mean, rstd), (x.grad, w.grad, b.grad)
+    ):
         close(a, r)

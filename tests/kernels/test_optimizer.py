@@ -14,8 +14,9 @@ def test_adam_matches_reference(device, n, decoupled, wd):
     tri = [p.clone(), torch.zeros_like(p), torch.zeros_like(p)]
     for step in range(1, 6):
         gs = g * step
-        K.adam_step_reference(ref[0], gs, ref[1], ref[2], 1e-2, 0.9, 0.999, 1e-8, wd, step,
-                              decoupled)
+        K.adam_step_reference(
+            ref[0], gs, ref[1], ref[2], 1e-2, 0.9, 0.999, 1e-8, wd, step, decoupled
+        )
         K.adam_step(tri[0], gs, tri[1], tri[2], 1e-2, 0.9, 0.999, 1e-8, wd, step, decoupled)
     for a, b in zip(tri, ref):
         close(a, b)

@@ -9,16 +9,20 @@ from tests.kernels.helpers import DEVICES, close, dtypes, rand
 @pytest.mark.parametrize("B,H", [(1, 1), (3, 7), (5, 1023)])
 def test_lstm_gates(device, B, H):
     for dtype in dtypes(device):
-        g, c = rand(B, 4 * H, device=device, dtype=dtype), rand(B, H, seed=1, device=device,
-                                                                 dtype=dtype)
+        g, c = (
+            rand(B, 4 * H, device=device, dtype=dtype),
+            rand(B, H, seed=1, device=device, dtype=dtype),
+        )
         out, ref = K.lstm_gates_fwd(g, c), K.lstm_gates_fwd_reference(g, c)
         for a, r in zip(out, ref):
             close(a, r, dtype)
-        dh, dc = rand(B, H, seed=2, device=device, dtype=dtype), rand(B, H, seed=3,
-                                                                       device=device,
-                                                                       dtype=dtype)
-        for a, r in zip(K.lstm_gates_bwd(dh, dc, g, c, ref[1]),
-                        K.lstm_gates_bwd_reference(dh, dc, g, c, ref[1])):
+        dh, dc = (
+            rand(B, H, seed=2, device=device, dtype=dtype),
+            rand(B, H, seed=3, device=device, dtype=dtype),
+        )
+        for a, r in zip(
+            K.lstm_gates_bwd(dh, dc, g, c, ref[1]), K.lstm_gates_bwd_reference(dh, dc, g, c, ref[1])
+        ):
             close(a, r, dtype)
 
 
@@ -26,8 +30,10 @@ def test_lstm_gates(device, B, H):
 @pytest.mark.parametrize("B,H", [(1, 1), (3, 7), (5, 1023)])
 def test_gru_gates(device, B, H):
     for dtype in dtypes(device):
-        gi, gh = rand(B, 3 * H, device=device, dtype=dtype), rand(B, 3 * H, seed=1,
-                                                                   device=device, dtype=dtype)
+        gi, gh = (
+            rand(B, 3 * H, device=device, dtype=dtype),
+            rand(B, 3 * H, seed=1, device=device, dtype=dtype),
+        )
         h = rand(B, H, seed=2, device=device, dtype=dtype)
         close(K.gru_gates_fwd(gi, gh, h), K.gru_gates_fwd_reference(gi, gh, h), dtype)
         d = rand(B, H, seed=3, device=device, dtype=dtype)

@@ -53,8 +53,12 @@ def write(tmp_path, name, text):
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):
     write(tmp_path, "base.yaml", BASE)
-    child = write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\n"
-                  "optimizer: {learning_rate: 0.01}\nmetrics: [f1]\ntrain: {epochs: 9}\n")
+    child = write(
+        tmp_path,
+        "child.yaml",
+        "extends: base.yaml\nname: child\n"
+        "optimizer: {learning_rate: 0.01}\nmetrics: [f1]\ntrain: {epochs: 9}\n",
+    )
     spec = load(str(child))
     assert spec.name == "child" and spec.seed == 4
     assert spec.optimizer.learning_rate == 0.01 and spec.optimizer.beta_1 == 0.8
@@ -68,9 +72,17 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
 
 def test_set_overrides_are_typed_and_index_lists(tmp_path):
     p = write(tmp_path, "c.yaml", BASE)
-    spec = load(str(p), ["train.epochs=7", "optimizer.learning_rate=3e-4",
-                         "model.layers.0.units=32", "loss=mse", "task=regression",
-                         "data.scaling=standard"])
+    spec = load(
+        str(p),
+        [
+            "train.epochs=7",
+            "optimizer.learning_rate=3e-4",
+            "model.layers.0.units=32",
+            "loss=mse",
+            "task=regression",
+            "data.scaling=standard",
+        ],
+    )
     assert spec.train.epochs == 7 and spec.optimizer.learning_rate == 3e-4
     assert spec.model.layers[0].units == 32 and spec.loss.type == "mean_squared_error"
     with pytest.raises(SpecError, match="'5' is not an index of the 2-item list model.layers"):
@@ -80,8 +92,13 @@ def test_set_overrides_are_typed_and_index_lists(tmp_path):
 
 
 def test_shorthands_and_aliases(tmp_path):
-    p = write(tmp_path, "c.yaml", BASE.replace("optimizer: {type: adam, learning_rate: 1e-3, "
-                                               "beta_1: 0.8}", "optimizer: Adam"))
+    p = write(
+        tmp_path,
+        "c.yaml",
+        BASE.replace(
+            "optimizer: {type: adam, learning_rate: 1e-3, beta_1: 0.8}", "optimizer: Adam"
+        ),
+    )
     spec = load(str(p))
     assert spec.optimizer.type == "adam" and spec.optimizer.epsilon == 1e-7
     assert [m.type for m in spec.metrics] == ["accuracy"]
@@ -89,8 +106,7 @@ def test_shorthands_and_aliases(tmp_path):
 
 def test_yaml_floats_without_a_dot(tmp_path):
     spec = load(str(write(tmp_path, "c.yaml", BASE)))
-    assert isinstance(spec.optimizer.learning_rate, float) and spec.optimizer.learning_rate == \
-        1e-3
+    assert isinstance(spec.optimizer.learning_rate, float) and spec.optimizer.learning_rate == 1e-3
 
 
 def test_blocks_expand_and_errors_point_at_the_definition(tmp_path):
@@ -98,14 +114,25 @@ def test_blocks_expand_and_errors_point_at_the_definition(tmp_path):
     types = [la.type for la in model.layers]
     assert types.count("Conv2D") == 13 and types.count("MaxPooling2D") == 5
     assert [la.filters for la in model.layers if la.type == "Conv2D"][-1] == 512
-    with pytest.raises(SpecError, match=r"vgg\.yaml:11:26: unknown block 'vg'; did you mean "
-                                        r"'vgg'\?"):
-        load_model(str(write(tmp_path, "vgg.yaml", VGG.replace("use: vgg, filters: 64",
-                                                               "use: vg, filters: 64"))))
-    with pytest.raises(SpecError, match="block 'vgg' has no parameter 'filter'; did you mean "
-                                        "'filters'"):
+    with pytest.raises(
+        SpecError,
+        match=r"vgg\.yaml:11:26: unknown block 'vg'; did you mean "
+        r"'vgg'\?",
+    ):
+        load_model(
+            str(
+                write(
+                    tmp_path,
+                    "vgg.yaml",
+                    VGG.replace("use: vgg, filters: 64", "use: vg, filters: 64"),
+                )
+            )
+        )
+    with pytest.raises(
+        SpecError, match="block 'vgg' has no parameter 'filter'; did you mean 'filters'"
+    ):
         load_model(str(write(tmp_path, "vgg.yaml", VGG.replace("filters: 128", "filter: 128"))))
-    bad = VGG.replace('kernel_size: 3, padding: same', 'kernel_size: 3, padding: sam')
+    bad = VGG.replace("kernel_size: 3, padding: same", "kernel_size: 3, padding: sam")
     with pytest.raises(SpecError, match=r"vgg\.yaml:7:\d+: model\.layers\[0\]\.padding: 'sam'"):
         load_model(str(write(tmp_path, "vgg.yaml", bad)))
 
@@ -129,8 +156,9 @@ def test_compile_spec_compile_round_trip(path, tmp_path):
     a = compile_model(spec, seed=5, device=device)
     again = ModelSpec.model_validate(a.spec.model_dump(mode="json"))
     b = compile_model(again, seed=5, device=device)
-    assert [(x.name, x.output_shape) for x in a.layers] == [(y.name, y.output_shape)
-                                                            for y in b.layers]
+    assert [(x.name, x.output_shape) for x in a.layers] == [
+        (y.name, y.output_shape) for y in b.layers
+    ]
     assert a.param_counts() == b.param_counts()
     if device == "cpu":
         for (ka, ta), (kb, tb) in zip(a.state_tensors().items(), b.state_tensors().items()):

@@ -27,8 +27,12 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     # output serves as well as the input (one pass: aten's leaky_relu_backward)
     if inplace and negative_slope <= 0:
         raise ValueError("in-place leaky_relu needs negative_slope > 0")
-    return make(out, (input,), lambda g: (
-        aten.leaky_relu_backward(g, out, negative_slope, inplace),), "leaky_relu")
+    return make(
+        out,
+        (input,),
+        lambda g: (aten.leaky_relu_backward(g, out, negative_slope, inplace),),
+        "leaky_relu",
+    )
 
 
 def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
@@ -97,9 +101,7 @@ def softmax(input: Tensor, dim: int = -1) -> Tensor:
 def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
     out = torch.log_softmax(input.data, dim)
     # dx = g - softmax * sum(g)
-    return make(
-        out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax"
-    )
+    return make(out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax")
 
 
 ACTIVATIONS = {

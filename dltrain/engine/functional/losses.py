@@ -54,9 +54,14 @@ def _unrows(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return g.reshape(moved).movedim(-1, 1)
 
 
-def _index_coeffs(target: torch.Tensor, C: int, weight: torch.Tensor | None,
-                  ignore_index: int, smoothing: float, dtype: torch.dtype,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _index_coeffs(
+    target: torch.Tensor,
+    C: int,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A (M, C) for class-index targets, and the 'mean' denominator sum_i w_{t_i}."""
     t = target.reshape(-1)
     valid = t != ignore_index
@@ -71,15 +76,23 @@ def _index_coeffs(target: torch.Tensor, C: int, weight: torch.Tensor | None,
     A = torch.zeros(t.shape[0], C, dtype=dtype, device=t.device)
     A.scatter_(1, safe.unsqueeze(1), ((1.0 - smoothing) * w_t).unsqueeze(1))
     if smoothing:
-        row = w_row.unsqueeze(0) if w_row is not None else torch.ones(1, C, dtype=dtype,
-                                                                       device=t.device)
+        row = (
+            w_row.unsqueeze(0)
+            if w_row is not None
+            else torch.ones(1, C, dtype=dtype, device=t.device)
+        )
         A += (smoothing / C) * row * valid.unsqueeze(1).to(dtype)
     return A, w_t.sum()
 
 
-def cross_entropy(input: Tensor, target: Tensor | torch.Tensor, weight: Any = None,
-                  ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    input: Tensor,
+    target: Tensor | torch.Tensor,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Softmax cross-entropy from logits; targets are class indices or class probabilities."""
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
@@ -140,28 +153,42 @@ def cross_entropy(input: Tensor, target: Tensor | torch.Tensor, weight: Any = No
     return make(out, parents, vjp, "cross_entropy")
 
 
-def _cross_entropy_fused(input: Tensor, T: torch.Tensor, W: torch.Tensor | None,
-                         ignore_index: int, reduction: str, smoothing: float) -> Tensor:
+def _cross_entropy_fused(
+    input: Tensor,
+    T: torch.Tensor,
+    W: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    smoothing: float,
+) -> Tensor:
     """The Triton kernel: per-row losses and lse forward, the logits' gradient backward."""
     X = input.data
     if T.shape != (X.shape[0],):
-        raise ValueError(f"cross_entropy: input {tuple(X.shape)} needs class-index targets of "
-                         f"shape ({X.shape[0]},), got {tuple(T.shape)}")
+        raise ValueError(
+            f"cross_entropy: input {tuple(X.shape)} needs class-index targets of "
+            f"shape ({X.shape[0]},), got {tuple(T.shape)}"
+        )
     rows, lse, wt = K_ce.cross_entropy_fwd(X, T, W, ignore_index, smoothing)
     denom = wt.sum()
     out = {"mean": rows.sum() / denom, "sum": rows.sum()}.get(reduction, rows).to(X.dtype)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
         gf = g.float()
-        g_rows = {"mean": (gf / denom).expand(X.shape[0]),
-                  "sum": gf.expand(X.shape[0])}.get(reduction, gf)
+        g_rows = {"mean": (gf / denom).expand(X.shape[0]), "sum": gf.expand(X.shape[0])}.get(
+            reduction, gf
+        )
         return (K_ce.cross_entropy_bwd(X, T, W, ignore_index, smoothing, lse, g_rows),)
 
     return make(out, (input,), vjp, "cross_entropy")
 
 
-def nll_loss(input: Tensor, target: Tensor | torch.Tensor, weight: Any = None,
-             ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def nll_loss(
+    input: Tensor,
+    target: Tensor | torch.Tensor,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
     """Negative log-likelihood of log-probabilities `input` at class indices `target`."""
     _check_reduction(reduction)
     X = input.data
@@ -205,8 +232,9 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return _reduce(ops.abs(input - target), reduction)
 
 
-def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean",
-               delta: float = 1.0) -> Tensor:
+def huber_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0
+) -> Tensor:
     """0.5 d^2 where |d| < delta, delta (|d| - delta/2) beyond."""
     target = _const(target, input)
     _same_shape("huber_loss", input, target)
@@ -216,15 +244,18 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean",
     return _reduce(loss, reduction)
 
 
-def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None,
-                         reduction: str = "mean") -> Tensor:
+def binary_cross_entropy(
+    input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean"
+) -> Tensor:
     """-w (t log x + (1 - t) log(1 - x)) on probabilities, logs clamped at -100 as torch."""
     target = _const(target, input)
     _same_shape("binary_cross_entropy", input, target)
     X = input.data
     if X.numel() and X.device.type == "cpu" and bool(((X < 0) | (X > 1)).any()):
-        raise ValueError("binary_cross_entropy: inputs must be probabilities in [0, 1]; "
-                         "use binary_cross_entropy_with_logits for raw scores")
+        raise ValueError(
+            "binary_cross_entropy: inputs must be probabilities in [0, 1]; "
+            "use binary_cross_entropy_with_logits for raw scores"
+        )
     log_x = ops.clamp(ops.log(input), min=-100)
     log_1mx = ops.clamp(ops.log(1 - input), min=-100)
     loss = -(target * log_x + (1 - target) * log_1mx)
@@ -233,8 +264,13 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None,
     return _reduce(loss, reduction)
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Any = None,
-                                     reduction: str = "mean", pos_weight: Any = None) -> Tensor:
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Any = None,
+    reduction: str = "mean",
+    pos_weight: Any = None,
+) -> Tensor:
     """Stable sigmoid + BCE: (1 - t) x + (1 + (pw - 1) t) (log(1 + e^-|x|) + max(-x, 0))."""
     target = _const(target, input)
     _same_shape("binary_cross_entropy_with_logits", input, target)
@@ -249,8 +285,9 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Any 
     return _reduce(loss, reduction)
 
 
-def kl_div(input: Tensor, target: Tensor, reduction: str = "mean",
-           log_target: bool = False) -> Tensor:
+def kl_div(
+    input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False
+) -> Tensor:
     """KL(target || exp(input)) with `input` log-probabilities; 'batchmean' divides by N."""
     target = _const(target, input)
     if log_target:

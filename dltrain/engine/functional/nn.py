@@ -56,14 +56,23 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return make(out, parents, vjp, "linear")
 
 
-def bias_act(input: Tensor, bias: Tensor | None, act: str = "relu", p: float = 0.0,
-             seed: int = 0, slope: float = 0.01) -> Tensor:
+def bias_act(
+    input: Tensor,
+    bias: Tensor | None,
+    act: str = "relu",
+    p: float = 0.0,
+    seed: int = 0,
+    slope: float = 0.01,
+) -> Tensor:
     """act(input + bias) with dropout from a seed, fused (Triton) on 2-D inputs; the dropout
     mask is regenerated in the backward instead of stored."""
     X = input.data
     B = bias.data if bias is not None else None
-    y = K_ba.bias_act_fwd(X, B, act, p, seed, slope) if use_triton(X) else \
-        K_ba.bias_act_fwd_reference(X, B, act, p, seed, slope)
+    y = (
+        K_ba.bias_act_fwd(X, B, act, p, seed, slope)
+        if use_triton(X)
+        else K_ba.bias_act_fwd_reference(X, B, act, p, seed, slope)
+    )
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         fn = K_ba.bias_act_bwd if use_triton(X) else K_ba.bias_act_bwd_reference
@@ -73,8 +82,9 @@ def bias_act(input: Tensor, bias: Tensor | None, act: str = "relu", p: float = 0
     return make(y, (input,) if bias is None else (input, bias), vjp, "bias_act")
 
 
-def _resolve_padding(padding: str | IntOrSeq, kernel: Sequence[int], dilation: list[int],
-                     stride: list[int], nd: int) -> tuple[list[int], list[int] | None]:
+def _resolve_padding(
+    padding: str | IntOrSeq, kernel: Sequence[int], dilation: list[int], stride: list[int], nd: int
+) -> tuple[list[int], list[int] | None]:
     """Symmetric padding for the conv, plus an extra F.pad when 'same' is asymmetric."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -95,8 +105,16 @@ def _resolve_padding(padding: str | IntOrSeq, kernel: Sequence[int], dilation: l
     return _tuple(padding, nd), None
 
 
-def _conv(input: Tensor, weight: Tensor, bias: Tensor | None, stride: IntOrSeq,
-          padding: str | IntOrSeq, dilation: IntOrSeq, groups: int, nd: int) -> Tensor:
+def _conv(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrSeq,
+    padding: str | IntOrSeq,
+    dilation: IntOrSeq,
+    groups: int,
+    nd: int,
+) -> Tensor:
     X, W = input.data, weight.data
     if X.dim() != nd + 2:
         raise ValueError(f"conv{nd}d expects a {nd + 2}-D input, got shape {tuple(X.shape)}")
@@ -124,19 +142,40 @@ def _conv(input: Tensor, weight: Tensor, bias: Tensor | None, stride: IntOrSeq,
     return make(out, parents, vjp, f"conv{nd}d")
 
 
-def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntOrSeq = 1,
-           padding: str | IntOrSeq = 0, dilation: IntOrSeq = 1, groups: int = 1) -> Tensor:
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrSeq = 1,
+    padding: str | IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    groups: int = 1,
+) -> Tensor:
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntOrSeq = 1,
-           padding: str | IntOrSeq = 0, dilation: IntOrSeq = 1, groups: int = 1) -> Tensor:
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrSeq = 1,
+    padding: str | IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    groups: int = 1,
+) -> Tensor:
     return _conv(input, weight, bias, stride, padding, dilation, groups, 2)
 
 
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
-                     stride: IntOrSeq = 1, padding: IntOrSeq = 0, output_padding: IntOrSeq = 0,
-                     groups: int = 1, dilation: IntOrSeq = 1) -> Tensor:
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrSeq = 1,
+    padding: IntOrSeq = 0,
+    output_padding: IntOrSeq = 0,
+    groups: int = 1,
+    dilation: IntOrSeq = 1,
+) -> Tensor:
     """Transposed convolution; weight (in, out/groups, kh, kw) as in torch."""
     X, W = input.data, weight.data
     if X.dim() != 4 or X.shape[1] != W.shape[0]:
@@ -160,8 +199,14 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
     return make(out, parents, vjp, "conv_transpose2d")
 
 
-def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
-               padding: IntOrSeq = 0, dilation: IntOrSeq = 1, ceil_mode: bool = False) -> Tensor:
+def max_pool2d(
+    input: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    ceil_mode: bool = False,
+) -> Tensor:
     X = input.data
     k = _tuple(kernel_size, 2)
     st = _tuple(stride, 2) if stride else k
@@ -175,9 +220,15 @@ def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: IntOrSeq | None = N
     )
 
 
-def avg_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
-               padding: IntOrSeq = 0, ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: int | None = None) -> Tensor:
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
     X = input.data
     k = _tuple(kernel_size, 2)
     st = _tuple(stride, 2) if stride else k
@@ -195,8 +246,13 @@ def adaptive_avg_pool2d(input: Tensor, output_size: IntOrSeq) -> Tensor:
     )
 
 
-def _affine_norm_vjp(g: torch.Tensor, xhat: torch.Tensor, invstd: torch.Tensor,
-                     w: torch.Tensor | None, dims: tuple[int, ...]) -> torch.Tensor:
+def _affine_norm_vjp(
+    g: torch.Tensor,
+    xhat: torch.Tensor,
+    invstd: torch.Tensor,
+    w: torch.Tensor | None,
+    dims: tuple[int, ...],
+) -> torch.Tensor:
     """Input gradient of y = xhat * w + b, xhat = (x - mean(x)) / sqrt(var(x) + eps).
 
     dx = invstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g w, means over the
@@ -208,10 +264,16 @@ def _affine_norm_vjp(g: torch.Tensor, xhat: torch.Tensor, invstd: torch.Tensor,
     return invstd * (gh - m1 - xhat * m2)
 
 
-def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
-               running_var: Tensor | torch.Tensor | None, weight: Tensor | None = None,
-               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5) -> Tensor:
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | torch.Tensor | None,
+    running_var: Tensor | torch.Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """Normalise over every dim but the channels (dim 1). Training updates running stats
     in place (running_var with the unbiased variance, as torch).
 
@@ -225,22 +287,27 @@ def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
     C = X.shape[1]
     rm, rv = _data(running_mean), _data(running_var)
     if training and X.numel() // C <= 1:
-        raise ValueError(f"batch_norm in training needs more than one value per channel, got "
-                         f"input shape {tuple(X.shape)}")
+        raise ValueError(
+            f"batch_norm in training needs more than one value per channel, got "
+            f"input shape {tuple(X.shape)}"
+        )
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
     W = weight.data if weight is not None else None
     B = bias.data if bias is not None else None
     if training and use_triton(X) and W is not None and B is not None:
         return _batch_norm_fused(input, weight, bias, rm, rv, momentum, eps)
-    out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum,
-                                                         eps)
+    out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum, eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        mask = [input.requires_grad, weight is not None and weight.requires_grad,
-                bias is not None and bias.requires_grad]
-        gx, gw, gb = aten.native_batch_norm_backward(g, X, W, rm, rv, save_mean, save_invstd,
-                                                     training, eps, mask)
+        mask = [
+            input.requires_grad,
+            weight is not None and weight.requires_grad,
+            bias is not None and bias.requires_grad,
+        ]
+        gx, gw, gb = aten.native_batch_norm_backward(
+            g, X, W, rm, rv, save_mean, save_invstd, training, eps, mask
+        )
         res: list[torch.Tensor | None] = [gx]
         if weight is not None:
             res.append(gw)
@@ -252,9 +319,17 @@ def batch_norm(input: Tensor, running_mean: Tensor | torch.Tensor | None,
     return make(out, parents, vjp, "batch_norm")
 
 
-def _batch_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, rm: torch.Tensor | None,
-                      rv: torch.Tensor | None, momentum: float, eps: float,
-                      act: str = "none", slope: float = 0.01) -> Tensor:
+def _batch_norm_fused(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    rm: torch.Tensor | None,
+    rv: torch.Tensor | None,
+    momentum: float,
+    eps: float,
+    act: str = "none",
+    slope: float = 0.01,
+) -> Tensor:
     """Training batch norm (+ activation) through the Triton kernel."""
     X, W, B = input.data, weight.data, bias.data
     y, mean, rstd = K_bn.batch_norm_act_fwd(X, W, B, eps, act, slope)
@@ -270,11 +345,17 @@ def _batch_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, rm: torch.Ten
     return make(y, (input, weight, bias), vjp, "batch_norm")
 
 
-def layer_norm(input: Tensor, normalized_shape: IntOrSeq, weight: Tensor | None = None,
-               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def layer_norm(
+    input: Tensor,
+    normalized_shape: IntOrSeq,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     X = input.data
-    shape = _tuple(normalized_shape, 1) if isinstance(normalized_shape, int) else list(
-        normalized_shape)
+    shape = (
+        _tuple(normalized_shape, 1) if isinstance(normalized_shape, int) else list(normalized_shape)
+    )
     k = len(shape)
     if list(X.shape[-k:]) != shape:
         raise ValueError(
@@ -319,8 +400,9 @@ def _layer_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, n: int, eps: 
     return make(y.reshape(X.shape), (input, weight, bias), vjp, "layer_norm")
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True,
-            generator: torch.Generator | None = None) -> Tensor:
+def dropout(
+    input: Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None
+) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p); identity in eval.
 
     Pass a seeded `torch.Generator` for reproducible masks.
@@ -339,8 +421,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True,
     return make(X * mask, (input,), lambda g: (g * mask,), "dropout")
 
 
-def embedding(input: Tensor | torch.Tensor, weight: Tensor,
-              padding_idx: int | None = None) -> Tensor:
+def embedding(
+    input: Tensor | torch.Tensor, weight: Tensor, padding_idx: int | None = None
+) -> Tensor:
     """Rows of `weight` picked by integer `input`; the padding row gets no gradient."""
     idx = _data(input)
     W = weight.data
@@ -372,9 +455,12 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
     return make(out, (input,), lambda g: (TF.pad(g, [-p for p in pad]),), "pad")
 
 
-def interpolate(input: Tensor, size: IntOrSeq | None = None,
-                scale_factor: float | Sequence[float] | None = None,
-                mode: str = "nearest") -> Tensor:
+def interpolate(
+    input: Tensor,
+    size: IntOrSeq | None = None,
+    scale_factor: float | Sequence[float] | None = None,
+    mode: str = "nearest",
+) -> Tensor:
     """Nearest-neighbour resize of (N, C, L) or (N, C, H, W) inputs."""
     if mode != "nearest":
         raise NotImplementedError(f"interpolate mode {mode!r}: only 'nearest' is supported")
@@ -383,9 +469,15 @@ def interpolate(input: Tensor, size: IntOrSeq | None = None,
     if nd not in (1, 2):
         raise ValueError(f"interpolate expects a 3-D or 4-D input, got {tuple(X.shape)}")
     out = TF.interpolate(X, size=size, scale_factor=scale_factor, mode="nearest")
-    scales = [None] * nd if scale_factor is None else (
-        [float(scale_factor)] * nd if isinstance(scale_factor, (int, float))
-        else [float(s) for s in scale_factor])
+    scales = (
+        [None] * nd
+        if scale_factor is None
+        else (
+            [float(scale_factor)] * nd
+            if isinstance(scale_factor, (int, float))
+            else [float(s) for s in scale_factor]
+        )
+    )
     backward = aten.upsample_nearest1d_backward if nd == 1 else aten.upsample_nearest2d_backward
     return make(
         out,

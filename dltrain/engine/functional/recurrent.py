@@ -48,8 +48,9 @@ ACTS: dict[str, tuple[Fn, Fn]] = {  # name -> (f, f' from the output y)
 
 def _act(name: str) -> tuple[Fn, Fn]:
     if name not in ACTS:
-        raise ValueError(f"recurrent activation '{name}' is not supported; use one of "
-                         f"{', '.join(ACTS)}")
+        raise ValueError(
+            f"recurrent activation '{name}' is not supported; use one of {', '.join(ACTS)}"
+        )
     return ACTS[name]
 
 
@@ -69,16 +70,22 @@ def _check(input: Tensor, w_hh: Tensor, gates: int, what: str) -> None:
     X, W = input.data, w_hh.data
     H = W.shape[1]
     if X.dim() != 3 or W.dim() != 2 or W.shape[0] != gates * H:
-        raise ValueError(f"{what}: input must be (N, T, D) and w_hh ({gates}*H, H), got "
-                         f"{tuple(X.shape)} and {tuple(W.shape)}")
+        raise ValueError(
+            f"{what}: input must be (N, T, D) and w_hh ({gates}*H, H), got "
+            f"{tuple(X.shape)} and {tuple(W.shape)}"
+        )
 
 
 def _time_major(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(0, 1).contiguous()
 
 
-def _h_prev(out: torch.Tensor, order: list[int], prev: Callable[[int], int | None],
-            mask: torch.Tensor | None) -> torch.Tensor:
+def _h_prev(
+    out: torch.Tensor,
+    order: list[int],
+    prev: Callable[[int], int | None],
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
     """(T, N, H): the (masked) state each step read."""
     hp = torch.zeros_like(out)
     for t in order:
@@ -88,9 +95,16 @@ def _h_prev(out: torch.Tensor, order: list[int], prev: Callable[[int], int | Non
     return hp
 
 
-def rnn(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-        b_hh: Tensor | None = None, activation: str = "tanh", reverse: bool = False,
-        h_mask: torch.Tensor | None = None) -> Tensor:
+def rnn(
+    input: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    activation: str = "tanh",
+    reverse: bool = False,
+    h_mask: torch.Tensor | None = None,
+) -> Tensor:
     """Elman RNN over (N, T, D) -> (N, T, H): h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T
     + b_hh)."""
     _check(input, w_hh, 1, "rnn")
@@ -117,10 +131,17 @@ def rnn(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
     return make(out.transpose(0, 1), (p, w_hh), vjp, "rnn")
 
 
-def lstm(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-         b_hh: Tensor | None = None, activation: str = "tanh",
-         recurrent_activation: str = "sigmoid", reverse: bool = False,
-         h_mask: torch.Tensor | None = None) -> Tensor:
+def lstm(
+    input: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    activation: str = "tanh",
+    recurrent_activation: str = "sigmoid",
+    reverse: bool = False,
+    h_mask: torch.Tensor | None = None,
+) -> Tensor:
     """LSTM over (N, T, D) -> (N, T, H), torch's gate order and math."""
     _check(input, w_hh, 4, "lstm")
     a, da_ = _act(activation)
@@ -160,8 +181,9 @@ def lstm(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
                 i, fg, gg, o = r(zi), r(zf), a(zg), r(zo)
                 ac = a(cs[t])
                 dc = dc + dh * o * da_(ac)
-                dgates = torch.cat([dc * gg * dr_(i), dc * c_prev * dr_(fg), dc * i * da_(gg),
-                                    dh * ac * dr_(o)], 1)
+                dgates = torch.cat(
+                    [dc * gg * dr_(i), dc * c_prev * dr_(fg), dc * i * da_(gg), dh * ac * dr_(o)], 1
+                )
                 dc = dc * fg
             dP[t] = dgates
             dh = dgates @ W if h_mask is None else (dgates @ W) * h_mask
@@ -171,10 +193,17 @@ def lstm(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
     return make(out.transpose(0, 1), (p, w_hh), vjp, "lstm")
 
 
-def gru(input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-        b_hh: Tensor | None = None, activation: str = "tanh",
-        recurrent_activation: str = "sigmoid", reverse: bool = False,
-        h_mask: torch.Tensor | None = None) -> Tensor:
+def gru(
+    input: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    activation: str = "tanh",
+    recurrent_activation: str = "sigmoid",
+    reverse: bool = False,
+    h_mask: torch.Tensor | None = None,
+) -> Tensor:
     """GRU over (N, T, D) -> (N, T, H), torch's gate order (r, z, n) and math (the reset
     gate multiplies W_hn h + b_hn, Keras's reset_after=True)."""
     _check(input, w_hh, 3, "gru")

@@ -22,13 +22,20 @@ from .activations import sigmoid, tanh
 from .nn import linear
 
 
-def _gates(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-           b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
+def _gates(
+    input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+) -> tuple[Tensor, Tensor]:
     return linear(input, w_ih, b_ih), linear(hx, w_hh, b_hh)
 
 
-def lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor,
-              b_ih: Tensor | None = None, b_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def lstm_cell(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """One LSTM step: gates i, f, g, o; c' = f c + i g; h' = o tanh(c')."""
     h, c = hx
     gi, gh = _gates(input, h, w_ih, w_hh, b_ih, b_hh)
@@ -40,8 +47,14 @@ def lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tens
     return h_next, c_next
 
 
-def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-             b_hh: Tensor | None = None) -> Tensor:
+def gru_cell(
+    input: Tensor,
+    hx: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> Tensor:
     """One GRU step: r, z, n gates; n = tanh(W_in x + b_in + r (W_hn h + b_hn));
     h' = (1 - z) n + z h."""
     gi, gh = _gates(input, hx, w_ih, w_hh, b_ih, b_hh)
@@ -55,18 +68,29 @@ def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor
     return (1 - z) * n + z * hx
 
 
-def rnn_tanh_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor,
-                  b_ih: Tensor | None = None, b_hh: Tensor | None = None) -> Tensor:
+def rnn_tanh_cell(
+    input: Tensor,
+    hx: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> Tensor:
     """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
     gi, gh = _gates(input, hx, w_ih, w_hh, b_ih, b_hh)
     return tanh(gi + gh)
 
 
-def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
-                                 attn_mask: Tensor | torch.Tensor | None = None,
-                                 dropout_p: float = 0.0, is_causal: bool = False,
-                                 scale: float | None = None,
-                                 generator: torch.Generator | None = None) -> Tensor:
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """softmax(Q K^T * scale + mask) V over (..., L, E) queries and (..., S, E) keys.
 
     A boolean mask marks the positions that may be attended (True = keep), as in torch;
@@ -108,15 +132,22 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             dP = dP * drop
         dS = P * (dP - (dP * P).sum(-1, keepdim=True))
         gq = ops.unbroadcast((dS @ K) * sc, Q.shape) if query.requires_grad else None
-        gk = ops.unbroadcast((dS.transpose(-1, -2) @ Q) * sc, K.shape) if key.requires_grad \
-            else None
+        gk = (
+            ops.unbroadcast((dS.transpose(-1, -2) @ Q) * sc, K.shape) if key.requires_grad else None
+        )
         return gq, gk, gv
 
     return make(out, (query, key, value), vjp, "scaled_dot_product_attention")
 
 
-def _attention_fused(query: Tensor, key: Tensor, value: Tensor, mask: torch.Tensor | None,
-                     causal: bool, scale: float | None) -> Tensor:
+def _attention_fused(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> Tensor:
     """Flash attention (Triton): O and the row log-sum-exp forward, tiled backward."""
     Q, K, V = query.data, key.data, value.data
     shape = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2])
@@ -125,8 +156,11 @@ def _attention_fused(query: Tensor, key: Tensor, value: Tensor, mask: torch.Tens
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
         dq, dk, dv = K_attn.attention_bwd(g, Qb, Kb, Vb, out, lse, mask, causal, scale)
-        return (ops.unbroadcast(dq, Q.shape), ops.unbroadcast(dk, K.shape),
-                ops.unbroadcast(dv, V.shape))
+        return (
+            ops.unbroadcast(dq, Q.shape),
+            ops.unbroadcast(dk, K.shape),
+            ops.unbroadcast(dv, V.shape),
+        )
 
     return make(out, (query, key, value), vjp, "scaled_dot_product_attention")
 
@@ -144,8 +178,7 @@ def _lstm_gates_fused(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     def from_c(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return K_rnn.lstm_gates_bwd(torch.zeros_like(C), g, G, C, c_next)
 
-    return (make(h_next, (gates, c), from_h, "lstm_h"),
-            make(c_next, (gates, c), from_c, "lstm_c"))
+    return (make(h_next, (gates, c), from_h, "lstm_h"), make(c_next, (gates, c), from_c, "lstm_c"))
 
 
 def _gru_gates_fused(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:

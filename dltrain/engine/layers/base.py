@@ -104,15 +104,15 @@ class Layer:
     def activation(self) -> str | None:
         return getattr(self.spec, "activation", None)
 
-    def add_param(self, name: str, shape: Shape, init: str, fan_in: int, fan_out: int,
-                  ctx: BuildContext) -> Tensor:
+    def add_param(
+        self, name: str, shape: Shape, init: str, fan_in: int, fan_out: int, ctx: BuildContext
+    ) -> Tensor:
         from ..init import INITIALIZERS
 
         if str(ctx.device) == "meta":  # shapes and counts only (summary): no memory, no init
             data = torch.empty(shape, dtype=ctx.dtype, device="meta")
         else:
-            data = INITIALIZERS[init](shape, fan_in, fan_out, ctx.generator, ctx.dtype,
-                                      ctx.device)
+            data = INITIALIZERS[init](shape, fan_in, fan_out, ctx.generator, ctx.dtype, ctx.device)
         t = Tensor(data, requires_grad=bool(self.spec.trainable), name=f"{self.name}.{name}")
         self.params[name] = t
         return t
@@ -145,7 +145,12 @@ def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
 
 def need_rank(layer: Layer, shape: Shape, rank: int, what: str) -> None:
     if len(shape) != rank:
-        raise ShapeError(f"{layer.spec.type} needs a {what} input per sample, got shape "
-                         f"{keras_shape(shape)}" + (
-                             "; add a Reshape first" if len(shape) < rank else
-                             "; add a Flatten or GlobalAveragePooling2D first"))
+        raise ShapeError(
+            f"{layer.spec.type} needs a {what} input per sample, got shape "
+            f"{keras_shape(shape)}"
+            + (
+                "; add a Reshape first"
+                if len(shape) < rank
+                else "; add a Flatten or GlobalAveragePooling2D first"
+            )
+        )

@@ -25,8 +25,9 @@ from .base import (
 )
 
 
-def _plan_padding(layer: Layer, sizes: Shape, k: tuple, s: tuple, d: tuple) -> tuple[
-        list[int], list[int] | None]:
+def _plan_padding(
+    layer: Layer, sizes: Shape, k: tuple, s: tuple, d: tuple
+) -> tuple[list[int], list[int] | None]:
     """(symmetric padding, extra pad list for F.pad or None) for Keras 'same'/'valid'."""
     if layer.spec.padding == "valid":
         return [0] * len(sizes), None
@@ -53,30 +54,44 @@ class _ConvND(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         nd = self.nd
-        need_rank(self, shape, nd + 1, "(height, width, channels)" if nd == 2 else
-                  "(steps, channels)")
+        need_rank(
+            self, shape, nd + 1, "(height, width, channels)" if nd == 2 else "(steps, channels)"
+        )
         sp = self.spec
         c_in = shape[0]
         groups = getattr(sp, "groups", 1)
         if c_in % groups or sp.filters % groups:
-            raise ShapeError(f"groups={groups} must divide the input channels ({c_in}) and "
-                             f"filters ({sp.filters})")
+            raise ShapeError(
+                f"groups={groups} must divide the input channels ({c_in}) and "
+                f"filters ({sp.filters})"
+            )
         k, s, d = pair(sp.kernel_size, nd), pair(sp.strides, nd), pair(sp.dilation_rate, nd)
         self.k, self.s, self.d, self.groups = k, s, d, groups
         self.pad, self.extra = _plan_padding(self, shape[1:], k, s, d)
         rf = math.prod(k)
-        self.add_param("kernel", (sp.filters, c_in // groups) + k, sp.kernel_initializer,
-                       c_in // groups * rf, sp.filters * rf, ctx)
+        self.add_param(
+            "kernel",
+            (sp.filters, c_in // groups) + k,
+            sp.kernel_initializer,
+            c_in // groups * rf,
+            sp.filters * rf,
+            ctx,
+        )
         if sp.use_bias:
-            self.add_param("bias", (sp.filters,), sp.bias_initializer, c_in * rf,
-                           sp.filters * rf, ctx)
-        sizes = [n + (sum(self.extra[2 * (nd - 1 - i):2 * (nd - 1 - i) + 2]) if self.extra
-                      else 0) for i, n in enumerate(shape[1:])]
-        out = tuple(_out_size(n, ki, si, p, di) for n, ki, si, p, di in
-                    zip(sizes, k, s, self.pad, d))
+            self.add_param(
+                "bias", (sp.filters,), sp.bias_initializer, c_in * rf, sp.filters * rf, ctx
+            )
+        sizes = [
+            n + (sum(self.extra[2 * (nd - 1 - i) : 2 * (nd - 1 - i) + 2]) if self.extra else 0)
+            for i, n in enumerate(shape[1:])
+        ]
+        out = tuple(
+            _out_size(n, ki, si, p, di) for n, ki, si, p, di in zip(sizes, k, s, self.pad, d)
+        )
         if any(o <= 0 for o in out):
-            raise ShapeError(f"kernel {k} does not fit the input {shape[1:]} with padding "
-                             f"'{sp.padding}'")
+            raise ShapeError(
+                f"kernel {k} does not fit the input {shape[1:]} with padding '{sp.padding}'"
+            )
         return (sp.filters,) + out
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
@@ -84,8 +99,9 @@ class _ConvND(Layer):
         if self.extra:
             x = F.pad(x, self.extra)
         conv = F.conv2d if self.nd == 2 else F.conv1d
-        return conv(x, self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.d,
-                    self.groups)
+        return conv(
+            x, self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.d, self.groups
+        )
 
 
 @register("Conv2D")
@@ -101,6 +117,7 @@ class Conv1D(_ConvND):
 @register("Conv2DTranspose")
 class Conv2DTranspose(Layer):
     output_unsaved = _ConvND.output_unsaved
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         need_rank(self, shape, 3, "(height, width, channels)")
@@ -124,18 +141,23 @@ class Conv2DTranspose(Layer):
             raise ShapeError(f"output_padding {self.opad} must be smaller than strides {s}")
         rf = math.prod(k)
         # torch layout (in, out, kh, kw); Keras fans: fan_in = filters * rf
-        self.add_param("kernel", (c_in, sp.filters) + k, sp.kernel_initializer,
-                       sp.filters * rf, c_in * rf, ctx)
+        self.add_param(
+            "kernel", (c_in, sp.filters) + k, sp.kernel_initializer, sp.filters * rf, c_in * rf, ctx
+        )
         if sp.use_bias:
-            self.add_param("bias", (sp.filters,), sp.bias_initializer, sp.filters * rf,
-                           c_in * rf, ctx)
-        out = tuple((n - 1) * si - 2 * p + ki + o for n, si, p, ki, o in
-                    zip(shape[1:], s, self.pad, k, self.opad))
+            self.add_param(
+                "bias", (sp.filters,), sp.bias_initializer, sp.filters * rf, c_in * rf, ctx
+            )
+        out = tuple(
+            (n - 1) * si - 2 * p + ki + o
+            for n, si, p, ki, o in zip(shape[1:], s, self.pad, k, self.opad)
+        )
         return (sp.filters,) + out
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return F.conv_transpose2d(xs[0], self.params["kernel"], self.params.get("bias"), self.s,
-                                  self.pad, self.opad)
+        return F.conv_transpose2d(
+            xs[0], self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.opad
+        )
 
 
 class _Pool2D(Layer):
@@ -175,8 +197,9 @@ class AveragePooling2D(_Pool2D):
         # Keras averages over the real pixels only: window sums / window counts
         sums = F.avg_pool2d(F.pad(x, self.pads), self.k, self.s, divisor_override=1)
         ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
-        counts = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(ones, self.pads),
-                                                self.k, self.s, divisor_override=1)
+        counts = torch.nn.functional.avg_pool2d(
+            torch.nn.functional.pad(ones, self.pads), self.k, self.s, divisor_override=1
+        )
         return sums / Tensor(counts)
 
 

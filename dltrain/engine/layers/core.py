@@ -47,8 +47,7 @@ class Dense(Layer):
         x = xs[0]
         if self.activation == "relu" and x.ndim == 2 and use_triton(x.data):
             # matmul, then bias + relu fused in one kernel
-            return F.bias_act(F.linear(x, self.params["kernel"]), self.params.get("bias"),
-                              "relu")
+            return F.bias_act(F.linear(x, self.params["kernel"]), self.params.get("bias"), "relu")
         return super().forward(xs, run)
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
@@ -70,6 +69,7 @@ def add_affine(layer: Layer, c: int, ctx: BuildContext) -> None:
 @register("BatchNormalization")
 class BatchNormalization(Layer):
     output_unsaved = True  # its backward reads the input and the batch statistics
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         c = shape[0]
@@ -82,9 +82,16 @@ class BatchNormalization(Layer):
         # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
         # A frozen layer (trainable: false) runs in inference mode, as in Keras.
         training = run.training and self.spec.trainable
-        return F.batch_norm(xs[0], self.buffers["moving_mean"], self.buffers["moving_variance"],
-                            self.params.get("gamma"), self.params.get("beta"), training,
-                            1.0 - self.spec.momentum, self.spec.epsilon)
+        return F.batch_norm(
+            xs[0],
+            self.buffers["moving_mean"],
+            self.buffers["moving_variance"],
+            self.params.get("gamma"),
+            self.params.get("beta"),
+            training,
+            1.0 - self.spec.momentum,
+            self.spec.epsilon,
+        )
 
 
 @register("LayerNormalization")
@@ -96,8 +103,13 @@ class LayerNormalization(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         x = xs[0]
         c = x.shape[1]
-        y = F.layer_norm(to_channels_last(x), [c], self.params.get("gamma"),
-                         self.params.get("beta"), self.spec.epsilon)
+        y = F.layer_norm(
+            to_channels_last(x),
+            [c],
+            self.params.get("gamma"),
+            self.params.get("beta"),
+            self.spec.epsilon,
+        )
         return to_channels_first(y)
 
 
@@ -133,12 +145,14 @@ class Reshape(Layer):
         known = math.prod(t for t in target if t != -1)
         if -1 in target:
             if n % known:
-                raise ShapeError(f"cannot reshape {keras_shape(shapes[0])} ({n} values) to "
-                                 f"{target}")
+                raise ShapeError(
+                    f"cannot reshape {keras_shape(shapes[0])} ({n} values) to {target}"
+                )
             target[target.index(-1)] = n // known
         elif known != n:
-            raise ShapeError(f"cannot reshape {keras_shape(shapes[0])} ({n} values) to "
-                             f"{target} ({known} values)")
+            raise ShapeError(
+                f"cannot reshape {keras_shape(shapes[0])} ({n} values) to {target} ({known} values)"
+            )
         self.keras_target = tuple(target)
         return engine_shape(self.keras_target)
 
@@ -162,8 +176,11 @@ class Activation(_Elementwise):
 class ReLU(_Elementwise):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         s = self.spec
-        y = F.leaky_relu(xs[0], s.negative_slope, self.inplace) if s.negative_slope else \
-            F.relu(xs[0], self.inplace)
+        y = (
+            F.leaky_relu(xs[0], s.negative_slope, self.inplace)
+            if s.negative_slope
+            else F.relu(xs[0], self.inplace)
+        )
         return y.clamp(max=s.max_value) if s.max_value is not None else y
 
     @property
@@ -198,8 +215,14 @@ class Softmax(_Elementwise):
 class Embedding(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         s = self.spec
-        self.add_param("embeddings", (s.input_dim, s.output_dim), s.embeddings_initializer,
-                       s.input_dim, s.output_dim, ctx)
+        self.add_param(
+            "embeddings",
+            (s.input_dim, s.output_dim),
+            s.embeddings_initializer,
+            s.input_dim,
+            s.output_dim,
+            ctx,
+        )
         return engine_shape(keras_shape(shapes[0]) + (s.output_dim,))
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
@@ -212,8 +235,9 @@ class Add(Layer):
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         if any(s != shapes[0] for s in shapes):
-            raise ShapeError("Add needs equal shapes, got " + ", ".join(
-                str(keras_shape(s)) for s in shapes))
+            raise ShapeError(
+                "Add needs equal shapes, got " + ", ".join(str(keras_shape(s)) for s in shapes)
+            )
         return shapes[0]
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
@@ -232,14 +256,18 @@ class Concatenate(Layer):
         ax = self.spec.axis
         k = ax if ax < 0 else ax - 1  # Keras counts the batch axis
         if not -rank <= k < rank or any(len(s) != rank for s in shapes):
-            raise ShapeError(f"Concatenate axis {ax} does not fit shapes " + ", ".join(
-                str(keras_shape(s)) for s in shapes))
+            raise ShapeError(
+                f"Concatenate axis {ax} does not fit shapes "
+                + ", ".join(str(keras_shape(s)) for s in shapes)
+            )
         k %= rank
         ks = [list(keras_shape(s)) for s in shapes]
         for s in ks:
-            if s[:k] + s[k + 1:] != ks[0][:k] + ks[0][k + 1:]:
-                raise ShapeError("Concatenate needs equal shapes off the axis, got " + ", ".join(
-                    str(tuple(s)) for s in ks))
+            if s[:k] + s[k + 1 :] != ks[0][:k] + ks[0][k + 1 :]:
+                raise ShapeError(
+                    "Concatenate needs equal shapes off the axis, got "
+                    + ", ".join(str(tuple(s)) for s in ks)
+                )
         out = ks[0][:]
         out[k] = sum(s[k] for s in ks)
         # Keras axis k (channels-last, no batch) -> engine dim (with batch)

@@ -30,8 +30,10 @@ def build_loss(spec, model: Model) -> Loss:
     if t in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
         smoothing = getattr(ls, "label_smoothing", 0.0)
         if ls.from_logits or final == "softmax":
-            return Loss(lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing),
-                        logits=final == "softmax")
+            return Loss(
+                lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing),
+                logits=final == "softmax",
+            )
 
         def ce_probs(out: Tensor, y: torch.Tensor) -> Tensor:
             logp = ops.log(out.clamp(EPS, 1 - EPS))
@@ -51,11 +53,16 @@ def build_loss(spec, model: Model) -> Loss:
             return y * (1 - eps) + 0.5 * eps
 
         if ls.from_logits or final == "sigmoid":
-            return Loss(lambda out, y: F.binary_cross_entropy_with_logits(out, target(y, out)),
-                        logits=final == "sigmoid")
-        return Loss(lambda out, y: F.binary_cross_entropy(out.clamp(EPS, 1 - EPS),
-                                                          target(y, out)), logits=False)
+            return Loss(
+                lambda out, y: F.binary_cross_entropy_with_logits(out, target(y, out)),
+                logits=final == "sigmoid",
+            )
+        return Loss(
+            lambda out, y: F.binary_cross_entropy(out.clamp(EPS, 1 - EPS), target(y, out)),
+            logits=False,
+        )
     if t == "kl_divergence":
+
         def kld(out: Tensor, y: torch.Tensor) -> Tensor:
             logp = F.log_softmax(out, 1) if final == "softmax" else ops.log(out.clamp(EPS, 1))
             return F.kl_div(logp, y.to(out.dtype), reduction="batchmean")

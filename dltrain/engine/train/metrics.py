@@ -31,16 +31,23 @@ class MetricState:
         self.abs_err = torch.zeros((), dtype=torch.float64, device=dev)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"loss_sum": self.loss_sum, "count": self.count, "confusion": self.confusion,
-                "topk": self.topk, "sq_err": self.sq_err, "abs_err": self.abs_err}
+        return {
+            "loss_sum": self.loss_sum,
+            "count": self.count,
+            "confusion": self.confusion,
+            "topk": self.topk,
+            "sq_err": self.sq_err,
+            "abs_err": self.abs_err,
+        }
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         for k, v in tensors.items():
             getattr(self, k).copy_(v)
 
     @torch.no_grad()
-    def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor,
-               logits: bool = True) -> None:
+    def update(
+        self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, logits: bool = True
+    ) -> None:
         """out: the model's outputs, logits or probabilities (argmax is the same; a single
         binary unit is thresholded at 0 for logits, 0.5 for probabilities)."""
         b = out.shape[0]
@@ -51,10 +58,10 @@ class MetricState:
                 pred = (out.reshape(-1) > (0.0 if logits else 0.5)).long()
             else:
                 pred = out.argmax(1)
-            yi = y.long().reshape(-1) if not y.is_floating_point() or y.dim() == 1 else \
-                y.argmax(1)
-            self.confusion += torch.bincount(yi * self.n + pred, minlength=self.n * self.n
-                                             ).to(torch.float64)
+            yi = y.long().reshape(-1) if not y.is_floating_point() or y.dim() == 1 else y.argmax(1)
+            self.confusion += torch.bincount(yi * self.n + pred, minlength=self.n * self.n).to(
+                torch.float64
+            )
             for i, k in enumerate(self.ks):
                 top = out.topk(min(k, out.shape[1]), 1).indices
                 self.topk[i] += (top == yi.view(-1, 1)).any(1).sum()
@@ -73,8 +80,9 @@ class MetricState:
             pred_n, true_n = cm.sum(0), cm.sum(1)
             prec = torch.where(pred_n > 0, tp / pred_n.clamp(min=1), torch.zeros_like(tp))
             rec = torch.where(true_n > 0, tp / true_n.clamp(min=1), torch.zeros_like(tp))
-            f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec).clamp(min=1e-12),
-                             torch.zeros_like(tp))
+            f1 = torch.where(
+                prec + rec > 0, 2 * prec * rec / (prec + rec).clamp(min=1e-12), torch.zeros_like(tp)
+            )
             present = true_n > 0
             for m in self.metrics:
                 if m.type == "accuracy":

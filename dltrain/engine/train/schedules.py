@@ -60,13 +60,19 @@ class Schedule:
             if old > s.min_lr:  # already at the floor: nothing left to cut
                 self.factor *= s.factor
                 self.wait, self.cooldown = 0, s.cooldown
-                return f"{s.monitor} stalled; learning rate {old:.3g} -> " \
-                       f"{max(old * s.factor, s.min_lr):.3g}"
+                return (
+                    f"{s.monitor} stalled; learning rate {old:.3g} -> "
+                    f"{max(old * s.factor, s.min_lr):.3g}"
+                )
         return None
 
     def state(self) -> dict[str, Any]:
-        return {"factor": self.factor, "best": self.best, "wait": self.wait,
-                "cooldown": self.cooldown}
+        return {
+            "factor": self.factor,
+            "best": self.best,
+            "wait": self.wait,
+            "cooldown": self.cooldown,
+        }
 
     def load(self, st: dict[str, Any]) -> None:
         self.factor, self.best = st["factor"], st["best"]
@@ -79,8 +85,9 @@ def mode_for(monitor: str, mode: str) -> str:
     return "max" if any(k in monitor for k in ("acc", "precision", "recall", "f1")) else "min"
 
 
-def improved(value: float, best: float | None, mode: str, monitor: str,
-             min_delta: float = 0.0) -> bool:
+def improved(
+    value: float, best: float | None, mode: str, monitor: str, min_delta: float = 0.0
+) -> bool:
     if best is None:
         return True
     if mode_for(monitor, mode) == "max":

@@ -35,8 +35,9 @@ class TBLogger:
         self.w.add_image(tag, hwc, step, dataformats="HWC")
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                 for k, v in hparams.items()}
+        clean = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()
+        }
         self.w.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
     def close(self) -> None:
@@ -44,8 +45,9 @@ class TBLogger:
         self.w.close()
 
 
-def sample_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
-                names: list[str]) -> np.ndarray:
+def sample_grid(
+    images: np.ndarray, true: np.ndarray, pred: np.ndarray, names: list[str]
+) -> np.ndarray:
     """A grid of images (N, H, W, C in any range) captioned 'pred/true', red when wrong."""
     from PIL import Image, ImageDraw
 
@@ -65,8 +67,11 @@ def sample_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
         r, c = divmod(i, cols)
         canvas.paste(tile, (c * cell, r * (cell + cap)))
         label = f"{_name(pred[i], names)}/{_name(true[i], names)}"
-        draw.text((c * cell + 2, r * (cell + cap) + cell), label,
-                  fill=(0, 120, 0) if pred[i] == true[i] else (200, 0, 0))
+        draw.text(
+            (c * cell + 2, r * (cell + cap) + cell),
+            label,
+            fill=(0, 120, 0) if pred[i] == true[i] else (200, 0, 0),
+        )
     return np.asarray(canvas)
 
 
@@ -90,7 +95,10 @@ def confusion_image(cm: np.ndarray, names: list[str]) -> np.ndarray:
             v = int(cm[i, j])
             shade = 255 - int(200 * v / peak)
             x0, y0 = margin + j * cell, margin + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1],
-                           fill=(shade, shade, 255), outline=(220, 220, 220))
+            draw.rectangle(
+                [x0, y0, x0 + cell - 1, y0 + cell - 1],
+                fill=(shade, shade, 255),
+                outline=(220, 220, 220),
+            )
             draw.text((x0 + 4, y0 + 8), str(v), fill="black" if shade > 120 else "white")
     return np.asarray(canvas)

@@ -52,8 +52,9 @@ class Interrupted(DltrainError):
     def __init__(self, signum: int, saved: str | None) -> None:
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name}" + (f"; saved {saved}, continue with --resume"
-                                                 if saved else ""))
+        super().__init__(
+            f"stopped by {name}" + (f"; saved {saved}, continue with --resume" if saved else "")
+        )
 
 
 @dataclass
@@ -72,19 +73,40 @@ def make_optimizer(spec: Any, params: FlatParams) -> Optimizer:
     o = spec.optimizer
     t = o.type
     if t == "sgd":
-        return OPTIMIZERS["SGD"](params, lr=o.learning_rate, momentum=o.momentum,
-                                 nesterov=o.nesterov, weight_decay=o.weight_decay)
+        return OPTIMIZERS["SGD"](
+            params,
+            lr=o.learning_rate,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+        )
     if t in ("adam", "adamw"):
         cls = OPTIMIZERS["AdamW" if t == "adamw" else "Adam"]
-        return cls(params, lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon,
-                   weight_decay=o.weight_decay, amsgrad=o.amsgrad)
+        return cls(
+            params,
+            lr=o.learning_rate,
+            betas=(o.beta_1, o.beta_2),
+            eps=o.epsilon,
+            weight_decay=o.weight_decay,
+            amsgrad=o.amsgrad,
+        )
     if t == "rmsprop":
-        return OPTIMIZERS["RMSprop"](params, lr=o.learning_rate, alpha=o.rho, eps=o.epsilon,
-                                     momentum=o.momentum, centered=o.centered,
-                                     weight_decay=o.weight_decay)
-    return OPTIMIZERS["Adagrad"](params, lr=o.learning_rate, eps=o.epsilon,
-                                 initial_accumulator_value=o.initial_accumulator_value,
-                                 weight_decay=o.weight_decay)
+        return OPTIMIZERS["RMSprop"](
+            params,
+            lr=o.learning_rate,
+            alpha=o.rho,
+            eps=o.epsilon,
+            momentum=o.momentum,
+            centered=o.centered,
+            weight_decay=o.weight_decay,
+        )
+    return OPTIMIZERS["Adagrad"](
+        params,
+        lr=o.learning_rate,
+        eps=o.epsilon,
+        initial_accumulator_value=o.initial_accumulator_value,
+        weight_decay=o.weight_decay,
+    )
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
@@ -120,8 +142,14 @@ def augment(x: torch.Tensor, aug: Any, gen: torch.Generator) -> torch.Tensor:
 class Trainer:
     """Owns the model, optimizer, schedule, generators and accumulators of one run."""
 
-    def __init__(self, spec: Any, model: Model, data: TrainData, device: torch.device,
-                 reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        spec: Any,
+        model: Model,
+        data: TrainData,
+        device: torch.device,
+        reporter: Reporter | None = None,
+    ) -> None:
         self.spec, self.model, self.data, self.device = spec, model, data, device
         self.reporter = reporter or NullReporter()
         tr = spec.train
@@ -134,8 +162,12 @@ class Trainer:
         n = len(data.x)
         self.n_batches = math.ceil(n / tr.batch_size)
         self.steps_per_epoch = math.ceil(self.n_batches / tr.gradient_accumulation_steps)
-        self.schedule = Schedule(spec.optimizer.schedule, spec.optimizer.learning_rate,
-                                 self.steps_per_epoch * tr.epochs, self.steps_per_epoch)
+        self.schedule = Schedule(
+            spec.optimizer.schedule,
+            spec.optimizer.learning_rate,
+            self.steps_per_epoch * tr.epochs,
+            self.steps_per_epoch,
+        )
         gdev = device if device.type == "cuda" else torch.device("cpu")
         self.dropout_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 17)
         self.augment_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 29)
@@ -153,8 +185,9 @@ class Trainer:
     # -- one optimizer step -----------------------------------------------------------------
     def _micro_batch(self, idx: torch.Tensor, scale: float) -> None:
         x, y = self.data.x[idx], self.data.y[idx]
-        if self.data.image and (self.spec.data.augment.random_flip or
-                                self.spec.data.augment.random_crop_padding):
+        if self.data.image and (
+            self.spec.data.augment.random_flip or self.spec.data.augment.random_crop_padding
+        ):
             x = augment(x, self.spec.data.augment, self.augment_gen)
         run = RunContext(training=True, generator=self.dropout_gen)
         out = self.model(Tensor(x), run, logits=self.loss.logits)
@@ -177,8 +210,9 @@ class Trainer:
         log = self.spec.logging
         if self.batch >= self.n_batches and log.tensorboard and log.histograms:
             # the epoch's last step: keep grads for the gradient histograms
-            self.epoch_grads = {k: p.grad.clone() for k, p in self.model.named_parameters()
-                                if p.grad is not None}
+            self.epoch_grads = {
+                k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None
+            }
         self.opt.step()
         self.opt.zero_grad()
         self.global_step += 1
@@ -192,13 +226,14 @@ class Trainer:
         epoch, k = divmod(bad, self.steps_per_epoch)
         order = epoch_order(self.spec.seed, epoch, len(self.data.x), tr.shuffle)
         per = tr.batch_size * tr.gradient_accumulation_steps
-        samples = order[k * per:(k + 1) * per].tolist()
+        samples = order[k * per : (k + 1) * per].tolist()
         shown = ", ".join(map(str, samples[:16])) + (" ..." if len(samples) > 16 else "")
         raise NonFiniteError(
             f"non-finite loss or gradient at step {bad + 1} (epoch {epoch + 1}, batch {k + 1}), "
             f"learning rate {self.schedule.lr(bad):.3g}; training samples of that step: "
             f"[{shown}]. No checkpoint was written after it; the last one is resumable. Try a "
-            "lower learning rate, clipnorm, or check those samples")
+            "lower learning rate, clipnorm, or check those samples"
+        )
 
     def steps_done_in_epoch(self) -> int:
         return -(-self.batch // self.spec.train.gradient_accumulation_steps)
@@ -214,7 +249,7 @@ class Trainer:
             group_end = min(self.batch + accum, self.n_batches)
             scale = 1.0 / (group_end - self.batch)
             for b in range(self.batch, group_end):
-                self._micro_batch(order[b * bs:(b + 1) * bs], scale)
+                self._micro_batch(order[b * bs : (b + 1) * bs], scale)
             self.batch = group_end
             self._optimizer_step()
             on_step()
@@ -222,13 +257,25 @@ class Trainer:
                 return
 
     @no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None,
-                 keep_outputs: bool = False) -> tuple[dict[str, float], MetricState,
-                                                      torch.Tensor | None]:
-        ms = MetricState(list(self.spec.metrics), self.spec.task, self.model.output_shape[0],
-                         self.device)
-        return evaluate_model(self.model, self.loss, ms, x, y,
-                              batch_size or max(self.spec.train.batch_size, 256), keep_outputs)
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None = None,
+        keep_outputs: bool = False,
+    ) -> tuple[dict[str, float], MetricState, torch.Tensor | None]:
+        ms = MetricState(
+            list(self.spec.metrics), self.spec.task, self.model.output_shape[0], self.device
+        )
+        return evaluate_model(
+            self.model,
+            self.loss,
+            ms,
+            x,
+            y,
+            batch_size or max(self.spec.train.batch_size, 256),
+            keep_outputs,
+        )
 
     # -- early stopping ---------------------------------------------------------------------
     def early_stopping(self, logs: dict[str, float]) -> str | None:
@@ -244,19 +291,28 @@ class Trainer:
         st["wait"] += 1
         if st["wait"] >= es.patience:
             self.stop_early = True
-            return (f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
-                    f"(best {st['best']:.4g} at epoch {st['best_epoch'] + 1})")
+            return (
+                f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
+                f"(best {st['best']:.4g} at epoch {st['best_epoch'] + 1})"
+            )
         return None
 
 
 @no_grad()
-def evaluate_model(model: Model, loss: Any, ms: MetricState, x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int, keep_outputs: bool = False):
+def evaluate_model(
+    model: Model,
+    loss: Any,
+    ms: MetricState,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    keep_outputs: bool = False,
+):
     """Loss and metrics over (x, y) in eval mode; optionally the probabilities."""
     outs = []
     run = RunContext(training=False)
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         out = model(Tensor(xb), run, logits=loss.logits)
         ms.update(loss.fn(out, yb).data, out.data, yb, loss.logits)
         if keep_outputs:
