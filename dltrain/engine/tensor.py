@@ -228,21 +228,27 @@ def accumulate_leaf(leaf: Tensor, grad: torch.Tensor) -> None:
 
 
 def _topological(root: Tensor) -> list[Tensor]:
-    """Non-leaf tensors reachable from root, each after every tensor that uses it."""
+    """Non-leaf tensors reachable from root, each after every tensor that uses it.
+
+    Depth-first post-order, reversed. A tensor is marked when it is expanded, not when it
+    is pushed: one pushed early by a consumer may be reached again through a longer path
+    (a residual branch), and it must finish after everything on that path."""
     order: list[Tensor] = []
-    seen: set[int] = {id(root)}
+    done: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
     while stack:
         t, expanded = stack.pop()
         if expanded:
             order.append(t)
             continue
+        if id(t) in done:
+            continue
+        done.add(id(t))
         stack.append((t, True))
         node = t._node
         assert node is not None
         for p in node.parents:
-            if p._node is not None and id(p) not in seen:
-                seen.add(id(p))
+            if p._node is not None and id(p) not in done:
                 stack.append((p, False))
     order.reverse()
     return order

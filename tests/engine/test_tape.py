@@ -12,6 +12,7 @@ from dltrain.engine import Tensor, no_grad
 from dltrain.engine import functional as F
 from dltrain.engine.optim import Adam
 from dltrain.engine.params import FlatParams
+from tests.oracle import check
 
 PKG = pathlib.Path(__file__).resolve().parents[2] / "dltrain"
 
@@ -186,3 +187,40 @@ def test_tensor_api():
     assert d.dtype == torch.float64 and d.requires_grad
     with pytest.raises(TypeError, match="floating point"):
         Tensor(torch.arange(3), requires_grad=True)
+
+
+def test_residual_diamonds_get_every_contribution():
+    """y feeds the sum directly and through a longer branch: backward must wait for the
+    branch (a regression: marking tensors when pushed processed y too early)."""
+    W = torch.randn(6, 6, dtype=torch.float64)
+
+    def eng(x):
+        y = x * 1.5
+        return y + F.linear(F.relu(F.linear(y, Tensor(W))), Tensor(W))
+
+    def ref(x):
+        y = x * 1.5
+        return y + torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(y, W)), W)
+
+    check(eng, ref, torch.randn(3, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_graphs_match_autograd(seed):
+    """Random DAGs of binary and unary ops over shared intermediates."""
+    gen = torch.Generator().manual_seed(seed)
+    plan = [(int(torch.randint(0, 3, (), generator=gen)),
+             [int(torch.randint(0, k + 2, (), generator=gen)) for _ in range(2)])
+            for k in range(12)]
+
+    def build(x, y, ops_):
+        vals = [x, y]
+        for kind, (i, j) in plan:
+            a, b = vals[i % len(vals)], vals[j % len(vals)]
+            vals.append(ops_[kind](a, b))
+        return sum(vals[2:], vals[0] * 0)
+
+    eng_ops = [lambda a, b: a * b, lambda a, b: a + F.tanh(b), lambda a, b: (a - b) * 0.5]
+    ref_ops = [lambda a, b: a * b, lambda a, b: a + torch.tanh(b), lambda a, b: (a - b) * 0.5]
+    x, y = (torch.randn(4, dtype=torch.float64, generator=gen) * 0.5 for _ in range(2))
+    check(lambda a, b: build(a, b, eng_ops), lambda a, b: build(a, b, ref_ops), x, y)
