@@ -192,6 +192,9 @@ def compile_model(
         if cls.n_inputs == 1 and len(inputs) != 1:
             issues.append(Issue(where, f"{label} takes one input, got {len(inputs)}"))
             continue
+        if cls.n_inputs == -1 and not 1 <= len(inputs) <= 3:
+            issues.append(Issue(where, f"{label} takes one to three inputs, got {len(inputs)}"))
+            continue
         if cls.n_inputs == 0 and len(inputs) < 2:
             issues.append(Issue(where, f"{label} merges two or more inputs; list them in `inputs`"))
             continue

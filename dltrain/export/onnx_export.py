@@ -42,7 +42,9 @@ class _Graph:
         from onnx import numpy_helper
 
         name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.inits.append(
+            numpy_helper.from_array(np.array(value, order="C"), name)
+        )  # 0-d stays 0-d
         return name
 
     def op(self, op: str, inputs: list[str], base: str, **attrs: Any) -> str:
@@ -267,6 +269,9 @@ EXPORTERS: dict[str, Callable[[_Graph, Layer, list[str], int], str]] = {
     "Add": lambda g, L, xs, r: g.op("Sum", xs, L.name),
     "Concatenate": lambda g, L, xs, r: g.op("Concat", xs, L.name, axis=L.dim),
 }
+from .onnx_sequence import SEQUENCE_EXPORTERS  # noqa: E402  (it builds on the above)
+
+EXPORTERS.update(SEQUENCE_EXPORTERS)
 WITH_ACTIVATION = ("Dense", "Conv1D", "Conv2D", "Conv2DTranspose", "Activation", "Softmax")
 
 

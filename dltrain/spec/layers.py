@@ -243,6 +243,9 @@ class ConcatenateSpec(_Merge):
     axis: int = Field(-1, description="Axis (channels-last numbering; -1 = channels).")
 
 
+# the sequence layers build on the types above
+from .seq_layers import SEQUENCE_LAYER_SPECS  # noqa: E402
+
 LAYER_SPECS = (
     DenseSpec,
     Conv1DSpec,
@@ -266,7 +269,7 @@ LAYER_SPECS = (
     UpSampling2DSpec,
     AddSpec,
     ConcatenateSpec,
-)
+) + SEQUENCE_LAYER_SPECS
 
 
 class BlockUseSpec(LayerBase):

@@ -209,9 +209,13 @@ def test_residual_diamonds_get_every_contribution():
 def test_random_graphs_match_autograd(seed):
     """Random DAGs of binary and unary ops over shared intermediates."""
     gen = torch.Generator().manual_seed(seed)
-    plan = [(int(torch.randint(0, 3, (), generator=gen)),
-             [int(torch.randint(0, k + 2, (), generator=gen)) for _ in range(2)])
-            for k in range(12)]
+    plan = [
+        (
+            int(torch.randint(0, 3, (), generator=gen)),
+            [int(torch.randint(0, k + 2, (), generator=gen)) for _ in range(2)],
+        )
+        for k in range(12)
+    ]
 
     def build(x, y, ops_):
         vals = [x, y]

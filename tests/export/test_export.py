@@ -95,6 +95,37 @@ train: {epochs: 1, batch_size: 8}
 logging: {tensorboard: false}
 """
 
+SEQUENCE = """\
+name: sequence
+data: {train: {type: npz, path: tokens.npz, x_key: x8}}
+model:
+  input_shape: [8]
+  input_dtype: int64
+  layers:
+    - {type: TokenAndPositionEmbedding, vocabulary_size: 20, sequence_length: 10,
+       embedding_dim: 12, name: emb}
+    - {type: TransformerEncoder, num_heads: 3, intermediate_dim: 16, activation: gelu}
+    - {type: TransformerDecoder, num_heads: 2, intermediate_dim: 16, normalize_first: true}
+    - {type: MultiHeadAttention, num_heads: 2, key_dim: 4, value_dim: 5, use_causal_mask: true,
+       name: att}
+    - {type: MultiHeadAttention, num_heads: 2, key_dim: 3, inputs: [att, emb],
+       output_shape: 10}
+    - {type: Bidirectional, layer: {type: LSTM, units: 6, return_sequences: true}, name: bi}
+    - {type: GRU, units: 5, return_sequences: true, go_backwards: true}
+    - {type: SimpleRNN, units: 4, return_sequences: true, activation: relu, name: rnn}
+    - {type: GlobalMaxPooling1D, inputs: [rnn], name: gmax}
+    - {type: GlobalAveragePooling1D, inputs: [bi], name: gavg}
+    - {type: Bidirectional, layer: {type: GRU, units: 3}, merge_mode: ave, inputs: [bi],
+       name: last}
+    - {type: LSTM, units: 3, go_backwards: true, inputs: [bi], name: lstm_last}
+    - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last]}
+    - {type: Dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: adam
+train: {epochs: 1, batch_size: 8}
+logging: {tensorboard: false}
+"""
+
 
 def _raw_inputs(loaded, n=24):
     rng = np.random.default_rng(0)
@@ -134,11 +165,18 @@ def test_every_config_exports_and_matches_onnxruntime(path, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text", [CATALOGUE, GENERATOR, EMBEDDING], ids=["catalogue", "generator", "embedding"]
+    "text",
+    [CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE],
+    ids=["catalogue", "generator", "embedding", "sequence"],
 )
 def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
     rng = np.random.default_rng(1)
-    np.savez(tmp_path / "tokens.npz", x=rng.integers(0, 20, (40, 6)), y=rng.integers(0, 2, 40))
+    np.savez(
+        tmp_path / "tokens.npz",
+        x=rng.integers(0, 20, (40, 6)),
+        x8=rng.integers(0, 20, (40, 8)),
+        y=rng.integers(0, 2, 40),
+    )
     (tmp_path / "c.yaml").write_text(text)
     run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
     _check_onnx_matches(run, tmp_path)
@@ -146,7 +184,7 @@ def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
 
 def test_catalogue_covers_every_layer_type():
     types = set()
-    for text in (CATALOGUE, GENERATOR, EMBEDDING):
+    for text in (CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE):
         import yaml
 
         types |= {la["type"] for la in yaml.safe_load(text)["model"]["layers"]}

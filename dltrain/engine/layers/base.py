@@ -81,7 +81,7 @@ class Layer:
         self.input_shapes: list[Shape] = []
         self.output_shape: Shape = ()
 
-    n_inputs = 1  # 0 = any number >= 2
+    n_inputs = 1  # 0 = any number >= 2; -1 = one to three
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         """Create weights for these input shapes; return the output shape."""

@@ -1,0 +1,209 @@
+"""MultiHeadAttention (Keras), TokenAndPositionEmbedding and the Transformer encoder and
+decoder blocks (KerasHub), built from the functional API.
+
+Sequences are (N, features, steps) inside the engine; these layers work on (N, steps,
+features) and hand the engine layout back. Projection kernels use torch's layout
+(out, in), one per projection: query, key, value (num_heads * key_dim or value_dim
+outputs) and output.
+"""
+
+from __future__ import annotations
+
+from .. import functional as F
+from ..tensor import Tensor
+from .base import BuildContext, Layer, RunContext, Shape, ShapeError, need_rank, register
+
+
+def _add_dense(
+    layer: Layer, prefix: str, n_in: int, n_out: int, bias: bool, ctx: BuildContext
+) -> None:
+    s = layer.spec
+    layer.add_param(f"{prefix}_kernel", (n_out, n_in), s.kernel_initializer, n_in, n_out, ctx)
+    if bias:
+        layer.add_param(f"{prefix}_bias", (n_out,), s.bias_initializer, n_in, n_out, ctx)
+
+
+def _dense(layer: Layer, prefix: str, x: Tensor) -> Tensor:
+    return F.linear(x, layer.params[f"{prefix}_kernel"], layer.params.get(f"{prefix}_bias"))
+
+
+def add_attention(
+    layer: Layer,
+    heads: int,
+    key_dim: int,
+    value_dim: int,
+    dq: int,
+    dk: int,
+    dv: int,
+    d_out: int,
+    bias: bool,
+    ctx: BuildContext,
+) -> None:
+    _add_dense(layer, "query", dq, heads * key_dim, bias, ctx)
+    _add_dense(layer, "key", dk, heads * key_dim, bias, ctx)
+    _add_dense(layer, "value", dv, heads * value_dim, bias, ctx)
+    _add_dense(layer, "output", heads * value_dim, d_out, bias, ctx)
+
+
+def attend(
+    layer: Layer,
+    q_in: Tensor,
+    k_in: Tensor,
+    v_in: Tensor,
+    heads: int,
+    causal: bool,
+    dropout: float,
+    run: RunContext,
+) -> Tensor:
+    """softmax(Q K^T / sqrt(key_dim)) V per head, heads joined and projected: (N, L, D_q)
+    queries over (N, S, D) keys and values -> (N, L, D_out)."""
+    n, length, _ = q_in.shape
+    s_len = k_in.shape[1]
+
+    def split(t: Tensor, steps: int) -> Tensor:  # (N, T, H*E) -> (N, H, T, E)
+        return t.reshape(n, steps, heads, -1).permute(0, 2, 1, 3)
+
+    q = split(_dense(layer, "query", q_in), length)
+    k = split(_dense(layer, "key", k_in), s_len)
+    v = split(_dense(layer, "value", v_in), s_len)
+    o = F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        dropout_p=dropout if run.training else 0.0,
+        is_causal=causal,
+        generator=run.generator,
+    )
+    o = o.permute(0, 2, 1, 3).reshape(n, length, -1)  # (N, L, H*E_v)
+    return _dense(layer, "output", o)
+
+
+@register("MultiHeadAttention")
+class MultiHeadAttention(Layer):
+    n_inputs = -1  # query; query and value; query, value and key (Keras's call order)
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        for shape in shapes:
+            need_rank(self, shape, 2, "sequence (steps, features)")
+        q, v = shapes[0], shapes[min(1, len(shapes) - 1)]
+        k = shapes[2] if len(shapes) > 2 else v
+        if k[1] != v[1]:
+            raise ShapeError(f"key and value need the same steps, got {k[1]} and {v[1]}")
+        s = self.spec
+        d_out = s.output_shape or q[0]
+        add_attention(
+            self,
+            s.num_heads,
+            s.key_dim,
+            s.value_dim or s.key_dim,
+            q[0],
+            k[0],
+            v[0],
+            d_out,
+            s.use_bias,
+            ctx,
+        )
+        return (d_out, q[1])
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        q = xs[0].permute(0, 2, 1)
+        v = xs[min(1, len(xs) - 1)].permute(0, 2, 1)
+        k = xs[2].permute(0, 2, 1) if len(xs) > 2 else v
+        s = self.spec
+        y = attend(self, q, k, v, s.num_heads, s.use_causal_mask, s.dropout, run)
+        return y.permute(0, 2, 1)
+
+    @property
+    def activation(self) -> str | None:
+        return None
+
+
+@register("TokenAndPositionEmbedding")
+class TokenAndPositionEmbedding(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        s = self.spec
+        if len(shape) != 1 or shape[0] > s.sequence_length:
+            raise ShapeError(
+                f"TokenAndPositionEmbedding needs token ids (steps,) with at most "
+                f"sequence_length={s.sequence_length} steps"
+            )
+        v, d = s.vocabulary_size, s.embedding_dim
+        self.add_param("token_embeddings", (v, d), s.embeddings_initializer, v, d, ctx)
+        self.add_param(
+            "position_embeddings",
+            (s.sequence_length, d),
+            "glorot_uniform",
+            s.sequence_length,
+            d,
+            ctx,
+        )
+        return (d, shape[0])
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        tokens = F.embedding(xs[0], self.params["token_embeddings"])  # (N, T, D)
+        pos = self.params["position_embeddings"][: tokens.shape[1]]
+        return (tokens + pos).permute(0, 2, 1)
+
+
+class _TransformerBlock(Layer):
+    causal = False
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 2, "sequence (steps, features)")
+        s = self.spec
+        d = shape[0]
+        if d % s.num_heads:
+            raise ShapeError(
+                f"{s.type}: {d} features do not split into num_heads={s.num_heads} heads"
+            )
+        head = d // s.num_heads
+        add_attention(self, s.num_heads, head, head, d, d, d, d, True, ctx)
+        for norm in ("attention_norm", "ffn_norm"):
+            self.add_param(f"{norm}_gamma", (d,), "ones", d, d, ctx)
+            self.add_param(f"{norm}_beta", (d,), "zeros", d, d, ctx)
+        _add_dense(self, "ffn_intermediate", d, s.intermediate_dim, True, ctx)
+        _add_dense(self, "ffn_output", s.intermediate_dim, d, True, ctx)
+        return shape
+
+    def _norm(self, name: str, x: Tensor) -> Tensor:
+        p = self.params
+        return F.layer_norm(
+            x, [x.shape[-1]], p[f"{name}_gamma"], p[f"{name}_beta"], self.spec.layer_norm_epsilon
+        )
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        s = self.spec
+        pre = s.normalize_first
+        x = xs[0].permute(0, 2, 1)  # (N, T, D)
+        h = self._norm("attention_norm", x) if pre else x
+        h = attend(self, h, h, h, s.num_heads, self.causal, s.dropout, run)
+        x = x + F.dropout(h, s.dropout, run.training, run.generator)
+        if not pre:
+            x = self._norm("attention_norm", x)
+        h = self._norm("ffn_norm", x) if pre else x
+        h = (
+            F.ACTIVATIONS[s.activation](_dense(self, "ffn_intermediate", h))
+            if s.activation != "linear"
+            else _dense(self, "ffn_intermediate", h)
+        )
+        h = _dense(self, "ffn_output", h)
+        x = x + F.dropout(h, s.dropout, run.training, run.generator)
+        if not pre:
+            x = self._norm("ffn_norm", x)
+        return x.permute(0, 2, 1)
+
+    @property
+    def activation(self) -> str | None:
+        return None
+
+
+@register("TransformerEncoder")
+class TransformerEncoder(_TransformerBlock):
+    pass
+
+
+@register("TransformerDecoder")
+class TransformerDecoder(_TransformerBlock):
+    causal = True
