@@ -29,6 +29,7 @@ class Preprocessor:
     offset: list[float] | None = None  # x' = (x * rescale - offset) * scale
     scale: list[float] | None = None
     classes: list[str] = field(default_factory=list)
+    text: dict[str, Any] | None = None  # tokenizer of a text source: level, lowercase
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +132,15 @@ def check_finite(ds: Dataset, what: str) -> None:
 
 def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
     if ds.y.ndim != 1:
+        if np.issubdtype(ds.y.dtype, np.integer):  # a class per step (language models)
+            bad = (ds.y < 0) | (ds.y >= n_classes)
+            if bad.any():
+                i, j = (int(v) for v in np.argwhere(bad)[0][:2])
+                raise DataError(
+                    f"{ds.where(i)} ({what}), step {j}: token id {int(ds.y[i, j])} is outside "
+                    f"the model's {n_classes} output classes; set the last layer's units to "
+                    "the vocabulary size (data.train.vocabulary_size)"
+                )
         return
     bad = (ds.y < 0) | (ds.y >= n_classes)
     if bad.any():
@@ -143,17 +153,30 @@ def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
         )
 
 
-def _take(ds: Dataset, idx: np.ndarray, what: str) -> Dataset:
+def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -> Dataset:
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
-    return Dataset(x, ds.y[idx], ds.classes, f"{ds.origin} ({what} split)", ds.image, lines)
+    origin = f"{ds.origin} ({what} split)"
+    return Dataset(x, ds.y[idx], ds.classes, origin, ds.image, lines, overlap)
 
 
 def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:
     if fraction <= 0:
         return ds, None
-    order = np.random.default_rng(seed).permutation(len(ds.x))
     n = int(round(len(ds.x) * fraction))
+    if ds.overlap is not None:  # a text: hold out its end, no window shared across the cut
+        keep = len(ds.x) - n - ds.overlap
+        if n == 0 or keep <= 0:
+            raise DataError(
+                f"{ds.origin}: a {what} split of {fraction} leaves an empty split "
+                f"({len(ds.x)} windows, {ds.overlap} dropped at the cut); use a longer text"
+            )
+        cut = np.arange(len(ds.x))
+        return (
+            _take(ds, cut[:keep], "train", ds.overlap),
+            _take(ds, cut[len(ds.x) - n :], what, ds.overlap),
+        )
+    order = np.random.default_rng(seed).permutation(len(ds.x))
     if n == 0 or n == len(ds.x):
         raise DataError(
             f"{ds.origin}: a {what} split of {fraction} leaves an empty split ({len(ds.x)} samples)"
@@ -173,6 +196,10 @@ def load_splits(spec: Any, base_dir: str) -> Splits:
         d.workers,
     )
     train = load(d.train)
+    if d.train.type == "text":  # other splits are encoded with the training vocabulary
+        load = lambda src: load_source(  # noqa: E731
+            src, base_dir, spec.task, shape, vocabulary=train.classes
+        )
     test = load(d.test) if d.test else None
     if test is None and d.test_split:
         train, test = split(train, d.test_split, spec.seed + 1, "test")
@@ -196,6 +223,8 @@ def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
         d.scaling,
         classes=list(train.classes),
     )
+    if d.train.type == "text":
+        pre.text = {"level": d.train.level, "lowercase": d.train.lowercase}
     if spec.model.input_dtype == "float32" and isinstance(train.x, StreamedImages):
         if d.scaling != "none":  # fitted from one streamed pass over the training split
             pre.fit_stream(train.x.iter_chunks())

@@ -31,6 +31,9 @@ class Dataset:
     origin: str = ""
     image: bool = False  # x holds images (N, H, W, C)
     lines: np.ndarray | None = None  # file line of each sample (CSV), for error messages
+    # windows of one text, in order: splits hold out its end, and drop the `overlap` training
+    # windows before the cut that would share tokens with the held-out part
+    overlap: int | None = None
 
     def where(self, i: int) -> str:
         """'file:line' of sample i for a CSV, else 'origin: sample i'."""
@@ -50,9 +53,11 @@ def load_source(
     input_shape: tuple[int, ...],
     max_in_memory_mb: float = 2048,
     workers: int = 2,
+    vocabulary: list[str] | None = None,
 ) -> Dataset:
     """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C) and,
-    when larger than max_in_memory_mb decoded, streamed from disk by worker processes."""
+    when larger than max_in_memory_mb decoded, streamed from disk by worker processes. A
+    text source builds its vocabulary unless given the training text's."""
     if src.type == "image_folder":
         from .images import read_image_folder, scan_image_folder
         from .stream import stream_image_folder
@@ -64,6 +69,8 @@ def load_source(
         else:
             x, y, classes = read_image_folder(root, input_shape)
         return Dataset(x, y, classes, root, image=True)
+    if src.type == "text":
+        return _text(src, base_dir, input_shape, vocabulary)
     loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz, "idx": _idx}[
         src.type
     ]
@@ -73,6 +80,21 @@ def load_source(
     if len(ds.x) != len(ds.y):
         raise DataError(f"{ds.origin}: {len(ds.x)} feature rows but {len(ds.y)} labels")
     return ds
+
+
+def _text(
+    src: Any, base_dir: str, input_shape: tuple[int, ...], vocabulary: list[str] | None
+) -> Dataset:
+    from .text import build_vocabulary, encode, read_text, tokenize, windows
+
+    path = _path(base_dir, src.path)
+    tokens = tokenize(read_text(path), src.level, src.lowercase)
+    if vocabulary is None:
+        vocabulary = build_vocabulary(tokens, src.vocabulary_size)
+    steps = input_shape[0]
+    stride = src.stride or steps
+    x, y = windows(encode(tokens, vocabulary), steps, stride, path)
+    return Dataset(x, y, list(vocabulary), path, overlap=-(-(steps + 1) // stride) - 1)
 
 
 def _builtin(src: Any, base_dir: str, task: str) -> Dataset:

@@ -25,7 +25,10 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
     out = model.output_shape
     loss = spec.loss.type
     problems: list[str] = []
-    if len(out) != 1 and spec.task == "classification":
+    text = spec.data.train.type == "text"
+    if text:
+        problems += _language_model_problems(spec, model)
+    elif len(out) != 1 and spec.task == "classification":
         problems.append(
             f"the model's output has shape {keras_shape(out)} per sample, but "
             f"{loss} needs a flat (units,) output; add a Flatten or "
@@ -70,3 +73,36 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
                 ]
             )
     return model
+
+
+def _language_model_problems(spec: RunSpec, model: Model) -> list[str]:
+    """A text source: one class per step, every token id within the model's tables."""
+    out, vocab = model.output_shape, spec.data.train.vocabulary_size
+    steps = spec.model.input_shape[0]
+    if spec.loss.type != "sparse_categorical_crossentropy":
+        return [
+            f"a language model's targets are token ids: use sparse_categorical_crossentropy, "
+            f"not {spec.loss.type}"
+        ]
+    if len(out) != 2 or out[1] != steps:
+        return [
+            f"a language model predicts the next token at each of the {steps} steps: the "
+            f"output must be ({steps}, {vocab}), got {keras_shape(out)} (recurrent layers "
+            "need return_sequences: true)"
+        ]
+    problems = []
+    if out[0] < vocab:
+        problems.append(
+            f"the last layer has {out[0]} units but data.train.vocabulary_size is "
+            f"{vocab}; make them equal"
+        )
+    for layer in model.layers:
+        size = getattr(layer.spec, "input_dim", None) or getattr(
+            layer.spec, "vocabulary_size", None
+        )
+        if size is not None and size < vocab:
+            problems.append(
+                f"layer '{layer.name}' embeds {size} token ids but "
+                f"data.train.vocabulary_size is {vocab}; make them equal"
+            )
+    return problems

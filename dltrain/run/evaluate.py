@@ -67,7 +67,7 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     ms = MetricState(list(spec.metrics), spec.task, n_out, "cpu")
     metrics, ms, _ = evaluate_model(model, build_loss(spec, model), ms, x, y, 512)
     res = EvalResult(str(loaded.path), split, len(x), metrics)
-    if spec.task == "classification":
+    if spec.task == "classification" and ms.full and ds.y.ndim == 1:  # not per-token
         cm = ms.confusion_matrix().numpy()
         names = pre.classes if len(pre.classes) == len(cm) else [str(i) for i in range(len(cm))]
         res.class_names, res.confusion = names, cm.tolist()

@@ -452,7 +452,44 @@ def load(path: str, overrides: Sequence[str] = ()) -> RunSpec:
     spec = validate(RunSpec, doc)
     spec._source = Source(doc)
     spec.model._source = Source(doc, ("model",))
+    _cross_check(spec, Source(doc))
     return spec
+
+
+def _cross_check(spec: RunSpec, src: Source) -> None:
+    """Rules that span sections (each issue at the key to change)."""
+    issues: list[Issue] = []
+    d, m = spec.data, spec.model
+    text = d.train.type == "text"
+    for key in ("validation", "test"):
+        other = getattr(d, key)
+        if other is not None and (other.type == "text") != text:
+            issues.append(
+                Issue(
+                    src.loc(("data", key, "type")),
+                    f"data.{key} is '{other.type}' but data.train is '{d.train.type}'; use the "
+                    "same kind of source",
+                )
+            )
+    if text:
+        if m.input_dtype != "int64" or len(m.input_shape) != 1:
+            issues.append(
+                Issue(
+                    src.loc(("model", "input_shape")),
+                    "a text source gives windows of token ids: set model.input_shape to "
+                    "[steps] and model.input_dtype to int64",
+                )
+            )
+        if spec.task != "classification":
+            issues.append(
+                Issue(
+                    src.loc(("task",)),
+                    "a text source trains a language model: task must "
+                    "be classification (the next token)",
+                )
+            )
+    if issues:
+        raise SpecError(issues)
 
 
 def load_model(path: str, overrides: Sequence[str] = ()) -> ModelSpec:

@@ -77,8 +77,34 @@ class ImageFolderSource(Spec):
     path: str = Field(description="Folder path, relative to the config file.")
 
 
+class TextSource(Spec):
+    type: Literal["text"] = Field(
+        description="A UTF-8 text file for language modelling: windows of "
+        "model.input_shape[0] tokens, each step's target the next token."
+    )
+    path: str = Field(description="File path, relative to the config file.")
+    level: Literal["char", "word"] = Field("char", description="Tokens: characters or words.")
+    vocabulary_size: Annotated[int, Field(ge=3)] = Field(
+        description="Token ids 0..vocabulary_size-1: 0 padding, 1 unknown, then the training "
+        "text's most frequent tokens (Keras's TextVectorization max_tokens). The embedding's "
+        "size and the last layer's units should equal it."
+    )
+    stride: PosInt | None = Field(
+        None, description="Tokens between window starts; default the window length."
+    )
+    lowercase: bool = Field(False, description="Lower-case the text first.")
+
+
 Source = Annotated[
-    Union[BuiltinSource, SyntheticSource, CsvSource, NpzSource, IdxSource, ImageFolderSource],
+    Union[
+        BuiltinSource,
+        SyntheticSource,
+        CsvSource,
+        NpzSource,
+        IdxSource,
+        ImageFolderSource,
+        TextSource,
+    ],
     Field(discriminator="type"),
 ]
 

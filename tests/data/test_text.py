@@ -1,0 +1,178 @@
+"""Text sources for language models: tokens, vocabulary, windows, held-out ends, errors
+(exit 3 for data, 2 for configs), per-step metrics, and `dltrain generate`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dltrain.data.prepare import split
+from dltrain.data.sources import Dataset
+from dltrain.data.text import build_vocabulary, decode, encode, tokenize, windows
+from dltrain.engine.train.metrics import MetricState
+from dltrain.spec.schema import AccuracySpec, TopKAccuracySpec
+from tests.cli.helpers import dltrain
+
+TEXT = "the cat sat on the mat. the dog sat on the log!\n" * 8
+
+CONFIG = """\
+name: lm
+data:
+  train: {{type: text, path: t.txt, level: {level}, vocabulary_size: {vocab}, stride: 3}}
+  validation_split: 0.2
+model:
+  input_shape: [{steps}]
+  input_dtype: {dtype}
+  layers:
+    - {{type: Embedding, input_dim: {emb}, output_dim: 8}}
+    - {{type: GRU, units: 16, return_sequences: {seqs}}}
+    - {{type: Dense, units: {units}, activation: softmax}}
+loss: sparse_categorical_crossentropy
+optimizer: {{type: adam, learning_rate: 0.02}}
+metrics: [accuracy]
+train: {{epochs: 3, batch_size: 16}}
+logging: {{tensorboard: false}}
+"""
+OK = dict(level="char", vocab=20, steps=12, dtype="int64", emb=20, seqs="true", units=20)
+
+
+def write(tmp_path, text=TEXT, **kw):
+    (tmp_path / "t.txt").write_bytes(text.encode() if isinstance(text, str) else text)
+    (tmp_path / "c.yaml").write_text(CONFIG.format(**{**OK, **kw}))
+
+
+def test_vocabulary_follows_text_vectorization_order():
+    toks = tokenize(TEXT, "word")
+    assert toks[:6] == ["the", "cat", "sat", "on", "the", "mat"] and "." in toks
+    vocab = build_vocabulary(toks, 6)
+    assert vocab == ["", "[UNK]", "the", "on", "sat", "!"]  # by count, ties by code point
+    ids = encode(["the", "zebra", "on"], vocab)
+    assert ids.tolist() == [2, 1, 3]
+    assert decode([2, 3, 5, 0], vocab, "word") == "the on!"
+    assert (
+        decode(
+            encode(list("abca"), build_vocabulary(list("abca"), 10)),
+            build_vocabulary(list("abca"), 10),
+            "char",
+        )
+        == "abca"
+    )
+    assert tokenize("AbC", "char", lowercase=True) == ["a", "b", "c"]
+
+
+def test_windows_predict_the_next_token_at_every_step():
+    ids = np.arange(10)
+    x, y = windows(ids, 4, 3, "t")
+    assert x.tolist() == [[0, 1, 2, 3], [3, 4, 5, 6]]
+    assert (y == x + 1).all()
+
+
+def test_split_holds_out_the_end_without_shared_tokens():
+    ids = np.arange(200)
+    x, y = windows(ids, 10, 3, "t")
+    ds = Dataset(x, y, [], "t", overlap=-(-11 // 3) - 1)
+    train, val = split(ds, 0.2, 0, "validation")
+    assert train.x.max() < val.x.min()  # contiguous, nothing shared, targets included
+    assert train.y.max() < val.x.min()
+    assert len(val.x) == round(len(x) * 0.2)
+
+
+def test_per_step_metrics_count_every_token():
+    out = torch.randn(3, 5, 4)  # (N, classes, steps)
+    y = torch.randint(0, 5, (3, 4))
+    ms = MetricState(
+        [AccuracySpec(type="accuracy"), TopKAccuracySpec(type="top_k_accuracy", k=2)],
+        "classification",
+        5,
+        "cpu",
+    )
+    ms.update(torch.tensor(1.0), out, y)
+    res = ms.results()
+    assert res["accuracy"] == pytest.approx((out.argmax(1) == y).float().mean().item())
+    top2 = out.topk(2, 1).indices
+    assert res["top_2_accuracy"] == pytest.approx((top2 == y[:, None]).any(1).float().mean().item())
+
+
+def test_train_evaluate_generate(tmp_path):
+    write(tmp_path)
+    res = dltrain("train", "c.yaml", "-q", "--run-dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    logs = [json.loads(s) for s in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    ev = dltrain("evaluate", "run", "--data", "validation", "--json", cwd=tmp_path)
+    assert 0 <= json.loads(ev.stdout)["accuracy"] <= 1
+    gen = [
+        dltrain("generate", "run", "--prompt", "the ", "-n", "30", "--seed", s, cwd=tmp_path)
+        for s in ("1", "1", "2")
+    ]
+    assert all(g.returncode == 0 for g in gen), gen[0].stderr
+    assert gen[0].stdout == gen[1].stdout and gen[0].stdout.startswith("the ")
+    assert len(gen[0].stdout.rstrip("\n")) == 34
+    assert set(gen[0].stdout) <= set(TEXT)
+
+
+def test_greedy_generation_takes_the_model_argmax(tmp_path):
+    from dltrain.engine import Tensor
+    from dltrain.run.generate import generate_text
+    from dltrain.run.inference import load_checkpoint
+    from dltrain.run.train import train_run
+
+    write(tmp_path)
+    run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
+    loaded = load_checkpoint(run)
+    vocab = loaded.pre.classes
+    ids = encode(list("the c"), vocab).tolist()
+    x = torch.tensor([ids + [0] * (12 - len(ids))])
+    probs = loaded.model(Tensor(x)).data[0, :, len(ids) - 1]
+    probs[:2] = -1
+    want = vocab[int(probs.argmax())]
+    assert generate_text(str(run), "the c", 1, temperature=0) == "the c" + want
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (b"  \n", "the text is empty"),
+        (b"ok line\nbad \xff byte\n", "t.txt:2: not UTF-8"),
+        (b"tiny", "fewer than one window"),
+    ],
+)
+def test_bad_text_exits_3(tmp_path, text, message):
+    write(tmp_path, text)
+    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    assert res.returncode == 3 and message in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(dtype="float32"), "input_dtype to int64"),
+        (dict(seqs="false"), "return_sequences: true"),
+        (dict(units=10), "the last layer has 10 units"),
+        (dict(emb=10), "embeds 10 token ids"),
+    ],
+)
+def test_config_mismatches_exit_2(tmp_path, kw, message):
+    write(tmp_path, **kw)
+    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_generate_refuses_a_model_without_text(tmp_path):
+    from tests.cli.helpers import ROOT
+
+    res = dltrain(
+        "train",
+        str(ROOT / "configs/iris.yaml"),
+        "-q",
+        "--run-dir",
+        "run",
+        "--set",
+        "train.epochs=1",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0
+    res = dltrain("generate", "run", "--prompt", "x", cwd=tmp_path)
+    assert res.returncode == 2 and "not trained on a text source" in res.stderr
