@@ -38,6 +38,10 @@ def test_cross_entropy():
     t = torch.randint(0, 7, (13,), generator=torch.Generator().manual_seed(1))
     for kw in (dict(), dict(label_smoothing=0.1, reduction="sum"), dict(reduction="none")):
         both(lambda x: F.cross_entropy(x, t, **kw), rand(13, 7))
+    # a class per step, as language models give: (N, C, T) logits, (N, T) targets
+    t3 = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(2))
+    for kw in (dict(), dict(label_smoothing=0.1, reduction="sum")):
+        both(lambda x: F.cross_entropy(x, t3, **kw), rand(3, 7, 5))
 
 
 @needs_interpreter
