@@ -233,6 +233,14 @@ def _train(
         ):
             if ds is not None:
                 check_labels(ds, n_classes, what)
+    if spec.model.load_weights is not None and state is None:
+        from .weights import load_initial_weights
+
+        src = spec._source
+        loc = src.loc(("model", "load_weights")) if src else None
+        load_initial_weights(
+            model, spec.model.load_weights, config_dir(config), str(loc or config), log
+        )
     if str(device) != "cpu":
         from ..engine.model import to_device
 

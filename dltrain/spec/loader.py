@@ -154,6 +154,8 @@ def apply_override(doc: Doc, text: str) -> None:
         if last:
             cur[idx] = value_doc.value  # type: ignore[index]
         else:
+            if isinstance(cur[idx], str):  # a shorthand (`optimizer: adam`) gets keys
+                cur[idx] = {"type": cur[idx]}  # type: ignore[index]
             cur = cur[idx]  # type: ignore[index]
     prefix = tuple(parts)
     for table in (doc.locs, doc.key_locs):

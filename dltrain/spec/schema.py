@@ -425,6 +425,20 @@ class BlockSpec(Spec):
     layers: list[dict[str, Any]] = Field(min_length=1, description="The block's layers.")
 
 
+class LoadWeightsSpec(Spec):
+    path: str = Field(
+        description="Where the weights come from, relative to the config file: a run "
+        "directory (its best checkpoint, else the newest), a checkpoint, an exported bundle "
+        "or a .safetensors file with weights named <layer>.<weight>."
+    )
+    layers: list[str] | None = Field(
+        None, description="Layers to load; default every layer whose name is in the file."
+    )
+    skip_mismatch: bool = Field(
+        False, description="Skip layers whose weight shapes differ instead of failing (Keras)."
+    )
+
+
 class ModelSpec(Spec):
     input_shape: list[PosInt] = Field(
         min_length=1,
@@ -438,6 +452,11 @@ class ModelSpec(Spec):
         description="Reusable blocks; use one with {type: Block, use: NAME, repeat: N}.",
     )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, in order.")
+    load_weights: LoadWeightsSpec | None = Field(
+        None,
+        description="Start from trained weights matched by layer name (transfer learning; "
+        "freeze layers with trainable: false). Resuming a run ignores it.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelSpec:

@@ -183,3 +183,14 @@ def test_schema_command_prints_json_schema(tmp_path):
     assert res.returncode == 0
     schema = json.loads(res.stdout)
     assert schema["title"] == "dltrain config" and "model" in schema["properties"]
+
+
+def test_set_gives_keys_to_a_shorthand(tmp_path):
+    text = BASE.replace(
+        "optimizer: {type: adam, learning_rate: 1e-3, beta_1: 0.8}", "optimizer: sgd"
+    )
+    assert "optimizer: sgd" in text
+    p = write(tmp_path, "c.yaml", text)
+    spec = load(str(p), ["optimizer.learning_rate=0.3", "optimizer.momentum=0.9"])
+    assert spec.optimizer.type == "sgd" and spec.optimizer.learning_rate == 0.3
+    assert spec.optimizer.momentum == 0.9

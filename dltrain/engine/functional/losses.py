@@ -105,8 +105,9 @@ def cross_entropy(
         if X.dim() > 2 and reduction != "none" and T.shape == (X.shape[0],) + X.shape[2:]:
             # a class per step (N, C, d1, ...): rows of C logits, as the kernel reads them
             rows = input.permute(0, *range(2, X.dim()), 1).reshape(-1, C)
-            return _cross_entropy_fused(rows, T.reshape(-1), W, ignore_index, reduction,
-                                        label_smoothing)
+            return _cross_entropy_fused(
+                rows, T.reshape(-1), W, ignore_index, reduction, label_smoothing
+            )
         if X.dim() == 2:
             return _cross_entropy_fused(input, T, W, ignore_index, reduction, label_smoothing)
     X2 = _rows(X)
