@@ -72,3 +72,19 @@ def init(
     text = resources.files("dltrain.templates").joinpath(f"{kind}.yaml").read_text()
     atomic_write_text(output, text)
     out.print(f"wrote {output}; try: dltrain train {output}")
+
+
+@app.command()
+def zoo() -> None:
+    """The model zoo: named blocks a config uses as {type: Block, use: zoo:NAME, ...}."""
+    from rich.table import Table
+
+    from ..spec.loader import zoo_blocks
+
+    table = Table(title="model zoo", title_justify="left", show_lines=True)
+    for col in ("use", "parameters (defaults)", "what it is"):
+        table.add_column(col)
+    for name, block in zoo_blocks().items():
+        params = ", ".join(f"{k}: {v}" for k, v in (block.get("params") or {}).items())
+        table.add_row(name, params or "-", block.get("description", ""))
+    out.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -187,6 +188,21 @@ def _substitute(value: Any, params: dict[str, Any], issues: list[Issue], where: 
     return value
 
 
+class _BlockInput:
+    """What `block_input` names inside a block: the layer before the block (given a name
+    when first asked, if it has none), or the model input."""
+
+    def __init__(self, prev: dict[str, Any] | None, fallback: str) -> None:
+        self.prev, self.fallback = prev, fallback
+
+    def name(self) -> str:
+        if self.prev is None:
+            return "input"
+        if not self.prev.get("name"):
+            self.prev["name"] = self.fallback
+        return str(self.prev["name"])
+
+
 def expand_layers(doc: Doc) -> None:
     """Replace `{type: Block, use: NAME}` entries and `repeat: N` by the layers they stand for.
 
@@ -194,7 +210,7 @@ def expand_layers(doc: Doc) -> None:
     model = doc.value.get("model") if isinstance(doc.value, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
         return
-    blocks = model.get("blocks") or {}
+    blocks = dict(model.get("blocks") or {})
     issues: list[Issue] = []
     out_layers: list[Any] = []
     new_locs: dict[Path, Loc] = {}
@@ -210,7 +226,12 @@ def expand_layers(doc: Doc) -> None:
         out_layers.append(layer)
 
     def walk(
-        items: list[Any], base: Path, params: dict[str, Any], scope: str | None, depth: int
+        items: list[Any],
+        base: Path,
+        params: dict[str, Any],
+        scope: str | None,
+        depth: int,
+        block_input: _BlockInput | None = None,
     ) -> None:
         for j, layer in enumerate(items):
             src = base + (j,)
@@ -236,24 +257,36 @@ def expand_layers(doc: Doc) -> None:
                 for _ in range(reps):
                     if scope and layer.get("name"):
                         layer = dict(layer, name=f"{scope}/{layer['name']}")
-                    if scope and layer.get("inputs"):
+                    if scope and isinstance(layer.get("inputs"), list):
                         layer = dict(
                             layer,
                             inputs=[
-                                f"{scope}/{n}" if n in local_names(items) else n
+                                f"{scope}/{n}"
+                                if n in local_names(items)
+                                else (
+                                    block_input.name() if n == "block_input" and block_input else n
+                                )
                                 for n in layer["inputs"]
                             ],
                         )
                     emit(dict(layer), src)
                 continue
             use = layer.get("use")
+            if isinstance(use, str) and use.startswith("zoo:") and use not in blocks:
+                blocks.update(zoo_blocks())
             if use not in blocks:
                 issues.append(
                     Issue(
                         doc.locs.get(src + ("use",), where),
                         f"unknown block '{use}'"
-                        + suggest(str(use), blocks)
-                        + (" (define it under model.blocks)" if not blocks else ""),
+                        + suggest(
+                            str(use), blocks if not str(use).startswith("zoo:") else zoo_blocks()
+                        )
+                        + (
+                            " (define it under model.blocks, or see `dltrain zoo`)"
+                            if not blocks
+                            else ""
+                        ),
                     )
                 )
                 continue
@@ -278,14 +311,20 @@ def expand_layers(doc: Doc) -> None:
             bparams = {**defaults, **args}
             for _ in range(reps):
                 counters[use] = counters.get(use, 0) + 1
-                inst = layer.get("name") or f"{use}_{counters[use]}"
+                inst = layer.get("name") or f"{use.removeprefix('zoo:')}_{counters[use]}"
+                full = inst if scope is None else f"{scope}/{inst}"
                 walk(
                     block.get("layers") or [],
                     ("model", "blocks", use, "layers"),
                     bparams,
-                    inst if scope is None else f"{scope}/{inst}",
+                    full,
                     depth + 1,
+                    name_block_input(full),
                 )
+
+    def name_block_input(inst: str) -> _BlockInput:
+        prev = out_layers[-1] if out_layers and isinstance(out_layers[-1], dict) else None
+        return _BlockInput(prev, f"{inst}/input")
 
     def local_names(items: list[Any]) -> set[str]:
         return {i.get("name") for i in items if isinstance(i, dict) and i.get("name")}
@@ -299,6 +338,31 @@ def expand_layers(doc: Doc) -> None:
         table.update(new)
     model["layers"] = out_layers
     model.pop("blocks", None)
+
+
+@functools.cache
+def _zoo_files() -> dict[str, Any]:
+    from importlib import resources
+
+    out: dict[str, Any] = {}
+    for f in sorted(resources.files("dltrain.zoo").iterdir(), key=lambda f: f.name):
+        if f.name.endswith(".yaml"):
+            doc = load_text(f.read_text(encoding="utf-8"), f"zoo/{f.name}")
+            for name, block in (doc.value.get("blocks") or {}).items():
+                out[name] = block
+    return out
+
+
+def zoo_blocks() -> dict[str, Any]:
+    """The model zoo's blocks as `zoo:NAME`; inside them `use:` names other zoo blocks."""
+    out = {}
+    for name, block in _zoo_files().items():
+        layers = [
+            dict(la, use=f"zoo:{la['use']}") if la.get("type") == "Block" else la
+            for la in block.get("layers", [])
+        ]
+        out[f"zoo:{name}"] = dict(block, layers=layers)
+    return out
 
 
 # -- shorthands --------------------------------------------------------------------------------

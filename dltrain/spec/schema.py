@@ -422,7 +422,11 @@ class BlockSpec(Spec):
         default_factory=dict,
         description="Parameters and their defaults; layers refer to them as '${name}'.",
     )
-    layers: list[dict[str, Any]] = Field(min_length=1, description="The block's layers.")
+    layers: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="The block's layers; inputs: [block_input] reads what the block reads.",
+    )
+    description: str | None = Field(None, description="What the block is.")
 
 
 class LoadWeightsSpec(Spec):
