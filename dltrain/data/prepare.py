@@ -26,6 +26,7 @@ class Preprocessor:
     input_dtype: str = "float32"
     rescale: float | None = None
     scaling: str = "none"
+    shift: float = 0.0  # Keras Rescaling's offset: x * rescale + shift, before scaling
     offset: list[float] | None = None  # x' = (x * rescale - offset) * scale
     scale: list[float] | None = None
     classes: list[str] = field(default_factory=list)
@@ -73,7 +74,8 @@ class Preprocessor:
 
     def _flat(self, x: np.ndarray) -> np.ndarray:
         x = x.reshape(len(x), -1).astype(np.float64)
-        return x * self.rescale if self.rescale is not None else x
+        x = x * self.rescale if self.rescale is not None else x
+        return x + self.shift if self.shift else x
 
     def shape_raw(self, x: np.ndarray, origin: str) -> np.ndarray:
         want = math.prod(self.input_shape)
@@ -94,6 +96,8 @@ class Preprocessor:
         x = x.astype(np.float32)
         if self.rescale is not None:
             x = x * np.float32(self.rescale)
+        if self.shift:
+            x = x + np.float32(self.shift)
         if self.offset is not None and self.scale is not None:
             shape = (1,) + tuple(self.input_shape)
             x = (x - np.asarray(self.offset, np.float32).reshape(shape)) * np.asarray(
@@ -221,6 +225,7 @@ def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
         spec.model.input_dtype,
         d.rescale,
         d.scaling,
+        shift=d.offset,
         classes=list(train.classes),
     )
     if d.train.type == "text":

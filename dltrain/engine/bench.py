@@ -47,7 +47,9 @@ class Stepper:
         dev = torch.device(device)
         self.model = compile_model(spec.model, seed=spec.seed, device=dev)
         self.loss = build_loss(spec, self.model)
-        self.opt = make_optimizer(spec, FlatParams(self.model.parameters(trainable_only=True)))
+        self.opt = make_optimizer(
+            spec.optimizer, FlatParams(self.model.parameters(trainable_only=True))
+        )
         self.x, self.y = make_batch(spec, self.model, dev)
         self.gen = torch.Generator(device=dev).manual_seed(1)
         self.sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -26,7 +26,9 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
     loss = spec.loss.type
     problems: list[str] = []
     text = spec.data.train.type == "text"
-    if text:
+    if spec.task == "gan":
+        problems += _gan_problems(spec, model, meta)
+    elif text:
         problems += _language_model_problems(spec, model)
     elif len(out) != 1 and spec.task == "classification":
         problems.append(
@@ -105,4 +107,25 @@ def _language_model_problems(spec: RunSpec, model: Model) -> list[str]:
                 f"layer '{layer.name}' embeds {size} token ids but "
                 f"data.train.vocabulary_size is {vocab}; make them equal"
             )
+    return problems
+
+
+def _gan_problems(spec: RunSpec, generator: Model, meta: bool) -> list[str]:
+    """The generator's output is the discriminator's input; the discriminator gives one
+    logit (or a sigmoid probability)."""
+    disc = compile_model(spec.gan.discriminator, spec.seed + 1, device="meta" if meta else "cpu")
+    g_out = keras_shape(generator.output_shape)
+    d_in = tuple(spec.gan.discriminator.input_shape)
+    problems = []
+    if g_out != d_in:
+        problems.append(
+            f"the generator makes {list(g_out)} samples but the discriminator's input_shape "
+            f"is {list(d_in)}; make them equal"
+        )
+    if disc.output_shape != (1,) or disc.final_activation not in (None, "linear", "sigmoid"):
+        problems.append(
+            f"the discriminator must end in one logit (Dense(1), no activation or sigmoid), "
+            f"got output {list(keras_shape(disc.output_shape))} "
+            f"({disc.final_activation or 'linear'})"
+        )
     return problems

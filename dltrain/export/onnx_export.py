@@ -282,6 +282,8 @@ def _preprocess(g: _Graph, loaded: Loaded, x: str) -> str:
     shape = tuple(pre.input_shape)
     if pre.rescale is not None:
         x = g.op("Mul", [x, g.const("rescale", np.float32(pre.rescale))], "pre")
+    if pre.shift:
+        x = g.op("Add", [x, g.const("shift", np.float32(pre.shift))], "pre")
     if pre.offset is not None and pre.scale is not None:
         off = np.asarray(pre.offset, np.float32).reshape((1,) + shape)
         sc = np.asarray(pre.scale, np.float32).reshape((1,) + shape)

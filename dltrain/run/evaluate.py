@@ -17,7 +17,8 @@ from ..data.sources import Dataset, read_npz
 from ..engine.train.losses import build_loss
 from ..engine.train.metrics import MetricState
 from ..engine.train.trainer import evaluate_model
-from ..errors import DataError, DltrainIOError
+from ..errors import ConfigError, DataError
+from ..fsutil import atomic_write_bytes
 from .inference import load_checkpoint, predict_array
 
 
@@ -57,6 +58,11 @@ def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
 def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     loaded = load_checkpoint(path)
     spec, model, pre = loaded.spec, loaded.model, loaded.pre
+    if spec.task == "gan":
+        raise ConfigError(
+            f"{loaded.path}: a GAN has no labels to score; look at its samples with "
+            f"`dltrain generate {path} -o samples.png` or in TensorBoard"
+        )
     ds, split = _dataset(loaded, which)
     check_finite(ds, split)
     n_out = model.output_shape[0]
@@ -115,11 +121,5 @@ def predict_file(path: str, input_path: str, output: str) -> int:
         data = s.getvalue().encode()
     else:
         raise DataError(f"--output {output}: use a .npy or .csv file name")
-    tmp = output + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)
-    except OSError as e:
-        raise DltrainIOError(f"cannot write {output}: {e.strerror}") from None
+    atomic_write_bytes(output, data)
     return len(probs)

@@ -1,4 +1,5 @@
-"""Sample text from a language model trained on a text source.
+"""Sample from a trained generative model: text from a language model trained on a text
+source, images (or vectors) from a GAN's generator.
 
 The model reads a fixed window of `input_shape[0]` tokens. The context (the prompt, then
 what was generated) fills the window from the left, padding after it, and the next token is
@@ -78,3 +79,49 @@ def generate_text(
 
 def _joiner(level: str, ids: list[int], start: int) -> str:
     return " " if level == "word" and len(ids) > start else ""
+
+
+@no_grad()
+def generate_samples(path: str, n: int, seed: int, output: str) -> int:
+    """n samples of a GAN's generator from seeded noise, to a PNG grid or a .npy array
+    (channels-last, the generator's own value range)."""
+    import io
+
+    import numpy as np
+
+    from ..engine.layers.base import to_channels_last
+    from ..engine.train.tblog import tile
+    from ..errors import DataError
+    from ..fsutil import atomic_write_bytes
+
+    loaded = load_checkpoint(path)
+    if loaded.spec.task != "gan":
+        raise ConfigError(f"{loaded.path}: not a GAN run; -o samples come from GAN generators")
+    if n < 1:
+        raise ConfigError("--length (the number of samples) must be at least 1")
+    model = loaded.model
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn((n,) + tuple(model.input_shape), generator=gen)
+    out = to_channels_last(model(Tensor(z), RunContext(training=False))).data.numpy()
+    low = output.lower()
+    if low.endswith(".npy"):
+        buf = io.BytesIO()
+        np.save(buf, out.astype(np.float32), allow_pickle=False)
+        data = buf.getvalue()
+    elif low.endswith(".png"):
+        if out.ndim != 4 or out.shape[-1] not in (1, 3):
+            raise ConfigError(
+                f"the generator makes {list(out.shape[1:])} samples, not images; write a .npy file"
+            )
+        from PIL import Image
+
+        lo = float(out.min())
+        grid = tile(out, lo, max(float(out.max()), lo + 1e-6))
+        img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+    else:
+        raise DataError(f"--output {output}: use a .png (image grid) or .npy file name")
+    atomic_write_bytes(output, data)
+    return n

@@ -25,8 +25,10 @@ from ..data.prepare import (
 )
 from ..engine import checkpoint as ck
 from ..engine.checks import check_run
+from ..engine.model import compile_model
+from ..engine.train.gan import GanTrainer
 from ..engine.train.schedules import improved
-from ..engine.train.tblog import TBLogger, confusion_image, sample_grid
+from ..engine.train.tblog import TBLogger, confusion_image, sample_grid, tile
 from ..engine.train.trainer import Interrupted, Reporter, TrainData, Trainer
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..fsutil import atomic_write_text
@@ -62,6 +64,8 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
 def prepare_data(
     spec: RunSpec, config_path: str | None, device: torch.device, pre: Preprocessor | None = None
 ) -> tuple[TrainData, Preprocessor, Any]:
+    if spec.task == "gan":  # the data are the discriminator's inputs
+        spec = spec.model_copy(update={"model": spec.gan.discriminator})
     splits = load_splits(spec, config_dir(config_path))
     pre = pre or make_preprocessor(spec, splits.train)
 
@@ -90,6 +94,20 @@ def _checkpoint_files(
     trainer_tensors.update({f"metrics.{k}": v for k, v in tr.train_metrics.tensors().items()})
     if tr.es_weights is not None:
         trainer_tensors.update({f"es_best.{k}": v for k, v in tr.es_weights.items()})
+    files: dict[str, bytes] = {}
+    if isinstance(tr, GanTrainer):
+        d_tensors, d_meta = tr.dopt.state_dict()
+        trainer_tensors["rng.noise"] = tr.noise_gen.get_state()
+        files["discriminator.safetensors"] = ck.tensors_bytes(tr.disc.state_tensors())
+        files["discriminator_optimizer.safetensors"] = ck.tensors_bytes(d_tensors)
+        extra = {
+            **extra,
+            "gan": {
+                "optimizer": d_meta,
+                "schedule": tr.dschedule.state(),
+                "preprocessing": tr.data_pre.to_json(),
+            },
+        }
     state = {
         "format": ck.FORMAT_VERSION,
         "dltrain": __version__,
@@ -107,6 +125,7 @@ def _checkpoint_files(
         **extra,
     }
     return {
+        **files,
         "model.safetensors": ck.tensors_bytes(tr.model.state_tensors()),
         "optimizer.safetensors": ck.tensors_bytes(opt_tensors),
         "trainer.safetensors": ck.tensors_bytes(trainer_tensors),
@@ -126,6 +145,13 @@ def _restore(tr: Trainer, ckpt: Path, state: dict[str, Any]) -> None:
     tr.global_step, tr.epoch, tr.batch = state["global_step"], state["epoch"], state["batch"]
     tr.schedule.load(state["schedule"])
     tr.es_state = state["early_stopping"]
+    if isinstance(tr, GanTrainer):
+        tr.disc.load_state_tensors(ck.read_tensors(ckpt / "discriminator.safetensors"))
+        tr.dopt.load_state_dict(
+            ck.read_tensors(ckpt / "discriminator_optimizer.safetensors"), state["gan"]["optimizer"]
+        )
+        tr.dschedule.load(state["gan"]["schedule"])
+        tr.noise_gen.set_state(tt["rng.noise"])
 
 
 class _Signals:
@@ -223,7 +249,12 @@ def _train(
                 "bit-exact continuation is not promised across versions"
             )
     pre = Preprocessor.from_json(state["preprocessing"]) if state else None
+    if state and spec.task == "gan":
+        pre = Preprocessor.from_json(state["gan"]["preprocessing"])
     data, pre, splits = prepare_data(spec, config, device, pre)
+    data_pre = pre
+    if spec.task == "gan":  # predict and export feed the generator noise, unscaled
+        pre = Preprocessor(list(spec.model.input_shape))
     if spec.task == "classification":
         n_classes = max(model.output_shape[0], 2)
         for ds, what in (
@@ -241,11 +272,20 @@ def _train(
         load_initial_weights(
             model, spec.model.load_weights, config_dir(config), str(loc or config), log
         )
+    disc = None
+    if spec.task == "gan":
+        disc = compile_model(spec.gan.discriminator, seed=spec.seed + 1)
     if str(device) != "cpu":
         from ..engine.model import to_device
 
         to_device(model, device)
-    tr = Trainer(spec, model, data, device, reporter)
+        if disc is not None:
+            to_device(disc, device)
+    if disc is not None:
+        tr: Trainer = GanTrainer(spec, model, disc, data, device, reporter)
+        tr.data_pre = data_pre  # type: ignore[attr-defined]
+    else:
+        tr = Trainer(spec, model, data, device, reporter)
     sig.attach(tr)
     if ckpt is not None and state is not None:
         _restore(tr, ckpt, state)
@@ -329,7 +369,11 @@ def _loop(
             tr.epoch += 1
             tr.batch = 0
             mon = cks.monitor if cks.monitor in logs else "loss"
-            is_best = cks.save_best and improved(logs[mon], best.get("value"), cks.mode, mon)
+            is_best = (
+                cks.save_best
+                and spec.task != "gan"  # no loss of a GAN says which epoch is best
+                and improved(logs[mon], best.get("value"), cks.mode, mon)
+            )
             if is_best:
                 best = {
                     "name": f"step-{tr.global_step:08d}",
@@ -392,6 +436,10 @@ def _end_epoch(
             tr.reporter.message(msg)
     if tb is not None:
         tb.scalars("epoch", {**logs, "epoch": tr.epoch + 1}, step)
+        if isinstance(tr, GanTrainer) and spec.logging.images and len(tr.model.output_shape) == 3:
+            imgs = np.moveaxis(tr.samples().float().cpu().numpy(), 1, -1)
+            lo = float(imgs.min())
+            tb.image("samples/generated", tile(imgs, lo, max(float(imgs.max()), lo + 1e-6)), step)
         if spec.logging.histograms:
             tb.histograms({k: p.data for k, p in tr.model.named_parameters()}, "weights", step)
             tb.histograms(tr.epoch_grads, "gradients", step)

@@ -203,11 +203,14 @@ class _BlockInput:
         return str(self.prev["name"])
 
 
-def expand_layers(doc: Doc) -> None:
-    """Replace `{type: Block, use: NAME}` entries and `repeat: N` by the layers they stand for.
+def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
+    """Replace `{type: Block, use: NAME}` entries and `repeat: N` by the layers they stand for,
+    in the model at `root` (the model, or a GAN's discriminator).
 
     Positions of expanded layers point at the block's definition."""
-    model = doc.value.get("model") if isinstance(doc.value, dict) else None
+    model: Any = doc.value
+    for key in root:
+        model = model.get(key) if isinstance(model, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
         return
     blocks = dict(model.get("blocks") or {})
@@ -218,7 +221,7 @@ def expand_layers(doc: Doc) -> None:
     counters: dict[str, int] = {}
 
     def emit(layer: Any, src: Path) -> None:
-        dst = ("model", "layers", len(out_layers))
+        dst = root + ("layers", len(out_layers))
         for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
             for p, loc in table.items():
                 if p[: len(src)] == src:
@@ -315,7 +318,7 @@ def expand_layers(doc: Doc) -> None:
                 full = inst if scope is None else f"{scope}/{inst}"
                 walk(
                     block.get("layers") or [],
-                    ("model", "blocks", use, "layers"),
+                    root + ("blocks", use, "layers"),
                     bparams,
                     full,
                     depth + 1,
@@ -329,11 +332,12 @@ def expand_layers(doc: Doc) -> None:
     def local_names(items: list[Any]) -> set[str]:
         return {i.get("name") for i in items if isinstance(i, dict) and i.get("name")}
 
-    walk(model["layers"], ("model", "layers"), {}, None, 0)
+    walk(model["layers"], root + ("layers",), {}, None, 0)
     if issues:
         raise SpecError(issues)
     for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
-        for p in [p for p in table if p[:2] == ("model", "layers") and len(p) > 2]:
+        n = len(root) + 1
+        for p in [p for p in table if p[:n] == root + ("layers",) and len(p) > n]:
             del table[p]
         table.update(new)
     model["layers"] = out_layers
@@ -506,6 +510,7 @@ def load_doc(path: str, overrides: Sequence[str] = ()) -> Doc:
     for o in overrides:
         apply_override(doc, o)
     expand_layers(doc)
+    expand_layers(doc, ("gan", "discriminator"))
     normalize(doc)
     return doc
 
@@ -518,6 +523,8 @@ def load(path: str, overrides: Sequence[str] = ()) -> RunSpec:
     spec = validate(RunSpec, doc)
     spec._source = Source(doc)
     spec.model._source = Source(doc, ("model",))
+    if spec.gan is not None:
+        spec.gan.discriminator._source = Source(doc, ("gan", "discriminator"))
     _cross_check(spec, Source(doc))
     return spec
 
@@ -537,6 +544,30 @@ def _cross_check(spec: RunSpec, src: Source) -> None:
                     "same kind of source",
                 )
             )
+    if (spec.task == "gan") != (spec.gan is not None):
+        issues.append(
+            Issue(
+                src.loc(("task",) if spec.gan is None else ("gan",)),
+                "task: gan and a `gan` section (the discriminator) go together",
+            )
+        )
+    if spec.task == "gan":
+        for bad, key, msg in (
+            (spec.loss.type != "binary_crossentropy", ("loss",), "loss: binary_crossentropy"),
+            (
+                spec.train.gradient_accumulation_steps != 1,
+                ("train", "gradient_accumulation_steps"),
+                "gradient_accumulation_steps: 1",
+            ),
+            (
+                d.validation is not None or d.validation_split > 0,
+                ("data",),
+                "no validation data (a GAN has no held-out score to watch)",
+            ),
+            (text, ("data", "train", "type"), "images or vectors, not text"),
+        ):
+            if bad:
+                issues.append(Issue(src.loc(key), f"task: gan trains with {msg}"))
     if text:
         if m.input_dtype != "int64" or len(m.input_shape) != 1:
             issues.append(

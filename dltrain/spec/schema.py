@@ -135,6 +135,11 @@ class DataSpec(Spec):
     scaling: Literal["none", "standard", "minmax"] = Field(
         "none", description="Feature scaling fitted on training data."
     )
+    offset: float = Field(
+        0.0,
+        description="Added after rescale (Keras Rescaling's offset): rescale 1/127.5 "
+        "with offset -1 maps pixels to [-1, 1].",
+    )
     rescale: float | None = Field(
         None, description="Multiply inputs by this (Keras Rescaling), before scaling."
     )
@@ -475,14 +480,36 @@ class ModelSpec(Spec):
         return self
 
 
+class GanSpec(Spec):
+    discriminator: ModelSpec = Field(
+        description="The discriminator: the generator's output shape in, one logit out "
+        "(a last Dense(1) without activation, or with sigmoid)."
+    )
+    discriminator_optimizer: OptimizerSpec | None = Field(
+        None, description="The discriminator's optimizer; default a copy of `optimizer`."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="One-sided label smoothing: real images count as "
+        "1 - label_smoothing for the discriminator.",
+    )
+    samples: PosInt = Field(
+        16, description="Images generated from fixed noise into TensorBoard each epoch."
+    )
+
+
 class RunSpec(Spec):
     extends: str | list[str] | None = Field(
         None, description="Base config(s) this one edits: mappings merge, lists are replaced."
     )
     name: str = Field("run", description="Run name; the run directory is runs/<name>.")
     seed: int = Field(0, description="Seed of every random choice (init, shuffling, dropout).")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="What is predicted."
+    task: Literal["classification", "regression", "gan"] = Field(
+        "classification",
+        description="What is learnt: classes, values, or (gan) a generator of data like "
+        "data.train's, trained against the discriminator in `gan`.",
     )
     data: DataSpec = Field(description="Where the data comes from and how it is prepared.")
     model: ModelSpec = Field(description="The network.")
@@ -495,3 +522,8 @@ class RunSpec(Spec):
         default_factory=CheckpointSpec, description="When to save checkpoints and which to keep."
     )
     logging: LoggingSpec = Field(default_factory=LoggingSpec, description="What to log.")
+    gan: GanSpec | None = Field(
+        None,
+        description="task: gan: the discriminator and how it trains; `model` is the "
+        "generator (noise in), `optimizer` its optimizer.",
+    )

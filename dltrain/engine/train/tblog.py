@@ -102,3 +102,19 @@ def confusion_image(cm: np.ndarray, names: list[str]) -> np.ndarray:
             )
             draw.text((x0 + 4, y0 + 8), str(v), fill="black" if shade > 120 else "white")
     return np.asarray(canvas)
+
+
+def tile(images: np.ndarray, low: float = -1.0, high: float = 1.0, scale: int = 4) -> np.ndarray:
+    """(N, H, W, C) images with values in [low, high] -> one uint8 HWC grid, each image
+    enlarged `scale` times (nearest), one pixel of gap."""
+    n, h, w, c = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    x = np.clip((images - low) / (high - low), 0, 1)
+    x = (x * 255).round().astype(np.uint8).repeat(scale, 1).repeat(scale, 2)
+    hh, ww = h * scale + 1, w * scale + 1
+    grid = np.full((rows * hh + 1, cols * ww + 1, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[1 + r * hh : 1 + r * hh + h * scale, 1 + q * ww : 1 + q * ww + w * scale] = x[i]
+    return grid

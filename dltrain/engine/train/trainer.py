@@ -69,8 +69,8 @@ class TrainData:
     classes: list[str] = field(default_factory=list)
 
 
-def make_optimizer(spec: Any, params: FlatParams) -> Optimizer:
-    o = spec.optimizer
+def make_optimizer(o: Any, params: FlatParams) -> Optimizer:
+    """The engine optimizer for an OptimizerSpec over flat parameters."""
     t = o.type
     if t == "sgd":
         return OPTIMIZERS["SGD"](
@@ -158,7 +158,7 @@ class Trainer:
         if not trainable:
             raise DltrainError("every layer is frozen (trainable: false); nothing to train")
         self.flat = FlatParams(trainable)
-        self.opt = make_optimizer(spec, self.flat)
+        self.opt = make_optimizer(spec.optimizer, self.flat)
         n = len(data.x)
         self.n_batches = math.ceil(n / tr.batch_size)
         self.steps_per_epoch = math.ceil(self.n_batches / tr.gradient_accumulation_steps)
