@@ -1,4 +1,4 @@
-"""dltrain against plain PyTorch eager on the four workloads of configs/bench/, side by side.
+"""dltrain against plain PyTorch eager on the workloads of configs/bench/, side by side.
 
     python benchmarks/vs_pytorch.py [--device cpu|cuda] [--steps 50] [--rounds 3] [--json]
 
@@ -28,11 +28,43 @@ sys.path.insert(0, str(ROOT))
 from dltrain.engine.bench import Stepper  # noqa: E402
 from dltrain.spec import load  # noqa: E402
 
-WORKLOADS = ["mlp_seed", "mlp_wide", "cnn", "dcgan_g"]
+WORKLOADS = ["mlp_seed", "mlp_wide", "cnn", "dcgan_g", "char_lstm", "tiny_gpt"]
+
+
+class CharLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lstm = nn.Embedding(48, 32), nn.LSTM(32, 128, batch_first=True)
+        self.head = nn.Linear(128, 48)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.emb(x))[0]).transpose(1, 2)  # (N, classes, steps)
+
+
+class TinyGPT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(48, 64), nn.Embedding(64, 64)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(64, 4, 128, 0.1, batch_first=True, norm_first=True)
+            for _ in range(2)
+        )
+        self.norm, self.head = nn.LayerNorm(64), nn.Linear(64, 48)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tok(x) + self.pos.weight[: x.shape[1]]
+        for b in self.blocks:
+            h = b(h, src_mask=self.mask, is_causal=True)
+        return self.head(self.norm(h)).transpose(1, 2)
 
 
 def torch_model(name: str) -> tuple[nn.Module, tuple, str]:
     """(model, input shape per sample, loss kind) written as a PyTorch user would."""
+    if name == "char_lstm":
+        return CharLSTM(), (48,), "lm"
+    if name == "tiny_gpt":
+        return TinyGPT(), (64,), "lm"
     if name == "mlp_seed":
         return nn.Sequential(nn.Linear(100, 64), nn.ReLU(), nn.Linear(64, 10)), (100,), "ce"
     if name == "mlp_wide":
@@ -93,9 +125,13 @@ class TorchStepper:
         self.forward = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, eps=1e-7)
         self.x = torch.randn(batch, *shape, device=device)
-        if kind == "ce":
-            self.y = torch.randint(0, 10, (batch,), device=device)
+        if kind == "lm":  # token ids in, the next token at every step out
+            self.x = torch.randint(0, 48, (batch, *shape), device=device)
+            self.y = torch.randint(0, 48, (batch, *shape), device=device)
             self.loss_fn: nn.Module = nn.CrossEntropyLoss()
+        elif kind == "ce":
+            self.y = torch.randint(0, 10, (batch,), device=device)
+            self.loss_fn = nn.CrossEntropyLoss()
         else:
             self.y = torch.randn(batch, 3, 64, 64, device=device)
             self.loss_fn = nn.MSELoss()
@@ -128,7 +164,7 @@ def main() -> int:
         spec = load(str(ROOT / "configs" / "bench" / f"{name}.yaml"))
         steps = (
             args.steps * args.rounds
-            if name.startswith("mlp")
+            if name.startswith(("mlp", "char"))
             else max(20, args.steps * args.rounds // 5)
         )
         ours, theirs = (

@@ -25,13 +25,16 @@ from .train.trainer import make_optimizer
 def make_batch(spec: RunSpec, model: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     bs = spec.train.batch_size
+    vocab = getattr(spec.data.train, "vocabulary_size", 2)
     if spec.model.input_dtype == "int64":
-        x = torch.randint(0, 2, (bs, *model.input_shape), generator=g)
+        x = torch.randint(0, vocab, (bs, *model.input_shape), generator=g)
     else:
         x = torch.randn(bs, *model.input_shape, generator=g)
         if x.dim() == 4:  # as the data pipeline delivers images: channels-last memory
             x = x.contiguous(memory_format=torch.channels_last)
-    if spec.task == "classification":
+    if spec.task == "classification" and len(model.output_shape) == 2:  # a class per step
+        y = torch.randint(0, model.output_shape[0], (bs, model.output_shape[1]), generator=g)
+    elif spec.task == "classification":
         y = torch.randint(0, max(model.output_shape[0], 2), (bs,), generator=g)
         if model.output_shape[0] == 1:
             y = y.float()

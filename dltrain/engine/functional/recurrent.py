@@ -44,6 +44,13 @@ ACTS: dict[str, tuple[Fn, Fn]] = {  # name -> (f, f' from the output y)
     "relu": (torch.relu, lambda y: (y > 0).to(y.dtype)),
     "linear": (lambda x: x, torch.ones_like),
 }
+# the same activations writing into a given tensor (no temporary in the time loop)
+INTO: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "tanh": lambda x, out: torch.tanh(x, out=out),
+    "sigmoid": lambda x, out: torch.sigmoid(x, out=out),
+    "relu": lambda x, out: torch.clamp(x, min=0, out=out),
+    "linear": lambda x, out: out.copy_(x),
+}
 
 
 def _act(name: str) -> tuple[Fn, Fn]:
@@ -80,19 +87,14 @@ def _time_major(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(0, 1).contiguous()
 
 
-def _h_prev(
-    out: torch.Tensor,
-    order: list[int],
-    prev: Callable[[int], int | None],
-    mask: torch.Tensor | None,
-) -> torch.Tensor:
-    """(T, N, H): the (masked) state each step read."""
+def _h_prev(out: torch.Tensor, reverse: bool, mask: torch.Tensor | None) -> torch.Tensor:
+    """(T, N, H): the (masked) state each step read; zero for the first step."""
     hp = torch.zeros_like(out)
-    for t in order:
-        p = prev(t)
-        if p is not None:
-            hp[t] = out[p] if mask is None else out[p] * mask
-    return hp
+    if reverse:
+        hp[:-1] = out[1:]
+    else:
+        hp[1:] = out[:-1]
+    return hp if mask is None else hp * mask
 
 
 def rnn(
@@ -125,7 +127,7 @@ def rnn(
         for t in reversed(order):
             dP[t] = da = (G[t] + dh) * df(out[t])
             dh = da @ W if h_mask is None else (da @ W) * h_mask
-        hp = _h_prev(out, order, prev, h_mask)
+        hp = _h_prev(out, reverse, h_mask)
         return dP.transpose(0, 1), dP.reshape(-1, H).t() @ hp.reshape(-1, H)
 
     return make(out.transpose(0, 1), (p, w_hh), vjp, "rnn")
@@ -153,41 +155,53 @@ def lstm(
     fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
     order, prev = _steps(T, reverse)
     out, cs = P.new_empty(T, N, H), P.new_empty(T, N, H)
-    pre = torch.empty_like(P)  # gate pre-activations of every step
+    # fused: the gates' pre-activations (the kernels recompute); else the activated gates
+    # (i, f, g, o) and a(c), so backward recomputes nothing
+    gates_all = torch.empty_like(P)
+    ac_all = P.new_empty(T, N, H) if not fused else None
     h, c = P.new_zeros(N, H), P.new_zeros(N, H)
     for t in order:
-        pre[t] = gates = torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t())
+        gates = torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t())
         if fused:
+            gates_all[t] = gates
             h, c = K_rnn.lstm_gates_fwd(gates, c)
-        else:
-            i, fg, gg, o = gates.chunk(4, 1)
-            c = r(fg) * c + r(i) * a(gg)
-            h = r(o) * a(c)
-        out[t], cs[t] = h, c
+            out[t], cs[t] = h, c
+        else:  # written in place into the saved tensors
+            act = INTO[recurrent_activation](gates, gates_all[t])
+            INTO[activation](gates[:, 2 * H : 3 * H], act[:, 2 * H : 3 * H])
+            i, fg, gg, o = act.chunk(4, 1)
+            c = torch.mul(fg, c, out=cs[t]).addcmul_(i, gg)
+            ac = INTO[activation](c, ac_all[t])  # type: ignore[index]
+            h = torch.mul(o, ac, out=out[t])
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         Gout = _time_major(g)
         dP = torch.empty_like(P)
         dh, dc = P.new_zeros(N, H), P.new_zeros(N, H)
         zero = P.new_zeros(N, H)
+        if not fused:  # every step's gate derivatives in two whole-sequence ops
+            deriv = dr_(gates_all)
+            deriv[:, :, 2 * H : 3 * H] = da_(gates_all[:, :, 2 * H : 3 * H])
+            dac = da_(ac_all)
+        up = P.new_empty(N, G4)  # upstream of each activated gate
         for t in reversed(order):
             pt = prev(t)
             c_prev = cs[pt] if pt is not None else zero
             dh = dh + Gout[t]
             if fused:
-                dgates, dc = K_rnn.lstm_gates_bwd(dh, dc, pre[t], c_prev, cs[t])
+                dgates, dc = K_rnn.lstm_gates_bwd(dh, dc, gates_all[t], c_prev, cs[t])
+                dP[t] = dgates
             else:
-                zi, zf, zg, zo = pre[t].chunk(4, 1)
-                i, fg, gg, o = r(zi), r(zf), a(zg), r(zo)
-                ac = a(cs[t])
-                dc = dc + dh * o * da_(ac)
-                dgates = torch.cat(
-                    [dc * gg * dr_(i), dc * c_prev * dr_(fg), dc * i * da_(gg), dh * ac * dr_(o)], 1
-                )
+                i, fg, gg, o = gates_all[t].chunk(4, 1)
+                dc = torch.addcmul(dc, dh * o, dac[t])
+                torch.mul(dc, gg, out=up[:, :H])
+                torch.mul(dc, c_prev, out=up[:, H : 2 * H])
+                torch.mul(dc, i, out=up[:, 2 * H : 3 * H])
+                torch.mul(dh, ac_all[t], out=up[:, 3 * H :])  # type: ignore[index]
+                dgates = torch.mul(up, deriv[t], out=dP[t])
                 dc = dc * fg
-            dP[t] = dgates
             dh = dgates @ W if h_mask is None else (dgates @ W) * h_mask
-        hp = _h_prev(out, order, prev, h_mask)
+        hp = _h_prev(out, reverse, h_mask)
         return dP.transpose(0, 1), dP.reshape(-1, G4).t() @ hp.reshape(-1, H)
 
     return make(out.transpose(0, 1), (p, w_hh), vjp, "lstm")
@@ -254,7 +268,7 @@ def gru(
                 dh_direct = dh * z
             back = dQ[t] @ W
             dh = dh_direct + (back if h_mask is None else back * h_mask)
-        hp = _h_prev(out, order, prev, h_mask)
+        hp = _h_prev(out, reverse, h_mask)
         dQ2 = dQ.reshape(-1, G3)
         dW = dQ2.t() @ hp.reshape(-1, H)
         return (dP.transpose(0, 1), dW) + ((dQ2.sum(0),) if b_hh is not None else ())
