@@ -18,7 +18,7 @@ from ..engine.train.losses import build_loss
 from ..engine.train.metrics import MetricState
 from ..engine.train.trainer import evaluate_model
 from ..errors import ConfigError, DataError
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, npy_bytes
 from .inference import load_checkpoint, predict_array
 
 
@@ -99,9 +99,7 @@ def predict_file(path: str, input_path: str, output: str) -> int:
     probs = predict_array(loaded, raw, origin=input_path)
     low = output.lower()
     if low.endswith(".npy"):
-        buf = io.BytesIO()
-        np.save(buf, probs.astype(np.float32), allow_pickle=False)
-        data = buf.getvalue()
+        data = npy_bytes(probs)
     elif low.endswith(".csv"):
         s = io.StringIO()
         w = csv.writer(s)

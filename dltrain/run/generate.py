@@ -87,12 +87,10 @@ def generate_samples(path: str, n: int, seed: int, output: str) -> int:
     (channels-last, the generator's own value range)."""
     import io
 
-    import numpy as np
-
     from ..engine.layers.base import to_channels_last
     from ..engine.train.tblog import tile
     from ..errors import DataError
-    from ..fsutil import atomic_write_bytes
+    from ..fsutil import atomic_write_bytes, npy_bytes
 
     loaded = load_checkpoint(path)
     if loaded.spec.task != "gan":
@@ -105,9 +103,7 @@ def generate_samples(path: str, n: int, seed: int, output: str) -> int:
     out = to_channels_last(model(Tensor(z), RunContext(training=False))).data.numpy()
     low = output.lower()
     if low.endswith(".npy"):
-        buf = io.BytesIO()
-        np.save(buf, out.astype(np.float32), allow_pickle=False)
-        data = buf.getvalue()
+        data = npy_bytes(out)
     elif low.endswith(".png"):
         if out.ndim != 4 or out.shape[-1] not in (1, 3):
             raise ConfigError(

@@ -72,6 +72,15 @@ class _Recurrent(Layer):
     def activation(self) -> str | None:
         return None  # the state's activation is inside the recurrence
 
+    def _gates_kw(self, reverse: bool, h_mask: torch.Tensor | None) -> dict:
+        s = self.spec
+        return dict(
+            activation=s.activation,
+            recurrent_activation=s.recurrent_activation,
+            reverse=reverse,
+            h_mask=h_mask,
+        )
+
     def _w(self) -> tuple[Tensor, Tensor, Tensor | None]:
         p = self.params
         return p["kernel"], p["recurrent_kernel"], p.get("bias")
@@ -88,15 +97,7 @@ class LSTM(_Recurrent):
     gates = 4
 
     def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
-        s = self.spec
-        return F.lstm(
-            x,
-            *self._w(),
-            activation=s.activation,
-            recurrent_activation=s.recurrent_activation,
-            reverse=reverse,
-            h_mask=h_mask,
-        )
+        return F.lstm(x, *self._w(), **self._gates_kw(reverse, h_mask))
 
 
 @register("GRU")
@@ -104,15 +105,8 @@ class GRU(_Recurrent):
     gates = 3
 
     def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
-        s = self.spec
         return F.gru(
-            x,
-            *self._w(),
-            self.params.get("recurrent_bias"),
-            activation=s.activation,
-            recurrent_activation=s.recurrent_activation,
-            reverse=reverse,
-            h_mask=h_mask,
+            x, *self._w(), self.params.get("recurrent_bias"), **self._gates_kw(reverse, h_mask)
         )
 
 

@@ -20,7 +20,6 @@ from ...errors import DltrainError
 from .. import functional as F
 from ..layers.base import RunContext
 from ..model import Model
-from ..optim import clip_grad_norm_, clip_grad_value_
 from ..params import FlatParams
 from ..tensor import Tensor, no_grad
 from .schedules import Schedule
@@ -128,15 +127,7 @@ class GanTrainer(Trainer):
         self._last_loss = g_loss.data
 
     def _discriminator_step(self, loss: torch.Tensor) -> None:
-        o = self.dspec
-        self.dflat.sync_grads()
-        g = self.dflat.grad
-        if o.clipnorm:
-            clip_grad_norm_(g, o.clipnorm)
-        if o.clipvalue:
-            clip_grad_value_(g, o.clipvalue)
-        bad = ~(torch.isfinite(loss) & torch.isfinite(g.sum()))
-        self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
+        self._gradients_ready(self.dflat, self.dspec, loss)
         self.dopt.lr = self.dschedule.lr(self.global_step)
         self.dopt.step()
         self.dopt.zero_grad()

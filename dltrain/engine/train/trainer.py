@@ -196,16 +196,20 @@ class Trainer:
         self.train_metrics.update(loss.data, out.data, y, self.loss.logits)
         self._last_loss = loss.data
 
-    def _optimizer_step(self) -> None:
-        o = self.spec.optimizer
-        self.flat.sync_grads()
-        g = self.flat.grad
+    def _gradients_ready(self, flat: FlatParams, o: Any, loss: torch.Tensor) -> None:
+        """Gather the flat gradient, clip it as the optimizer spec asks, and remember (on the
+        device, no sync) the first step whose loss or gradient is not finite."""
+        flat.sync_grads()
+        g = flat.grad
         if o.clipnorm:
             clip_grad_norm_(g, o.clipnorm)
         if o.clipvalue:
             clip_grad_value_(g, o.clipvalue)
-        bad = ~(torch.isfinite(self._last_loss) & torch.isfinite(g.sum()))
+        bad = ~(torch.isfinite(loss) & torch.isfinite(g.sum()))
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
+
+    def _optimizer_step(self) -> None:
+        self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
         self.opt.lr = self.schedule.lr(self.global_step)
         log = self.spec.logging
         if self.batch >= self.n_batches and log.tensorboard and log.histograms:
