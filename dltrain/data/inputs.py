@@ -13,8 +13,12 @@ from .images import IMAGE_EXTENSIONS, read_image
 from .sources import read_npz
 
 
-def read_inputs(path: str, spec: Any) -> np.ndarray:
-    """Raw samples from `path`, unscaled, as the user has them."""
+def read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
+    """Raw samples from `path`, unscaled, as the user has them. A model trained on a text
+    folder reads text: a .txt file (a sample per line) or a folder of .txt files."""
+    text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
+    if text is not None:
+        return _texts(path, text, pre.input_shape[0])
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
@@ -97,3 +101,23 @@ def _is_float(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _texts(path: str, text: dict[str, Any], steps: int) -> np.ndarray:
+    from .text import encode_documents, read_text
+
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.lower().endswith(".txt"))
+        if not files:
+            raise DataError(f"{path}: no .txt files to predict")
+        docs = [read_text(os.path.join(path, f), allow_empty=True) for f in files]
+    elif path.lower().endswith(".txt"):
+        if not os.path.isfile(path):
+            raise DataError(f"input file not found: {path}")
+        docs = read_text(path).splitlines()
+    else:
+        raise DataError(
+            f"{path}: this model reads text; give a .txt file (a sample per line) or a folder "
+            "of .txt files"
+        )
+    return encode_documents(docs, text["vocabulary"], steps, text["level"], text["lowercase"])

@@ -161,7 +161,8 @@ def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
     origin = f"{ds.origin} ({what} split)"
-    return Dataset(x, ds.y[idx], ds.classes, origin, ds.image, lines, overlap)
+    paths = [ds.paths[i] for i in idx] if ds.paths is not None else None
+    return Dataset(x, ds.y[idx], ds.classes, origin, ds.image, lines, overlap, ds.vocabulary, paths)
 
 
 def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:
@@ -200,9 +201,9 @@ def load_splits(spec: Any, base_dir: str) -> Splits:
         d.workers,
     )
     train = load(d.train)
-    if d.train.type == "text":  # other splits are encoded with the training vocabulary
+    if train.vocabulary is not None:  # other splits are encoded with the training vocabulary
         load = lambda src: load_source(  # noqa: E731
-            src, base_dir, spec.task, shape, vocabulary=train.classes
+            src, base_dir, spec.task, shape, vocabulary=train.vocabulary
         )
     test = load(d.test) if d.test else None
     if test is None and d.test_split:
@@ -228,8 +229,14 @@ def make_preprocessor(spec: Any, train: Dataset) -> Preprocessor:
         shift=d.offset,
         classes=list(train.classes),
     )
-    if d.train.type == "text":
+    if d.train.type == "text":  # a language model: its classes are the vocabulary
         pre.text = {"level": d.train.level, "lowercase": d.train.lowercase}
+    elif d.train.type == "text_folder":
+        pre.text = {
+            "level": d.train.level,
+            "lowercase": d.train.lowercase,
+            "vocabulary": train.vocabulary,
+        }
     if spec.model.input_dtype == "float32" and isinstance(train.x, StreamedImages):
         if d.scaling != "none":  # fitted from one streamed pass over the training split
             pre.fit_stream(train.x.iter_chunks())

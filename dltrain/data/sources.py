@@ -34,9 +34,14 @@ class Dataset:
     # windows of one text, in order: splits hold out its end, and drop the `overlap` training
     # windows before the cut that would share tokens with the held-out part
     overlap: int | None = None
+    vocabulary: list[str] | None = None  # token table of a text folder
+    paths: list[str] | None = None  # file of each sample (text folders), for error messages
 
     def where(self, i: int) -> str:
-        """'file:line' of sample i for a CSV, else 'origin: sample i'."""
+        """'file:line' of sample i for a CSV, the file for a text folder, else
+        'origin: sample i'."""
+        if self.paths is not None:
+            return self.paths[i]
         if self.lines is not None:
             return f"{self.origin.split(' (')[0]}:{int(self.lines[i])}: sample {i}"
         return f"{self.origin}: sample {i}"
@@ -71,6 +76,8 @@ def load_source(
         return Dataset(x, y, classes, root, image=True)
     if src.type == "text":
         return _text(src, base_dir, input_shape, vocabulary)
+    if src.type == "text_folder":
+        return _text_folder(src, base_dir, input_shape, vocabulary)
     loader = {"builtin": _builtin, "synthetic": _synthetic, "csv": _csv, "npz": _npz, "idx": _idx}[
         src.type
     ]
@@ -94,7 +101,22 @@ def _text(
     steps = input_shape[0]
     stride = src.stride or steps
     x, y = windows(encode(tokens, vocabulary), steps, stride, path)
-    return Dataset(x, y, list(vocabulary), path, overlap=-(-(steps + 1) // stride) - 1)
+    overlap = -(-(steps + 1) // stride) - 1
+    return Dataset(x, y, list(vocabulary), path, overlap=overlap, vocabulary=list(vocabulary))
+
+
+def _text_folder(
+    src: Any, base_dir: str, input_shape: tuple[int, ...], vocabulary: list[str] | None
+) -> Dataset:
+    from .text import build_vocabulary, encode_documents, read_text_folder, tokenize
+
+    root = _path(base_dir, src.path)
+    texts, paths, y, classes = read_text_folder(root)
+    if vocabulary is None:
+        tokens = [t for text in texts for t in tokenize(text, src.level, src.lowercase)]
+        vocabulary = build_vocabulary(tokens, src.vocabulary_size)
+    x = encode_documents(texts, vocabulary, input_shape[0], src.level, src.lowercase)
+    return Dataset(x, y, classes, root, vocabulary=list(vocabulary), paths=paths)
 
 
 def _builtin(src: Any, base_dir: str, task: str) -> Dataset:

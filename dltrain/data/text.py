@@ -20,7 +20,7 @@ WORD = re.compile(r"\w+|[^\w\s]")
 NO_SPACE_BEFORE = re.compile(r"\s+([.,;:!?)\]}'])")
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, allow_empty: bool = False) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -36,7 +36,7 @@ def read_text(path: str) -> str:
             f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save the file "
             "as UTF-8"
         ) from None
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise DataError(f"{path}: the text is empty")
     return text
 
@@ -75,3 +75,38 @@ def windows(ids: np.ndarray, steps: int, stride: int, origin: str) -> tuple[np.n
         )
     idx = (np.arange(n) * stride)[:, None] + np.arange(steps)
     return ids[idx], ids[idx + 1]
+
+
+def read_text_folder(root: str) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """(texts, file paths, labels, class names) of a folder with one subfolder per class."""
+    import os
+
+    if not os.path.isdir(root):
+        raise DataError(f"text folder not found: {root}")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise DataError(f"{root}: no class subfolders (expected one folder per class)")
+    texts, paths, labels = [], [], []
+    for label, cls in enumerate(classes):
+        folder = os.path.join(root, cls)
+        for name in sorted(os.listdir(folder)):
+            if name.lower().endswith(".txt"):
+                path = os.path.join(folder, name)
+                texts.append(read_text(path, allow_empty=True))
+                paths.append(path)
+                labels.append(label)
+    if not texts:
+        raise DataError(f"{root}: no .txt files in the class folders")
+    return texts, paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def encode_documents(
+    texts: list[str], vocabulary: list[str], steps: int, level: str, lowercase: bool
+) -> np.ndarray:
+    """(N, steps) token ids: each text's first `steps` tokens, padded with 0 after (as
+    TextVectorization's output_sequence_length does)."""
+    out = np.zeros((len(texts), steps), dtype=np.int64)
+    for i, text in enumerate(texts):
+        ids = encode(tokenize(text, level, lowercase)[:steps], vocabulary)
+        out[i, : len(ids)] = ids
+    return out

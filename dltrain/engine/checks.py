@@ -37,6 +37,8 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
             "GlobalAveragePooling2D before the final Dense layers"
         )
     elif spec.task == "classification":
+        if spec.data.train.type == "text_folder":
+            problems += _embedding_problems(model, spec.data.train.vocabulary_size)
         if loss not in CLASSIFICATION_LOSSES:
             problems.append(
                 f"task 'classification' needs a classification loss (one of "
@@ -98,6 +100,12 @@ def _language_model_problems(spec: RunSpec, model: Model) -> list[str]:
             f"the last layer has {out[0]} units but data.train.vocabulary_size is "
             f"{vocab}; make them equal"
         )
+    return problems + _embedding_problems(model, vocab)
+
+
+def _embedding_problems(model: Model, vocab: int) -> list[str]:
+    """Every embedding table holds every token id of the text source."""
+    problems = []
     for layer in model.layers:
         size = getattr(layer.spec, "input_dim", None) or getattr(
             layer.spec, "vocabulary_size", None

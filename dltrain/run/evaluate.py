@@ -95,7 +95,7 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
 
 def predict_file(path: str, input_path: str, output: str) -> int:
     loaded = load_checkpoint(path)
-    raw = read_inputs(input_path, loaded.spec)
+    raw = read_inputs(input_path, loaded.spec, loaded.pre)
     probs = predict_array(loaded, raw, origin=input_path)
     low = output.lower()
     if low.endswith(".npy"):

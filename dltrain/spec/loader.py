@@ -534,9 +534,14 @@ def _cross_check(spec: RunSpec, src: Source) -> None:
     issues: list[Issue] = []
     d, m = spec.data, spec.model
     text = d.train.type == "text"
+    texts = ("text", "text_folder")
     for key in ("validation", "test"):
         other = getattr(d, key)
-        if other is not None and (other.type == "text") != text:
+        if (
+            other is not None
+            and other.type != d.train.type
+            and (other.type in texts or d.train.type in texts)
+        ):
             issues.append(
                 Issue(
                     src.loc(("data", key, "type")),
@@ -568,15 +573,23 @@ def _cross_check(spec: RunSpec, src: Source) -> None:
         ):
             if bad:
                 issues.append(Issue(src.loc(key), f"task: gan trains with {msg}"))
-    if text:
+    if d.train.type in texts:
         if m.input_dtype != "int64" or len(m.input_shape) != 1:
             issues.append(
                 Issue(
                     src.loc(("model", "input_shape")),
-                    "a text source gives windows of token ids: set model.input_shape to "
+                    "a text source gives sequences of token ids: set model.input_shape to "
                     "[steps] and model.input_dtype to int64",
                 )
             )
+    if d.train.type == "text_folder" and spec.task != "classification":
+        issues.append(
+            Issue(
+                src.loc(("task",)),
+                "a text folder's subfolders are classes: task must be classification",
+            )
+        )
+    if text:
         if spec.task != "classification":
             issues.append(
                 Issue(

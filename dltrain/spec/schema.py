@@ -95,6 +95,20 @@ class TextSource(Spec):
     lowercase: bool = Field(False, description="Lower-case the text first.")
 
 
+class TextFolderSource(Spec):
+    type: Literal["text_folder"] = Field(
+        description="One subfolder per class of UTF-8 .txt files, one sample each (Keras's "
+        "text_dataset_from_directory): token ids, cut or padded to model.input_shape[0]."
+    )
+    path: str = Field(description="Folder path, relative to the config file.")
+    level: Literal["char", "word"] = Field("word", description="Tokens: words or characters.")
+    vocabulary_size: Annotated[int, Field(ge=3)] = Field(
+        description="Token ids 0..vocabulary_size-1: 0 padding, 1 unknown, then the training "
+        "texts' most frequent tokens; the Embedding's input_dim should equal it."
+    )
+    lowercase: bool = Field(True, description="Lower-case the text first.")
+
+
 Source = Annotated[
     Union[
         BuiltinSource,
@@ -104,6 +118,7 @@ Source = Annotated[
         IdxSource,
         ImageFolderSource,
         TextSource,
+        TextFolderSource,
     ],
     Field(discriminator="type"),
 ]

@@ -176,3 +176,82 @@ def test_generate_refuses_a_model_without_text(tmp_path):
     assert res.returncode == 0
     res = dltrain("generate", "run", "--prompt", "x", cwd=tmp_path)
     assert res.returncode == 2 and "not trained on a text source" in res.stderr
+
+
+# -- text folders: a class per subfolder, one sample per .txt file ----------------------------
+FOLDER_CONFIG = """\
+name: tf
+data:
+  train: {{type: text_folder, path: docs, vocabulary_size: 30}}
+  test_split: 0.25
+model:
+  input_shape: [{steps}]
+  input_dtype: {dtype}
+  layers:
+    - {{type: Embedding, input_dim: {emb}, output_dim: 8}}
+    - {{type: GRU, units: 8}}
+    - {{type: Dense, units: 2, activation: softmax}}
+loss: sparse_categorical_crossentropy
+optimizer: {{type: adam, learning_rate: 0.03}}
+metrics: [accuracy]
+train: {{epochs: 12, batch_size: 8}}
+logging: {{tensorboard: false}}
+"""
+
+
+def write_folder(tmp_path, steps=8, dtype="int64", emb=30, extra=None):
+    rng = np.random.default_rng(0)
+    for label, words in (("neg", ["bad", "dull", "awful"]), ("pos", ["good", "fine", "great"])):
+        (tmp_path / "docs" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(24):
+            filler = rng.choice(["the", "a", "film", "it", "was", "very"], 4).tolist()
+            doc = filler[:2] + [rng.choice(words)] + filler[2:]
+            (tmp_path / "docs" / label / f"{i}.txt").write_text(" ".join(doc))
+    for rel, data in (extra or {}).items():
+        (tmp_path / "docs" / rel).write_bytes(data)
+    (tmp_path / "c.yaml").write_text(FOLDER_CONFIG.format(steps=steps, dtype=dtype, emb=emb))
+
+
+def test_documents_are_cut_or_padded_after():
+    from dltrain.data.text import encode_documents
+
+    vocab = build_vocabulary(tokenize("a b c d", "word"), 10)
+    ids = encode_documents(["a b c d", "b"], vocab, 3, "word", False)
+    assert ids.tolist() == [
+        encode(["a", "b", "c"], vocab).tolist(),
+        [encode(["b"], vocab)[0], 0, 0],
+    ]
+
+
+def test_text_folder_trains_and_predicts_text(tmp_path):
+    write_folder(tmp_path)
+    res = dltrain("train", "c.yaml", "-q", "--run-dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    ev = json.loads(dltrain("evaluate", "run", "--json", cwd=tmp_path).stdout)
+    assert ev["accuracy"] >= 0.9
+    (tmp_path / "in.txt").write_text("the film was great\nit was awful\n")
+    res = dltrain("predict", "run", "-i", "in.txt", "-o", "out.csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    labels = [row.split(",")[0] for row in (tmp_path / "out.csv").read_text().split()[1:]]
+    assert labels == ["pos", "neg"]
+    (tmp_path / "many").mkdir()
+    (tmp_path / "many" / "a.txt").write_text("good good")
+    res = dltrain("predict", "run", "-i", "many", "-o", "m.npy", cwd=tmp_path)
+    assert res.returncode == 0 and np.load(tmp_path / "m.npy").shape == (1, 2)
+    res = dltrain("predict", "run", "-i", "in.csv", "-o", "x.npy", cwd=tmp_path)
+    assert res.returncode == 3 and "this model reads text" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "kw,code,message",
+    [
+        (dict(extra={"pos/bad.txt": b"caf\xe9"}), 3, "bad.txt:1: not UTF-8"),
+        (dict(dtype="float32"), 2, "input_dtype to int64"),
+        (dict(emb=10), 2, "embeds 10 token ids"),
+    ],
+)
+def test_text_folder_errors(tmp_path, kw, code, message):
+    write_folder(tmp_path, **kw)
+    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    assert res.returncode == code and message in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists()
