@@ -156,7 +156,7 @@ def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", ["seed_mlp.yaml", "digits_cnn.yaml"])
+@pytest.mark.parametrize("config", ["seed_mlp.yaml", "digits_cnn.yaml", "char_lstm.yaml"])
 def test_gpu_training_with_kernels_matches_reference(config, tmp_path, monkeypatch):
     """On CUDA: the same run with the Triton kernels and with DLTRAIN_KERNELS=reference."""
     import json
