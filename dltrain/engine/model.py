@@ -70,13 +70,18 @@ class Model:
             # convolutions and pooling run several times faster on it on CPU
             x = Tensor(x.data.contiguous(memory_format=torch.channels_last))
         values: list[Tensor | None] = [x]
+        masks: list[torch.Tensor | None] = [None]  # padding masks (mask_zero), per value
         last = len(self.nodes) - 1
         for i, node in enumerate(self.nodes):
             xs = [values[j] for j in node.inputs]
+            run.mask = masks[node.inputs[0]]
+            run.input_masks = [masks[j] for j in node.inputs]
             if i == last and logits and self.final_activation in FINAL_PROBABILITY_ACTIVATIONS:
                 values.append(node.layer.pre_activation(xs, run))  # type: ignore[arg-type]
             else:
                 values.append(node.layer.forward(xs, run))  # type: ignore[arg-type]
+            masks.append(node.layer.output_mask(xs, run.mask))  # type: ignore[arg-type]
+        run.mask = run.input_masks = None
         return values[-1]  # type: ignore[return-value]
 
     def probabilities(self, logits: Tensor) -> Tensor:

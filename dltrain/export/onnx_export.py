@@ -305,6 +305,11 @@ def to_onnx(loaded: Loaded) -> bytes:
     values = [_preprocess(g, loaded, "input")]
     for node in model.nodes:
         L = node.layer
+        if getattr(L.spec, "mask_zero", False):
+            raise ExportError(
+                f"layer '{L.name}' has mask_zero: true; padding masks cannot be exported to "
+                "ONNX yet (the safetensors bundle keeps them)"
+            )
         fn = EXPORTERS.get(L.spec.type)
         if fn is None:
             raise ExportError(f"layer '{L.name}' ({L.spec.type}) cannot be exported to ONNX yet")

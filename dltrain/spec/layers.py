@@ -209,6 +209,11 @@ class EmbeddingSpec(LayerBase):
     input_dim: PosInt = Field(description="Vocabulary size (largest id + 1).")
     output_dim: PosInt = Field(description="Vector size.")
     embeddings_initializer: Initializer = Field("uniform", description="Initializer of the table.")
+    mask_zero: bool = Field(
+        False,
+        description="Id 0 is padding: recurrent layers skip those steps, pooling and "
+        "attention leave them out (Keras's mask_zero).",
+    )
 
 
 class ZeroPadding2DSpec(LayerBase):

@@ -137,6 +137,11 @@ class TokenAndPositionEmbeddingSpec(LayerBase):
     embeddings_initializer: Initializer = Field(
         "uniform", description="Initializer of the token table."
     )
+    mask_zero: bool = Field(
+        False,
+        description="Id 0 is padding: recurrent layers skip those steps, pooling and "
+        "attention leave them out (Keras's mask_zero).",
+    )
 
 
 class _Transformer(LayerBase):

@@ -118,3 +118,43 @@ def _t(x):
     from dltrain.engine import Tensor
 
     return Tensor(x)
+
+
+# -- masks: padded steps skipped, as Keras does for mask_zero inputs ---------------------------
+LENGTHS = torch.tensor([5, 1, 3, 2])  # post-padded to 5 steps
+
+
+def _packed(kind, x, w_ih, w_hh, b_ih, b_hh, reverse):
+    """torch's layer over packed sequences: exact per-sample lengths. Keras repeats the last
+    real output on the padded steps after it (forward); reading backwards, the padded tail
+    comes first and leaves the state zero."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    cls, _, _ = TORCH[kind]
+    m = cls(x.shape[-1], w_hh.shape[1], batch_first=True, dtype=D, bidirectional=reverse)
+    params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+    if reverse:
+        params.update({k + "_reverse": v for k, v in list(params.items())})
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
+    out = pad_packed_sequence(
+        functional_call(m, params, (packed,))[0], batch_first=True, total_length=x.shape[1]
+    )[0]
+    H = w_hh.shape[1]
+    if reverse:
+        return out[..., H:]
+    last = torch.minimum(torch.arange(x.shape[1]).view(1, -1), LENGTHS.view(-1, 1) - 1)
+    return out[..., :H].gather(1, last.unsqueeze(-1).expand(-1, -1, H))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_masked_steps_match_packed_sequences(kind, reverse):
+    _, gates, fn = TORCH[kind]
+    x = r(4, 5, 3, seed=6)
+    mask = torch.arange(5).view(1, -1) < LENGTHS.view(-1, 1)
+    check(
+        lambda x, *w: fn(x, *w, reverse=reverse, mask=mask),
+        lambda x, *w: _packed(kind, x, *w, reverse),
+        x,
+        *weights(gates, 3, 4),
+    )

@@ -341,3 +341,100 @@ def test_shape_errors(layers, message):
     )
     with pytest.raises(SpecError, match=message):
         compile_model(spec)
+
+
+# -- padding masks (mask_zero) ------------------------------------------------------------------
+IDS = torch.tensor([[3, 1, 4, 1, 5], [2, 7, 0, 0, 0], [6, 0, 0, 0, 0], [5, 3, 2, 0, 0]])
+LENGTHS = (IDS != 0).sum(1)
+
+
+def masked_model(layers, dtype=D):
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [5],
+            "input_dtype": "int64",
+            "layers": [
+                {
+                    "type": "Embedding",
+                    "input_dim": 8,
+                    "output_dim": N_IN,
+                    "mask_zero": True,
+                    "name": "emb",
+                }
+            ]
+            + layers,
+        }
+    )
+    return compile_model(spec, dtype=dtype)
+
+
+def embedded(model):
+    return model.layers[0].params["embeddings"].data[IDS]  # (N, T, features)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_mask_zero_recurrent_last_state_matches_packed(kind):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = masked_model([{"type": kind, "units": UNITS}])
+    t = Seq(TORCH_RNN[kind](N_IN, UNITS, batch_first=True, dtype=D), False)
+    with torch.no_grad():
+        copy_rnn([(model.layers[1], "", "")], t, kind)
+        packed = pack_padded_sequence(
+            embedded(model), LENGTHS, batch_first=True, enforce_sorted=False
+        )
+        h = t.rnn(packed)[1]
+    h = h[0] if isinstance(h, tuple) else h
+    torch.testing.assert_close(model(Tensor(IDS)).data, h[0], rtol=1e-10, atol=1e-12)
+
+
+def test_mask_flows_through_dense_into_bidirectional():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = masked_model(
+        [
+            {"type": "Dense", "units": N_IN},
+            {"type": "Bidirectional", "layer": {"type": "LSTM", "units": UNITS}},
+        ]
+    )
+    bi = nn.LSTM(N_IN, UNITS, batch_first=True, bidirectional=True, dtype=D)
+    dense = model.layers[1]
+    with torch.no_grad():
+        copy_rnn(
+            [(model.layers[2], "", "forward_"), (model.layers[2], "_reverse", "backward_")],
+            Seq(bi, False),
+            "LSTM",
+        )
+        x = embedded(model) @ dense.params["kernel"].data.T + dense.params["bias"].data
+        h = bi(pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False))[1][0]
+    torch.testing.assert_close(
+        model(Tensor(IDS)).data, torch.cat([h[0], h[1]], 1), rtol=1e-10, atol=1e-12
+    )
+
+
+def test_mask_zero_pooling_leaves_padding_out():
+    keep = (IDS != 0).to(D)[..., None]
+    avg = masked_model([{"type": "GlobalAveragePooling1D"}])
+    e = embedded(avg)
+    torch.testing.assert_close(avg(Tensor(IDS)).data, (e * keep).sum(1) / keep.sum(1))
+    mx = masked_model([{"type": "GlobalMaxPooling1D"}])
+    e = embedded(mx)
+    want = torch.stack([e[i, : LENGTHS[i]].amax(0) for i in range(len(IDS))])
+    torch.testing.assert_close(mx(Tensor(IDS)).data, want)
+
+
+def test_mask_zero_attention_ignores_padded_keys():
+    model = masked_model([{"type": "MultiHeadAttention", "num_heads": 1, "key_dim": N_IN}])
+    mha = nn.MultiheadAttention(N_IN, 1, batch_first=True, dtype=D)
+    with torch.no_grad():
+        copy_mha(model.layers[1], mha)
+        e = embedded(model)
+        want = mha(e, e, e, key_padding_mask=IDS == 0, need_weights=False)[0]
+    torch.testing.assert_close(model(Tensor(IDS)).data, want.transpose(1, 2), rtol=1e-9, atol=1e-12)
+
+
+def test_mask_zero_gradients_skip_padding():
+    model = masked_model([{"type": "LSTM", "units": UNITS}])
+    model(Tensor(IDS)).sum().backward()
+    g = model.layers[0].params["embeddings"].grad
+    assert torch.count_nonzero(g[0]) == 0  # the padding row gets nothing through the mask

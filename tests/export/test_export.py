@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dltrain.engine.layers import LAYERS
 from dltrain.export import export_checkpoint
-from dltrain.export.onnx_export import EXPORTERS
+from dltrain.export.onnx_export import EXPORTERS, ExportError
 from dltrain.run.inference import load_checkpoint, predict_array
 from dltrain.run.train import train_run
 from tests.cli.helpers import ROOT, dltrain
@@ -161,6 +161,12 @@ def test_every_config_exports_and_matches_onnxruntime(path, tmp_path):
         str(tmp_path / "run"),
         log=lambda m: None,
     )
+    if "mask_zero: true" in path.read_text():  # refused, clearly, and nothing is written
+        with pytest.raises(ExportError, match="mask_zero: true; padding masks cannot"):
+            export_checkpoint(str(run), "onnx", str(tmp_path / "m.onnx"))
+        assert not (tmp_path / "m.onnx").exists()
+        export_checkpoint(str(run), "safetensors", str(tmp_path / "bundle"))
+        return
     _check_onnx_matches(run, tmp_path)
 
 

@@ -6,7 +6,9 @@ backpropagation through time written out below. Inputs are batch-first (N, T, D)
 is (N, T, H) with output[:, t] the state after reading x_t, also when `reverse` runs the
 sequence from its end (as the reverse half of torch's bidirectional layers). The initial
 state is zero. `h_mask` (N, H), if given, multiplies the previous state before the recurrent
-matmul (Keras's recurrent_dropout).
+matmul (Keras's recurrent_dropout). `mask` (N, T), True where a step is real, skips the
+others as Keras does for padded input: a masked step keeps the state (and repeats the
+previous output), and receives no gradient.
 
 Activations are given by name; each derivative is written in terms of the activation's
 output y, so nothing but outputs is kept: tanh' = 1 - y^2, sigmoid' = y (1 - y),
@@ -83,6 +85,25 @@ def _check(input: Tensor, w_hh: Tensor, gates: int, what: str) -> None:
         )
 
 
+def _step_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """(N, T) -> (T, N, 1) booleans on like's device."""
+    if mask is None:
+        return None
+    return mask.to(device=like.device, dtype=torch.bool).t().unsqueeze(-1).contiguous()
+
+
+def _keep(m: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return new if m is None else torch.where(m, new, old)
+
+
+def _split(m: torch.Tensor | None, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A carried state's gradient: the part that flows into the step's cell (real steps)
+    and the part that passes straight to the previous state (masked steps)."""
+    if m is None:
+        return d, None
+    return d * m, d * ~m
+
+
 def _time_major(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(0, 1).contiguous()
 
@@ -106,6 +127,7 @@ def rnn(
     activation: str = "tanh",
     reverse: bool = False,
     h_mask: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Tensor:
     """Elman RNN over (N, T, D) -> (N, T, H): h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T
     + b_hh)."""
@@ -116,17 +138,22 @@ def rnn(
     T, N, H = P.shape
     order, prev = _steps(T, reverse)
     out = torch.empty_like(P)
+    M = _step_mask(mask, P)
     h = P.new_zeros(N, H)
     for t in order:
-        out[t] = h = f(torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t()))
+        new = f(torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t()))
+        out[t] = h = _keep(None if M is None else M[t], new, h)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         G = _time_major(g)
         dP = torch.empty_like(P)
         dh = P.new_zeros(N, H)
         for t in reversed(order):
-            dP[t] = da = (G[t] + dh) * df(out[t])
+            dcell, dpass = _split(None if M is None else M[t], G[t] + dh)
+            dP[t] = da = dcell * df(out[t])
             dh = da @ W if h_mask is None else (da @ W) * h_mask
+            if dpass is not None:
+                dh = dh + dpass
         hp = _h_prev(out, reverse, h_mask)
         return dP.transpose(0, 1), dP.reshape(-1, H).t() @ hp.reshape(-1, H)
 
@@ -143,6 +170,7 @@ def lstm(
     recurrent_activation: str = "sigmoid",
     reverse: bool = False,
     h_mask: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Tensor:
     """LSTM over (N, T, D) -> (N, T, H), torch's gate order and math."""
     _check(input, w_hh, 4, "lstm")
@@ -152,7 +180,10 @@ def lstm(
     P, W = _time_major(p.data), w_hh.data
     T, N, G4 = P.shape
     H = G4 // 4
-    fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
+    M = _step_mask(mask, P)
+    fused = (
+        use_triton(P) and M is None and (activation, recurrent_activation) == ("tanh", "sigmoid")
+    )
     order, prev = _steps(T, reverse)
     out, cs = P.new_empty(T, N, H), P.new_empty(T, N, H)
     # fused: the gates' pre-activations (the kernels recompute); else the activated gates
@@ -170,9 +201,13 @@ def lstm(
             act = INTO[recurrent_activation](gates, gates_all[t])
             INTO[activation](gates[:, 2 * H : 3 * H], act[:, 2 * H : 3 * H])
             i, fg, gg, o = act.chunk(4, 1)
+            c_old, h_old = c, h
             c = torch.mul(fg, c, out=cs[t]).addcmul_(i, gg)
             ac = INTO[activation](c, ac_all[t])  # type: ignore[index]
             h = torch.mul(o, ac, out=out[t])
+            if M is not None:  # masked steps carry the state
+                c = cs[t].copy_(torch.where(M[t], c, c_old))
+                h = out[t].copy_(torch.where(M[t], h, h_old))
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         Gout = _time_major(g)
@@ -187,7 +222,8 @@ def lstm(
         for t in reversed(order):
             pt = prev(t)
             c_prev = cs[pt] if pt is not None else zero
-            dh = dh + Gout[t]
+            dh, dh_pass = _split(None if M is None else M[t], dh + Gout[t])
+            dc, dc_pass = _split(None if M is None else M[t], dc)
             if fused:
                 dgates, dc = K_rnn.lstm_gates_bwd(dh, dc, gates_all[t], c_prev, cs[t])
                 dP[t] = dgates
@@ -201,6 +237,8 @@ def lstm(
                 dgates = torch.mul(up, deriv[t], out=dP[t])
                 dc = dc * fg
             dh = dgates @ W if h_mask is None else (dgates @ W) * h_mask
+            if dh_pass is not None:
+                dh, dc = dh + dh_pass, dc + dc_pass
         hp = _h_prev(out, reverse, h_mask)
         return dP.transpose(0, 1), dP.reshape(-1, G4).t() @ hp.reshape(-1, H)
 
@@ -217,6 +255,7 @@ def gru(
     recurrent_activation: str = "sigmoid",
     reverse: bool = False,
     h_mask: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Tensor:
     """GRU over (N, T, D) -> (N, T, H), torch's gate order (r, z, n) and math (the reset
     gate multiplies W_hn h + b_hn, Keras's reset_after=True)."""
@@ -231,18 +270,19 @@ def gru(
     fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
     order, prev = _steps(T, reverse)
     out, Q = P.new_empty(T, N, H), torch.empty_like(P)
+    M = _step_mask(mask, P)
     h = P.new_zeros(N, H)
     for t in order:
         hm = h if h_mask is None else h * h_mask
         Q[t] = q = torch.addmm(B, hm, W.t()) if B is not None else hm @ W.t()
         if fused:
-            h = K_rnn.gru_gates_fwd(P[t], q, h)
+            new = K_rnn.gru_gates_fwd(P[t], q, h)
         else:
             pr, pz, pn = P[t].chunk(3, 1)
             qr, qz, qn = q.chunk(3, 1)
             z = r(pz + qz)
-            h = (1 - z) * a(pn + r(pr + qr) * qn) + z * h
-        out[t] = h
+            new = (1 - z) * a(pn + r(pr + qr) * qn) + z * h
+        out[t] = h = _keep(None if M is None else M[t], new, h)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         Gout = _time_major(g)
@@ -252,7 +292,7 @@ def gru(
         for t in reversed(order):
             pt = prev(t)
             h_prev = out[pt] if pt is not None else zero
-            dh = dh + Gout[t]
+            dh, dh_pass = _split(None if M is None else M[t], dh + Gout[t])
             if fused:
                 dP[t], dQ[t], dh_direct = K_rnn.gru_gates_bwd(dh, P[t], Q[t], h_prev)
             else:
@@ -268,6 +308,8 @@ def gru(
                 dh_direct = dh * z
             back = dQ[t] @ W
             dh = dh_direct + (back if h_mask is None else back * h_mask)
+            if dh_pass is not None:
+                dh = dh + dh_pass
         hp = _h_prev(out, reverse, h_mask)
         dQ2 = dQ.reshape(-1, G3)
         dW = dQ2.t() @ hp.reshape(-1, H)

@@ -9,6 +9,8 @@ outputs) and output.
 
 from __future__ import annotations
 
+import torch
+
 from .. import functional as F
 from ..tensor import Tensor
 from .base import BuildContext, Layer, RunContext, Shape, ShapeError, need_rank, register
@@ -54,6 +56,7 @@ def attend(
     causal: bool,
     dropout: float,
     run: RunContext,
+    key_mask: torch.Tensor | None = None,
 ) -> Tensor:
     """softmax(Q K^T / sqrt(key_dim)) V per head, heads joined and projected: (N, L, D_q)
     queries over (N, S, D) keys and values -> (N, L, D_out)."""
@@ -66,10 +69,15 @@ def attend(
     q = split(_dense(layer, "query", q_in), length)
     k = split(_dense(layer, "key", k_in), s_len)
     v = split(_dense(layer, "value", v_in), s_len)
+    bias = None
+    if key_mask is not None:  # padded keys get -1e9, as in Keras (no row of only -inf)
+        bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=key_mask.device)
+        bias = bias.masked_fill(~key_mask, -1e9)[:, None, None, :]  # (N, 1, 1, S)
     o = F.scaled_dot_product_attention(
         q,
         k,
         v,
+        attn_mask=bias,
         dropout_p=dropout if run.training else 0.0,
         is_causal=causal,
         generator=run.generator,
@@ -110,7 +118,9 @@ class MultiHeadAttention(Layer):
         v = xs[min(1, len(xs) - 1)].permute(0, 2, 1)
         k = xs[2].permute(0, 2, 1) if len(xs) > 2 else v
         s = self.spec
-        y = attend(self, q, k, v, s.num_heads, s.use_causal_mask, s.dropout, run)
+        masks = run.input_masks or [run.mask]
+        key_mask = masks[2] if len(masks) > 2 else masks[min(1, len(masks) - 1)]
+        y = attend(self, q, k, v, s.num_heads, s.use_causal_mask, s.dropout, run, key_mask)
         return y.permute(0, 2, 1)
 
     @property
@@ -145,6 +155,9 @@ class TokenAndPositionEmbedding(Layer):
         pos = self.params["position_embeddings"][: tokens.shape[1]]
         return (tokens + pos).permute(0, 2, 1)
 
+    def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
+        return xs[0].data != 0 if self.spec.mask_zero else None
+
 
 class _TransformerBlock(Layer):
     causal = False
@@ -178,7 +191,7 @@ class _TransformerBlock(Layer):
         pre = s.normalize_first
         x = xs[0].permute(0, 2, 1)  # (N, T, D)
         h = self._norm("attention_norm", x) if pre else x
-        h = attend(self, h, h, h, s.num_heads, self.causal, s.dropout, run)
+        h = attend(self, h, h, h, s.num_heads, self.causal, s.dropout, run, run.mask)
         x = x + F.dropout(h, s.dropout, run.training, run.generator)
         if not pre:
             x = self._norm("attention_norm", x)

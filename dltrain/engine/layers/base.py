@@ -56,6 +56,10 @@ class RunContext:
 
     training: bool = False
     generator: torch.Generator | None = None
+    # the padding mask of the layer's (first) input, (N, steps), True on real steps; the
+    # model sets it before each layer runs
+    mask: torch.Tensor | None = None
+    input_masks: list[torch.Tensor | None] | None = None  # every input's, in order
 
 
 def apply_activation(name: str | None, x: Tensor, inplace: bool = False) -> Tensor:
@@ -103,6 +107,12 @@ class Layer:
     @property
     def activation(self) -> str | None:
         return getattr(self.spec, "activation", None)
+
+    def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The padding mask of the output: the input's, while the output keeps its steps."""
+        if mask is None or len(self.output_shape) != 2 or self.output_shape[1] != mask.shape[1]:
+            return None
+        return mask
 
     def add_param(
         self, name: str, shape: Shape, init: str, fan_in: int, fan_out: int, ctx: BuildContext

@@ -228,6 +228,9 @@ class Embedding(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return to_channels_first(F.embedding(xs[0], self.params["embeddings"]))
 
+    def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
+        return xs[0].data != 0 if self.spec.mask_zero and xs[0].ndim == 2 else None
+
 
 @register("Add")
 class Add(Layer):

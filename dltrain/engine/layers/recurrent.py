@@ -54,9 +54,11 @@ class _Recurrent(Layer):
             )
         if run.training and s.recurrent_dropout > 0:
             h_mask = _keep_mask((x.shape[0], s.units), s.recurrent_dropout, x.data, run.generator)
-        return self.run(x, reverse, h_mask)
+        return self.run(x, reverse, h_mask, run.mask)
 
-    def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
+    def run(
+        self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> Tensor:
         raise NotImplementedError
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
@@ -88,25 +90,42 @@ class _Recurrent(Layer):
 
 @register("SimpleRNN")
 class SimpleRNN(_Recurrent):
-    def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
-        return F.rnn(x, *self._w(), activation=self.spec.activation, reverse=reverse, h_mask=h_mask)
+    def run(
+        self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> Tensor:
+        return F.rnn(
+            x,
+            *self._w(),
+            activation=self.spec.activation,
+            reverse=reverse,
+            h_mask=h_mask,
+            mask=mask,
+        )
 
 
 @register("LSTM")
 class LSTM(_Recurrent):
     gates = 4
 
-    def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
-        return F.lstm(x, *self._w(), **self._gates_kw(reverse, h_mask))
+    def run(
+        self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> Tensor:
+        return F.lstm(x, *self._w(), **self._gates_kw(reverse, h_mask), mask=mask)
 
 
 @register("GRU")
 class GRU(_Recurrent):
     gates = 3
 
-    def run(self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None) -> Tensor:
+    def run(
+        self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> Tensor:
         return F.gru(
-            x, *self._w(), self.params.get("recurrent_bias"), **self._gates_kw(reverse, h_mask)
+            x,
+            *self._w(),
+            self.params.get("recurrent_bias"),
+            **self._gates_kw(reverse, h_mask),
+            mask=mask,
         )
 
 
@@ -159,10 +178,19 @@ class _GlobalPool1D(Layer):
 @register("GlobalAveragePooling1D")
 class GlobalAveragePooling1D(_GlobalPool1D):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return xs[0].mean(2, keepdim=self.spec.keepdims)
+        x, keep = xs[0], self.spec.keepdims
+        if run.mask is None:
+            return x.mean(2, keepdim=keep)
+        # the mean over real steps only (Keras): sum(x m) / max(sum(m), 1)
+        m = run.mask.to(x.dtype)[:, None, :]  # (N, 1, T)
+        count = m.sum(2, keepdim=keep).clamp(min=1)
+        return (x * Tensor(m)).sum(2, keepdim=keep) / Tensor(count)
 
 
 @register("GlobalMaxPooling1D")
 class GlobalMaxPooling1D(_GlobalPool1D):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return ops.amax(xs[0], 2, keepdim=self.spec.keepdims)
+        x = xs[0]
+        if run.mask is not None:  # padded steps never win the maximum
+            x = ops.where(run.mask[:, None, :], x, -1e30)
+        return ops.amax(x, 2, keepdim=self.spec.keepdims)
