@@ -122,6 +122,22 @@ def _pool1d(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
     return g.op(op, xs, L.name, axes=[2], keepdims=int(L.spec.keepdims))
 
 
+def _pool_steps(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
+    lft, r, _, _ = L.pads
+    kind = "MaxPool" if L.spec.type == "MaxPooling1D" else "AveragePool"
+    extra = {"count_include_pad": 0} if kind == "AveragePool" else {}
+    return g.op(
+        kind, [xs[0]], L.name, kernel_shape=[L.k[1]], strides=[L.s[1]], pads=[lft, r], **extra
+    )
+
+
+def _refuse_mask(g: _Graph, L: Layer, xs: list[str], rank: int) -> str:
+    raise ExportError(
+        f"layer '{L.name}' (Masking) makes a padding mask; masks cannot be exported to ONNX "
+        "yet (the safetensors bundle keeps them)"
+    )
+
+
 def _dense(g: _Graph, L: Layer, prefix: str, x: str) -> str:
     y = g.op(
         "MatMul",
@@ -231,4 +247,7 @@ SEQUENCE_EXPORTERS = {
     "TokenAndPositionEmbedding": _token_position,
     "TransformerEncoder": _transformer,
     "TransformerDecoder": _transformer,
+    "MaxPooling1D": _pool_steps,
+    "AveragePooling1D": _pool_steps,
+    "Masking": _refuse_mask,
 }

@@ -86,6 +86,11 @@ class _Conv(_Kernel):
 
 class Conv1DSpec(_Conv):
     type: Literal["Conv1D"] = Field(description="1-D convolution over (steps, channels).")
+    padding: Literal["valid", "same", "causal"] = Field(  # type: ignore[assignment]
+        "valid",
+        description="'valid', 'same', or 'causal' (zeros before the sequence: step t sees "
+        "only steps up to t, as in WaveNet).",
+    )
     kernel_size: IntOrSingle = Field(description="Length of the convolution window.")
     strides: IntOrSingle = Field(1, description="Stride of the window.")
     dilation_rate: IntOrSingle = Field(1, description="Dilation of the window.")
@@ -120,6 +125,28 @@ class _Pool(LayerBase):
     pool_size: IntOrPair = Field(2, description="Window size: one number or [height, width].")
     strides: IntOrPair | None = Field(None, description="Stride; default: pool_size.")
     padding: Padding = Field("valid", description="'valid' or 'same'.")
+
+
+class _Pool1D(LayerBase):
+    pool_size: IntOrSingle = Field(2, description="Window length.")
+    strides: IntOrSingle | None = Field(None, description="Stride; default: pool_size.")
+    padding: Padding = Field("valid", description="'valid' or 'same'.")
+
+
+class MaxPooling1DSpec(_Pool1D):
+    type: Literal["MaxPooling1D"] = Field(description="Max over each window of steps.")
+
+
+class AveragePooling1DSpec(_Pool1D):
+    type: Literal["AveragePooling1D"] = Field(description="Mean over each window of steps.")
+
+
+class MaskingSpec(LayerBase):
+    type: Literal["Masking"] = Field(
+        description="Steps whose features all equal mask_value are skipped by later layers "
+        "(and zeroed), as in Keras."
+    )
+    mask_value: float = Field(0.0, description="The padding value.")
 
 
 class MaxPooling2DSpec(_Pool):
@@ -274,6 +301,9 @@ LAYER_SPECS = (
     UpSampling2DSpec,
     AddSpec,
     ConcatenateSpec,
+    MaxPooling1DSpec,
+    AveragePooling1DSpec,
+    MaskingSpec,
 ) + SEQUENCE_LAYER_SPECS
 
 

@@ -438,3 +438,64 @@ def test_mask_zero_gradients_skip_padding():
     model(Tensor(IDS)).sum().backward()
     g = model.layers[0].params["embeddings"].grad
     assert torch.count_nonzero(g[0]) == 0  # the padding row gets nothing through the mask
+
+
+# -- 1-D pooling, causal convolution, Masking ---------------------------------------------------
+def test_causal_conv1d_sees_only_the_past():
+    t = nn.Sequential(nn.ConstantPad1d((4, 0), 0.0), nn.Conv1d(N_IN, 3, 3, dilation=2, dtype=D))
+    L, _ = check_layer(
+        {"type": "Conv1D", "filters": 3, "kernel_size": 3, "dilation_rate": 2, "padding": "causal"},
+        [STEPS, N_IN],
+        t,
+        3 * N_IN * 3 + 3,
+        (STEPS, 3),
+        lambda L, tt: (
+            tt[1].weight.copy_(L.params["kernel"].data),
+            tt[1].bias.copy_(L.params["bias"].data),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "layer,torch_layer,out",
+    [
+        ({"type": "MaxPooling1D"}, nn.MaxPool1d(2), (3, N_IN)),
+        ({"type": "AveragePooling1D", "pool_size": 3, "strides": 2}, nn.AvgPool1d(3, 2), (2, N_IN)),
+        (
+            {"type": "MaxPooling1D", "pool_size": 4, "padding": "same"},  # Keras pads 1 and 1
+            nn.Sequential(nn.ConstantPad1d((1, 1), float("-inf")), nn.MaxPool1d(4)),
+            (2, N_IN),
+        ),
+    ],
+)
+def test_pooling_1d(layer, torch_layer, out):
+    check_layer(layer, [STEPS, N_IN], torch_layer, 0, out)
+
+
+def test_average_pooling_1d_same_counts_real_steps_only():
+    x = torch.randn(2, N_IN, 7, dtype=D)
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [7, N_IN],
+            "layers": [{"type": "AveragePooling1D", "pool_size": 2, "padding": "same"}],
+        }
+    )
+    got = compile_model(spec, dtype=D)(Tensor(x)).data
+    want = torch.cat([x[..., :6].unflatten(2, (3, 2)).mean(3), x[..., 6:]], 2)  # last window: 1
+    torch.testing.assert_close(got, want)
+
+
+def test_masking_zeroes_and_skips_padded_steps():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    x = torch.randn(4, 5, N_IN, dtype=D)  # (N, steps, features), post-padded with zeros
+    x[torch.arange(5).view(1, -1) >= LENGTHS.view(-1, 1)] = 0.0
+    spec = ModelSpec.model_validate(
+        {"input_shape": [5, N_IN], "layers": [{"type": "Masking"}, {"type": "GRU", "units": UNITS}]}
+    )
+    model = compile_model(spec, dtype=D)
+    t = Seq(nn.GRU(N_IN, UNITS, batch_first=True, dtype=D), False)
+    with torch.no_grad():
+        copy_rnn([(model.layers[1], "", "")], t, "GRU")
+        h = t.rnn(pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False))[1]
+    torch.testing.assert_close(model(Tensor(x.transpose(1, 2))).data, h[0], rtol=1e-10, atol=1e-12)

@@ -109,8 +109,14 @@ model:
     - {type: MultiHeadAttention, num_heads: 2, key_dim: 4, value_dim: 5, use_causal_mask: true,
        name: att}
     - {type: MultiHeadAttention, num_heads: 2, key_dim: 3, inputs: [att, emb],
-       output_shape: 10}
-    - {type: Bidirectional, layer: {type: LSTM, units: 6, return_sequences: true}, name: bi}
+       output_shape: 10, name: cross}
+    - {type: Conv1D, filters: 6, kernel_size: 3, padding: causal, dilation_rate: 2,
+       inputs: [emb]}
+    - {type: MaxPooling1D, pool_size: 2, padding: same}
+    - {type: AveragePooling1D, pool_size: 3, strides: 2, padding: same}
+    - {type: GlobalAveragePooling1D, name: cpool}
+    - {type: Bidirectional, layer: {type: LSTM, units: 6, return_sequences: true}, name: bi,
+       inputs: [cross]}
     - {type: GRU, units: 5, return_sequences: true, go_backwards: true}
     - {type: SimpleRNN, units: 4, return_sequences: true, activation: relu, name: rnn}
     - {type: GlobalMaxPooling1D, inputs: [rnn], name: gmax}
@@ -118,7 +124,7 @@ model:
     - {type: Bidirectional, layer: {type: GRU, units: 3}, merge_mode: ave, inputs: [bi],
        name: last}
     - {type: LSTM, units: 3, go_backwards: true, inputs: [bi], name: lstm_last}
-    - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last]}
+    - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last, cpool]}
     - {type: Dense, units: 2, activation: softmax}
 loss: sparse_categorical_crossentropy
 optimizer: adam
@@ -194,8 +200,23 @@ def test_catalogue_covers_every_layer_type():
         import yaml
 
         types |= {la["type"] for la in yaml.safe_load(text)["model"]["layers"]}
-    assert types == set(LAYERS), set(LAYERS) - types
+    # Masking is refused by export (test_masked_models_are_refused); the rest export
+    assert types | {"Masking"} == set(LAYERS), set(LAYERS) - types
     assert set(EXPORTERS) == set(LAYERS)
+
+
+def test_masked_models_are_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "data: {train: {type: synthetic, samples: 16, features: 12, classes: 2}}\n"
+        "model:\n  input_shape: [4, 3]\n  layers:\n    - {type: Masking}\n"
+        "    - {type: LSTM, units: 3}\n    - {type: Dense, units: 2, activation: softmax}\n"
+        "loss: sparse_categorical_crossentropy\noptimizer: adam\n"
+        "train: {epochs: 1}\nlogging: {tensorboard: false}\n"
+    )
+    run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
+    with pytest.raises(ExportError, match="Masking.*cannot be exported"):
+        export_checkpoint(str(run), "onnx", str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ def _plan_padding(
     """(symmetric padding, extra pad list for F.pad or None) for Keras 'same'/'valid'."""
     if layer.spec.padding == "valid":
         return [0] * len(sizes), None
+    if layer.spec.padding == "causal":  # Conv1D: (k - 1) d zeros before the steps
+        return [0], [(k[0] - 1) * d[0], 0]
     pads = [same_pads(n, ki, si, di) for n, ki, si, di in zip(sizes, k, s, d)]
     if all(a == b for a, b in pads):
         return [a for a, _ in pads], None
@@ -161,12 +163,30 @@ class Conv2DTranspose(Layer):
 
 
 class _Pool2D(Layer):
+    nd = 2  # 1: (steps, channels) pooled as a (1, steps) image
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
+        if self.nd == 1:
+            need_rank(self, shape, 2, "(steps, channels)")
+            out = self._build2d((shape[0], 1, shape[1]))
+            return (out[0], out[2])
         need_rank(self, shape, 3, "(height, width, channels)")
+        return self._build2d(shape)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        if self.nd == 1:
+            return self.pool(xs[0].unsqueeze(2)).squeeze(2)
+        return self.pool(xs[0])
+
+    def pool(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _build2d(self, shape: Shape) -> Shape:
         sp = self.spec
-        self.k = pair(sp.pool_size)
-        self.s = pair(sp.strides) if sp.strides is not None else self.k
+        one = (1,) if self.nd == 1 else ()
+        self.k = one + pair(sp.pool_size, self.nd)
+        self.s = one + pair(sp.strides, self.nd) if sp.strides is not None else self.k
         self.pads = [0, 0, 0, 0]
         if sp.padding == "same":
             (t, b), (lft, r) = (same_pads(n, k, s) for n, k, s in zip(shape[1:], self.k, self.s))
@@ -181,8 +201,7 @@ class _Pool2D(Layer):
 
 @register("MaxPooling2D")
 class MaxPooling2D(_Pool2D):
-    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        x = xs[0]
+    def pool(self, x: Tensor) -> Tensor:
         if any(self.pads):
             x = F.pad(x, self.pads, value=float("-inf"))  # padding never wins the max
         return F.max_pool2d(x, self.k, self.s)
@@ -190,8 +209,7 @@ class MaxPooling2D(_Pool2D):
 
 @register("AveragePooling2D")
 class AveragePooling2D(_Pool2D):
-    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        x = xs[0]
+    def pool(self, x: Tensor) -> Tensor:
         if not any(self.pads):
             return F.avg_pool2d(x, self.k, self.s)
         # Keras averages over the real pixels only: window sums / window counts
@@ -201,6 +219,16 @@ class AveragePooling2D(_Pool2D):
             torch.nn.functional.pad(ones, self.pads), self.k, self.s, divisor_override=1
         )
         return sums / Tensor(counts)
+
+
+@register("MaxPooling1D")
+class MaxPooling1D(MaxPooling2D):
+    nd = 1
+
+
+@register("AveragePooling1D")
+class AveragePooling1D(AveragePooling2D):
+    nd = 1
 
 
 @register("GlobalAveragePooling2D")

@@ -232,6 +232,29 @@ class Embedding(Layer):
         return xs[0].data != 0 if self.spec.mask_zero and xs[0].ndim == 2 else None
 
 
+@register("Masking")
+class Masking(Layer):
+    """Keras's Masking: a step whose features all equal mask_value is padding; it is zeroed
+    and later layers skip it."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        if len(shape) != 2:
+            raise ShapeError("Masking needs a (steps, features) input per sample")
+        return shape
+
+    def _mask(self, x: Tensor) -> torch.Tensor:
+        return (x.data != self.spec.mask_value).any(1)  # (N, steps)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        keep = self._mask(xs[0]).to(xs[0].dtype)[:, None, :]
+        return xs[0] * Tensor(keep)
+
+    def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
+        m = self._mask(xs[0])
+        return m if mask is None else m & mask
+
+
 @register("Add")
 class Add(Layer):
     n_inputs = 0
