@@ -582,6 +582,16 @@ def _cross_check(spec: RunSpec, src: Source) -> None:
                     "[steps] and model.input_dtype to int64",
                 )
             )
+    for i, metric in enumerate(spec.metrics):
+        ce = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+        if metric.type == "perplexity" and spec.loss.type not in ce:
+            issues.append(
+                Issue(
+                    src.loc(("metrics", i)),
+                    f"perplexity is exp(cross-entropy); the loss is "
+                    f"{spec.loss.type}. Use a cross-entropy loss or drop the metric",
+                )
+            )
     if d.train.type == "text_folder" and spec.task != "classification":
         issues.append(
             Issue(

@@ -370,8 +370,23 @@ class MAESpec(_Metric):
     type: Literal["mae"] = Field(description="Mean absolute error.")
 
 
+class PerplexitySpec(_Metric):
+    type: Literal["perplexity"] = Field(
+        description="exp(mean cross-entropy): a language model's perplexity (KerasHub)."
+    )
+
+
 MetricSpec = Annotated[
-    Union[AccuracySpec, TopKAccuracySpec, PrecisionSpec, RecallSpec, F1Spec, MSESpec, MAESpec],
+    Union[
+        AccuracySpec,
+        TopKAccuracySpec,
+        PrecisionSpec,
+        RecallSpec,
+        F1Spec,
+        MSESpec,
+        MAESpec,
+        PerplexitySpec,
+    ],
     Field(discriminator="type"),
 ]
 METRIC_ALIASES = {

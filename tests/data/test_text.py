@@ -11,7 +11,7 @@ from dltrain.data.prepare import split
 from dltrain.data.sources import Dataset
 from dltrain.data.text import build_vocabulary, decode, encode, tokenize, windows
 from dltrain.engine.train.metrics import MetricState
-from dltrain.spec.schema import AccuracySpec, TopKAccuracySpec
+from dltrain.spec.schema import AccuracySpec, PerplexitySpec, TopKAccuracySpec
 from tests.cli.helpers import dltrain
 
 TEXT = "the cat sat on the mat. the dog sat on the log!\n" * 8
@@ -82,13 +82,18 @@ def test_per_step_metrics_count_every_token():
     out = torch.randn(3, 5, 4)  # (N, classes, steps)
     y = torch.randint(0, 5, (3, 4))
     ms = MetricState(
-        [AccuracySpec(type="accuracy"), TopKAccuracySpec(type="top_k_accuracy", k=2)],
+        [
+            AccuracySpec(type="accuracy"),
+            TopKAccuracySpec(type="top_k_accuracy", k=2),
+            PerplexitySpec(type="perplexity"),
+        ],
         "classification",
         5,
         "cpu",
     )
-    ms.update(torch.tensor(1.0), out, y)
+    ms.update(torch.tensor(1.5), out, y)
     res = ms.results()
+    assert res["perplexity"] == pytest.approx(np.exp(1.5))
     assert res["accuracy"] == pytest.approx((out.argmax(1) == y).float().mean().item())
     top2 = out.topk(2, 1).indices
     assert res["top_2_accuracy"] == pytest.approx((top2 == y[:, None]).any(1).float().mean().item())
@@ -143,6 +148,14 @@ def test_bad_text_exits_3(tmp_path, text, message):
     res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == 3 and message in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_perplexity_needs_a_cross_entropy_loss(tmp_path):
+    write(tmp_path)
+    res = dltrain(
+        "validate", "c.yaml", "--set", "metrics=[perplexity]", "--set", "loss=mse", cwd=tmp_path
+    )
+    assert res.returncode == 2 and "perplexity is exp(cross-entropy)" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize(

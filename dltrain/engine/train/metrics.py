@@ -6,6 +6,7 @@ and F1 follow; top-k keeps a hit count; regression keeps error sums.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -113,6 +114,8 @@ class MetricState:
                     v = {"precision": prec, "recall": rec, "f1": f1}[m.type]
                     res[m.type] = v[present].mean().item() if present.any() else 0.0
         for m in self.metrics:
+            if m.type == "perplexity":  # of the cross-entropy averaged over the samples
+                res["perplexity"] = math.exp(min(res["loss"], 700.0))
             if m.type == "mse":
                 res["mse"] = self.sq_err.item() / count
             elif m.type == "mae":
