@@ -79,7 +79,7 @@ def zoo() -> None:
     """The model zoo: named blocks a config uses as {type: Block, use: zoo:NAME, ...}."""
     from rich.table import Table
 
-    from ..spec.loader import zoo_blocks
+    from ..spec.blocks import zoo_blocks
 
     table = Table(title="model zoo", title_justify="left", show_lines=True)
     for col in ("use", "parameters (defaults)", "what it is"):

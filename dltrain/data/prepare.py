@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -160,9 +160,16 @@ def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
 def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -> Dataset:
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
-    origin = f"{ds.origin} ({what} split)"
     paths = [ds.paths[i] for i in idx] if ds.paths is not None else None
-    return Dataset(x, ds.y[idx], ds.classes, origin, ds.image, lines, overlap, ds.vocabulary, paths)
+    return replace(
+        ds,
+        x=x,
+        y=ds.y[idx],
+        origin=f"{ds.origin} ({what} split)",
+        lines=lines,
+        overlap=overlap,
+        paths=paths,
+    )
 
 
 def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..engine.train.trainer import Interrupted, Reporter, TrainData, Trainer
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..fsutil import atomic_write_text
 from ..spec import RunSpec, load
+from .state import checkpoint_files, restore
 
 Log = Callable[[str], None]
 
@@ -81,77 +81,6 @@ def prepare_data(
     if splits.validation is not None:
         data.x_val, data.y_val = tensors(splits.validation)
     return data, pre, splits
-
-
-def _checkpoint_files(
-    tr: Trainer, spec: RunSpec, pre: Preprocessor, extra: dict[str, Any]
-) -> dict[str, bytes]:
-    opt_tensors, opt_meta = tr.opt.state_dict()
-    trainer_tensors = {
-        "rng.dropout": tr.dropout_gen.get_state(),
-        "rng.augment": tr.augment_gen.get_state(),
-    }
-    trainer_tensors.update({f"metrics.{k}": v for k, v in tr.train_metrics.tensors().items()})
-    if tr.es_weights is not None:
-        trainer_tensors.update({f"es_best.{k}": v for k, v in tr.es_weights.items()})
-    files: dict[str, bytes] = {}
-    if isinstance(tr, GanTrainer):
-        d_tensors, d_meta = tr.dopt.state_dict()
-        trainer_tensors["rng.noise"] = tr.noise_gen.get_state()
-        files["discriminator.safetensors"] = ck.tensors_bytes(tr.disc.state_tensors())
-        files["discriminator_optimizer.safetensors"] = ck.tensors_bytes(d_tensors)
-        extra = {
-            **extra,
-            "gan": {
-                "optimizer": d_meta,
-                "schedule": tr.dschedule.state(),
-                "preprocessing": tr.data_pre.to_json(),
-            },
-        }
-    state = {
-        "format": ck.FORMAT_VERSION,
-        "dltrain": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "global_step": tr.global_step,
-        "epoch": tr.epoch,
-        "batch": tr.batch,
-        "optimizer": opt_meta,
-        "schedule": tr.schedule.state(),
-        "early_stopping": tr.es_state,
-        "preprocessing": pre.to_json(),
-        "spec": spec.model_dump(mode="json"),
-        **extra,
-    }
-    return {
-        **files,
-        "model.safetensors": ck.tensors_bytes(tr.model.state_tensors()),
-        "optimizer.safetensors": ck.tensors_bytes(opt_tensors),
-        "trainer.safetensors": ck.tensors_bytes(trainer_tensors),
-        "state.json": json.dumps(state, indent=1).encode(),
-    }
-
-
-def _restore(tr: Trainer, ckpt: Path, state: dict[str, Any]) -> None:
-    tr.model.load_state_tensors(ck.read_tensors(ckpt / "model.safetensors"))
-    tr.opt.load_state_dict(ck.read_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
-    tt = ck.read_tensors(ckpt / "trainer.safetensors")
-    tr.dropout_gen.set_state(tt["rng.dropout"])
-    tr.augment_gen.set_state(tt["rng.augment"])
-    tr.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})
-    es = {k[8:]: v for k, v in tt.items() if k.startswith("es_best.")}
-    tr.es_weights = es or None
-    tr.global_step, tr.epoch, tr.batch = state["global_step"], state["epoch"], state["batch"]
-    tr.schedule.load(state["schedule"])
-    tr.es_state = state["early_stopping"]
-    if isinstance(tr, GanTrainer):
-        tr.disc.load_state_tensors(ck.read_tensors(ckpt / "discriminator.safetensors"))
-        tr.dopt.load_state_dict(
-            ck.read_tensors(ckpt / "discriminator_optimizer.safetensors"), state["gan"]["optimizer"]
-        )
-        tr.dschedule.load(state["gan"]["schedule"])
-        tr.noise_gen.set_state(tt["rng.noise"])
 
 
 class _Signals:
@@ -282,13 +211,12 @@ def _train(
         if disc is not None:
             to_device(disc, device)
     if disc is not None:
-        tr: Trainer = GanTrainer(spec, model, disc, data, device, reporter)
-        tr.data_pre = data_pre  # type: ignore[attr-defined]
+        tr: Trainer = GanTrainer(spec, model, disc, data, device, reporter, data_pre)
     else:
         tr = Trainer(spec, model, data, device, reporter)
     sig.attach(tr)
     if ckpt is not None and state is not None:
-        _restore(tr, ckpt, state)
+        restore(tr, ckpt, state)
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
     rdir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
@@ -336,7 +264,7 @@ def _loop(
         name = f"step-{tr.global_step:08d}"
         if tb is not None:
             tb.w.flush()
-        files = _checkpoint_files(
+        files = checkpoint_files(
             tr, spec, pre, {"best": best, "finished": finished, "config_dir": cfg_dir}
         )
         ck.commit(root, name, files)

@@ -1,11 +1,11 @@
-"""From a config path to a validated RunSpec: extends, --set overrides, blocks, shorthands,
-validation, and every error mapped back to its file:line:col."""
+"""From a config path to a validated RunSpec: extends, --set overrides, blocks (blocks.py),
+shorthands, validation, rules across sections (rules.py), and every error mapped back to its
+file:line:col."""
 
 from __future__ import annotations
 
 import copy
 import difflib
-import functools
 import os
 import re
 from collections.abc import Sequence
@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .blocks import expand_layers, zoo_blocks  # noqa: F401  (zoo_blocks: re-exported)
 from .errors import Issue, SpecError, path_str, suggest
 from .fields import describe_kind, fields_at
+from .rules import cross_check
 from .schema import LOSS_ALIASES, METRIC_ALIASES, ModelSpec, RunSpec
 from .yamlpos import Doc, Loc, Path, load_file, load_text
 
@@ -165,208 +167,6 @@ def apply_override(doc: Doc, text: str) -> None:
     for p in value_doc.locs:
         doc.locs[prefix + p] = Loc(origin, 1, len(key) + 2)
     doc.key_locs[prefix] = Loc(origin, 1, 1)
-
-
-# -- blocks and repeat -------------------------------------------------------------------------
-_PARAM = re.compile(r"^\$\{(\w+)\}$")
-
-
-def _substitute(value: Any, params: dict[str, Any], issues: list[Issue], where: Loc | None):
-    if isinstance(value, str) and (m := _PARAM.match(value)):
-        if m.group(1) not in params:
-            issues.append(
-                Issue(
-                    where, f"unknown block parameter '{m.group(1)}'" + suggest(m.group(1), params)
-                )
-            )
-            return value
-        return params[m.group(1)]
-    if isinstance(value, dict):
-        return {k: _substitute(v, params, issues, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, params, issues, where) for v in value]
-    return value
-
-
-class _BlockInput:
-    """What `block_input` names inside a block: the layer before the block (given a name
-    when first asked, if it has none), or the model input."""
-
-    def __init__(self, prev: dict[str, Any] | None, fallback: str) -> None:
-        self.prev, self.fallback = prev, fallback
-
-    def name(self) -> str:
-        if self.prev is None:
-            return "input"
-        if not self.prev.get("name"):
-            self.prev["name"] = self.fallback
-        return str(self.prev["name"])
-
-
-def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
-    """Replace `{type: Block, use: NAME}` entries and `repeat: N` by the layers they stand for,
-    in the model at `root` (the model, or a GAN's discriminator).
-
-    Positions of expanded layers point at the block's definition."""
-    model: Any = doc.value
-    for key in root:
-        model = model.get(key) if isinstance(model, dict) else None
-    if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
-        return
-    blocks = dict(model.get("blocks") or {})
-    issues: list[Issue] = []
-    out_layers: list[Any] = []
-    new_locs: dict[Path, Loc] = {}
-    new_key_locs: dict[Path, Loc] = {}
-    counters: dict[str, int] = {}
-
-    def emit(layer: Any, src: Path) -> None:
-        dst = root + ("layers", len(out_layers))
-        for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
-            for p, loc in table.items():
-                if p[: len(src)] == src:
-                    new[dst + p[len(src) :]] = loc
-        out_layers.append(layer)
-
-    def walk(
-        items: list[Any],
-        base: Path,
-        params: dict[str, Any],
-        scope: str | None,
-        depth: int,
-        block_input: _BlockInput | None = None,
-    ) -> None:
-        for j, layer in enumerate(items):
-            src = base + (j,)
-            if not isinstance(layer, dict):
-                emit(layer, src)
-                continue
-            where = doc.locs.get(src)
-            layer = _substitute(layer, params, issues, where) if params else layer
-            reps = layer.get("repeat", 1)
-            if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
-                emit(layer, src)  # validation reports the bad repeat
-                continue
-            layer = {k: v for k, v in layer.items() if k != "repeat"}
-            if layer.get("type") != "Block":
-                if reps > 1 and layer.get("name"):
-                    issues.append(
-                        Issue(
-                            where,
-                            f"layer '{layer['name']}' has a name and repeat: "
-                            f"{reps}; names must be unique, drop one of them",
-                        )
-                    )
-                for _ in range(reps):
-                    if scope and layer.get("name"):
-                        layer = dict(layer, name=f"{scope}/{layer['name']}")
-                    if scope and isinstance(layer.get("inputs"), list):
-                        layer = dict(
-                            layer,
-                            inputs=[
-                                f"{scope}/{n}"
-                                if n in local_names(items)
-                                else (
-                                    block_input.name() if n == "block_input" and block_input else n
-                                )
-                                for n in layer["inputs"]
-                            ],
-                        )
-                    emit(dict(layer), src)
-                continue
-            use = layer.get("use")
-            if isinstance(use, str) and use.startswith("zoo:") and use not in blocks:
-                blocks.update(zoo_blocks())
-            if use not in blocks:
-                issues.append(
-                    Issue(
-                        doc.locs.get(src + ("use",), where),
-                        f"unknown block '{use}'"
-                        + suggest(
-                            str(use), blocks if not str(use).startswith("zoo:") else zoo_blocks()
-                        )
-                        + (
-                            " (define it under model.blocks, or see `dltrain zoo`)"
-                            if not blocks
-                            else ""
-                        ),
-                    )
-                )
-                continue
-            if depth > 8:
-                issues.append(
-                    Issue(
-                        where, f"blocks nest more than 8 deep at '{use}'; is a block using itself?"
-                    )
-                )
-                continue
-            block = blocks[use]
-            defaults = dict(block.get("params") or {}) if isinstance(block, dict) else {}
-            args = {k: v for k, v in layer.items() if k not in ("type", "use", "name")}
-            for k in args:
-                if k not in defaults:
-                    issues.append(
-                        Issue(
-                            doc.locs.get(src + (k,), where),
-                            f"block '{use}' has no parameter '{k}'" + suggest(k, defaults),
-                        )
-                    )
-            bparams = {**defaults, **args}
-            for _ in range(reps):
-                counters[use] = counters.get(use, 0) + 1
-                inst = layer.get("name") or f"{use.removeprefix('zoo:')}_{counters[use]}"
-                full = inst if scope is None else f"{scope}/{inst}"
-                walk(
-                    block.get("layers") or [],
-                    root + ("blocks", use, "layers"),
-                    bparams,
-                    full,
-                    depth + 1,
-                    name_block_input(full),
-                )
-
-    def name_block_input(inst: str) -> _BlockInput:
-        prev = out_layers[-1] if out_layers and isinstance(out_layers[-1], dict) else None
-        return _BlockInput(prev, f"{inst}/input")
-
-    def local_names(items: list[Any]) -> set[str]:
-        return {i.get("name") for i in items if isinstance(i, dict) and i.get("name")}
-
-    walk(model["layers"], root + ("layers",), {}, None, 0)
-    if issues:
-        raise SpecError(issues)
-    for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
-        n = len(root) + 1
-        for p in [p for p in table if p[:n] == root + ("layers",) and len(p) > n]:
-            del table[p]
-        table.update(new)
-    model["layers"] = out_layers
-    model.pop("blocks", None)
-
-
-@functools.cache
-def _zoo_files() -> dict[str, Any]:
-    from importlib import resources
-
-    out: dict[str, Any] = {}
-    for f in sorted(resources.files("dltrain.zoo").iterdir(), key=lambda f: f.name):
-        if f.name.endswith(".yaml"):
-            doc = load_text(f.read_text(encoding="utf-8"), f"zoo/{f.name}")
-            for name, block in (doc.value.get("blocks") or {}).items():
-                out[name] = block
-    return out
-
-
-def zoo_blocks() -> dict[str, Any]:
-    """The model zoo's blocks as `zoo:NAME`; inside them `use:` names other zoo blocks."""
-    out = {}
-    for name, block in _zoo_files().items():
-        layers = [
-            dict(la, use=f"zoo:{la['use']}") if la.get("type") == "Block" else la
-            for la in block.get("layers", [])
-        ]
-        out[f"zoo:{name}"] = dict(block, layers=layers)
-    return out
 
 
 # -- shorthands --------------------------------------------------------------------------------
@@ -525,91 +325,8 @@ def load(path: str, overrides: Sequence[str] = ()) -> RunSpec:
     spec.model._source = Source(doc, ("model",))
     if spec.gan is not None:
         spec.gan.discriminator._source = Source(doc, ("gan", "discriminator"))
-    _cross_check(spec, Source(doc))
+    cross_check(spec, Source(doc))
     return spec
-
-
-def _cross_check(spec: RunSpec, src: Source) -> None:
-    """Rules that span sections (each issue at the key to change)."""
-    issues: list[Issue] = []
-    d, m = spec.data, spec.model
-    text = d.train.type == "text"
-    texts = ("text", "text_folder")
-    for key in ("validation", "test"):
-        other = getattr(d, key)
-        if (
-            other is not None
-            and other.type != d.train.type
-            and (other.type in texts or d.train.type in texts)
-        ):
-            issues.append(
-                Issue(
-                    src.loc(("data", key, "type")),
-                    f"data.{key} is '{other.type}' but data.train is '{d.train.type}'; use the "
-                    "same kind of source",
-                )
-            )
-    if (spec.task == "gan") != (spec.gan is not None):
-        issues.append(
-            Issue(
-                src.loc(("task",) if spec.gan is None else ("gan",)),
-                "task: gan and a `gan` section (the discriminator) go together",
-            )
-        )
-    if spec.task == "gan":
-        for bad, key, msg in (
-            (spec.loss.type != "binary_crossentropy", ("loss",), "loss: binary_crossentropy"),
-            (
-                spec.train.gradient_accumulation_steps != 1,
-                ("train", "gradient_accumulation_steps"),
-                "gradient_accumulation_steps: 1",
-            ),
-            (
-                d.validation is not None or d.validation_split > 0,
-                ("data",),
-                "no validation data (a GAN has no held-out score to watch)",
-            ),
-            (text, ("data", "train", "type"), "images or vectors, not text"),
-        ):
-            if bad:
-                issues.append(Issue(src.loc(key), f"task: gan trains with {msg}"))
-    if d.train.type in texts:
-        if m.input_dtype != "int64" or len(m.input_shape) != 1:
-            issues.append(
-                Issue(
-                    src.loc(("model", "input_shape")),
-                    "a text source gives sequences of token ids: set model.input_shape to "
-                    "[steps] and model.input_dtype to int64",
-                )
-            )
-    for i, metric in enumerate(spec.metrics):
-        ce = ("sparse_categorical_crossentropy", "categorical_crossentropy")
-        if metric.type == "perplexity" and spec.loss.type not in ce:
-            issues.append(
-                Issue(
-                    src.loc(("metrics", i)),
-                    f"perplexity is exp(cross-entropy); the loss is "
-                    f"{spec.loss.type}. Use a cross-entropy loss or drop the metric",
-                )
-            )
-    if d.train.type == "text_folder" and spec.task != "classification":
-        issues.append(
-            Issue(
-                src.loc(("task",)),
-                "a text folder's subfolders are classes: task must be classification",
-            )
-        )
-    if text:
-        if spec.task != "classification":
-            issues.append(
-                Issue(
-                    src.loc(("task",)),
-                    "a text source trains a language model: task must "
-                    "be classification (the next token)",
-                )
-            )
-    if issues:
-        raise SpecError(issues)
 
 
 def load_model(path: str, overrides: Sequence[str] = ()) -> ModelSpec:

@@ -92,6 +92,15 @@ def _step_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | 
     return mask.to(device=like.device, dtype=torch.bool).t().unsqueeze(-1).contiguous()
 
 
+def _back(d: torch.Tensor, W: torch.Tensor, h_mask: torch.Tensor | None) -> torch.Tensor:
+    """A step's gate gradient back through the recurrent matmul to the previous state."""
+    return d @ W if h_mask is None else (d @ W) * h_mask
+
+
+def _at(M: torch.Tensor | None, t: int) -> torch.Tensor | None:
+    return None if M is None else M[t]
+
+
 def _keep(m: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new if m is None else torch.where(m, new, old)
 
@@ -142,16 +151,16 @@ def rnn(
     h = P.new_zeros(N, H)
     for t in order:
         new = f(torch.addmm(P[t], h if h_mask is None else h * h_mask, W.t()))
-        out[t] = h = _keep(None if M is None else M[t], new, h)
+        out[t] = h = _keep(_at(M, t), new, h)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         G = _time_major(g)
         dP = torch.empty_like(P)
         dh = P.new_zeros(N, H)
         for t in reversed(order):
-            dcell, dpass = _split(None if M is None else M[t], G[t] + dh)
+            dcell, dpass = _split(_at(M, t), G[t] + dh)
             dP[t] = da = dcell * df(out[t])
-            dh = da @ W if h_mask is None else (da @ W) * h_mask
+            dh = _back(da, W, h_mask)
             if dpass is not None:
                 dh = dh + dpass
         hp = _h_prev(out, reverse, h_mask)
@@ -222,8 +231,8 @@ def lstm(
         for t in reversed(order):
             pt = prev(t)
             c_prev = cs[pt] if pt is not None else zero
-            dh, dh_pass = _split(None if M is None else M[t], dh + Gout[t])
-            dc, dc_pass = _split(None if M is None else M[t], dc)
+            dh, dh_pass = _split(_at(M, t), dh + Gout[t])
+            dc, dc_pass = _split(_at(M, t), dc)
             if fused:
                 dgates, dc = K_rnn.lstm_gates_bwd(dh, dc, gates_all[t], c_prev, cs[t])
                 dP[t] = dgates
@@ -236,7 +245,7 @@ def lstm(
                 torch.mul(dh, ac_all[t], out=up[:, 3 * H :])  # type: ignore[index]
                 dgates = torch.mul(up, deriv[t], out=dP[t])
                 dc = dc * fg
-            dh = dgates @ W if h_mask is None else (dgates @ W) * h_mask
+            dh = _back(dgates, W, h_mask)
             if dh_pass is not None:
                 dh, dc = dh + dh_pass, dc + dc_pass
         hp = _h_prev(out, reverse, h_mask)
@@ -282,7 +291,7 @@ def gru(
             qr, qz, qn = q.chunk(3, 1)
             z = r(pz + qz)
             new = (1 - z) * a(pn + r(pr + qr) * qn) + z * h
-        out[t] = h = _keep(None if M is None else M[t], new, h)
+        out[t] = h = _keep(_at(M, t), new, h)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         Gout = _time_major(g)
@@ -292,7 +301,7 @@ def gru(
         for t in reversed(order):
             pt = prev(t)
             h_prev = out[pt] if pt is not None else zero
-            dh, dh_pass = _split(None if M is None else M[t], dh + Gout[t])
+            dh, dh_pass = _split(_at(M, t), dh + Gout[t])
             if fused:
                 dP[t], dQ[t], dh_direct = K_rnn.gru_gates_bwd(dh, P[t], Q[t], h_prev)
             else:
@@ -306,8 +315,7 @@ def gru(
                 dP[t] = torch.cat([dar, daz, dan], 1)
                 dQ[t] = torch.cat([dar, daz, dan * rr], 1)
                 dh_direct = dh * z
-            back = dQ[t] @ W
-            dh = dh_direct + (back if h_mask is None else back * h_mask)
+            dh = dh_direct + _back(dQ[t], W, h_mask)
             if dh_pass is not None:
                 dh = dh + dh_pass
         hp = _h_prev(out, reverse, h_mask)

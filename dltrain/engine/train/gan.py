@@ -74,9 +74,11 @@ class GanTrainer(Trainer):
         data: TrainData,
         device: torch.device,
         reporter: Reporter | None = None,
+        data_pre: Any = None,
     ) -> None:
         super().__init__(spec, generator, data, device, reporter)
         self.disc = discriminator
+        self.data_pre = data_pre  # the real data's preprocessing, kept in checkpoints
         trainable = discriminator.parameters(trainable_only=True)
         if not trainable:
             raise DltrainError("every discriminator layer is frozen; nothing to train")
