@@ -7,6 +7,7 @@ import time
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..engine.train.callbacks import Callback
 from .app import out
 
 
@@ -14,32 +15,26 @@ def _fmt(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in logs.items())
 
 
-class PlainReporter:
+class PlainProgress(Callback):
+    """One line per epoch (logs, CI, pipes)."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
-        self.samples = 0
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.epoch, self.epochs, self.t0 = epoch, epochs, time.perf_counter()
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.t0 = time.perf_counter()
 
-    def advance(self, step_in_epoch: int) -> None:
-        pass
-
-    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None:
-        pass
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         dt = time.perf_counter() - self.t0
-        print(f"epoch {epoch + 1}/{self.epochs} {dt:.1f}s {_fmt(logs)}", flush=True)
+        print(f"epoch {epoch + 1}/{self.trainer.epochs} {dt:.1f}s {_fmt(logs)}", flush=True)
 
     def message(self, text: str) -> None:
         print(text, flush=True)
 
-    def close(self) -> None:
-        pass
 
+class RichProgress(Callback):
+    """A live bar per epoch with the running loss and metrics, a table at the end."""
 
-class RichReporter:
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self.progress = Progress(
@@ -56,24 +51,25 @@ class RichReporter:
         self.table = Table(title="Training", title_justify="left")
         self.columns: list[str] = []
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+    def on_epoch_begin(self, epoch: int) -> None:
         self.progress.start()
         self.t0 = time.perf_counter()
-        label = f"{epoch + 1}/{epochs}"
+        label = f"{epoch + 1}/{self.trainer.epochs}"
+        steps = self.trainer.steps_per_epoch
         if self.task is None:
             self.task = self.progress.add_task("", total=steps, epoch=label, logs="", rate="")
         else:
             self.progress.reset(self.task, total=steps, epoch=label, logs="", rate="")
 
-    def advance(self, step_in_epoch: int) -> None:
+    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        done = self.trainer.steps_done_in_epoch()
         dt = max(time.perf_counter() - self.t0, 1e-9)
-        rate = f"{step_in_epoch * self.batch_size / dt:,.0f} samples/s"
-        self.progress.update(self.task, completed=step_in_epoch, rate=rate)
+        rate = f"{done * self.batch_size / dt:,.0f} samples/s"
+        self.progress.update(self.task, completed=done, rate=rate)
+        if logs:
+            self.progress.update(self.task, logs=_fmt(logs))
 
-    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=step_in_epoch, logs=_fmt(logs))
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.progress.stop()
         if not self.columns:
             self.columns = list(logs)

@@ -31,18 +31,18 @@ def train(
     """Train a model; writes a run directory with checkpoints, TensorBoard logs, metrics."""
     from ..run.train import train_run
     from ..spec import load
-    from .progress import PlainReporter, RichReporter
+    from .progress import PlainProgress, RichProgress
 
     spec = load(str(config), set_ or [])
     interactive = sys.stdout.isatty() and not quiet
-    reporter = RichReporter(spec.train.batch_size) if interactive else PlainReporter()
+    progress = RichProgress(spec.train.batch_size) if interactive else PlainProgress()
     rdir = train_run(
         str(config),
-        set_ or [],
-        str(run_dir) if run_dir else None,
-        resume,
-        allow or [],
-        reporter,
+        run_dir=str(run_dir) if run_dir else None,
+        resume=resume,
+        allow_changes=allow or [],
+        progress=progress,
         log=lambda m: err.print(m),
+        spec=spec,
     )
     out.print(f"run directory: {rdir}  (tensorboard --logdir {rdir / 'tensorboard'})")

@@ -16,10 +16,10 @@ import torch
 from ..spec import RunSpec
 from .layers.base import RunContext
 from .model import compile_model
+from .optim import make_optimizer
 from .params import FlatParams
 from .tensor import Tensor
 from .train.losses import build_loss
-from .train.trainer import make_optimizer
 
 
 def make_batch(spec: RunSpec, model: Any, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -303,3 +303,12 @@ def mark_best(root: Path, name: str) -> None:
     _write_synced(tmp, (name + "\n").encode())
     os.replace(tmp, root / "BEST")
     _fsync_dir(root)
+
+
+def read_state_dict(ckpt: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """A verified checkpoint as `Trainer.load_state_dict` takes it: each safetensors file's
+    tensors under its stem (model, optimizer, trainer, ...), and the JSON under `state`."""
+    out: dict[str, Any] = {"state": state}
+    for path in sorted(ckpt.glob("*.safetensors")):
+        out[path.stem] = read_tensors(path)
+    return out

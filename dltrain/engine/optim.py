@@ -14,8 +14,29 @@ import torch
 
 from ..kernels import optimizer as K_opt
 from ..kernels import use_triton
+from ..spec import schema as S
 from .params import FlatParams
 from .tensor import Tensor
+
+# the optimizer for each spec class of the schema (keyed by the class, so an unknown type
+# is an error, never another optimizer)
+BY_SPEC: dict[type, type[Optimizer]] = {}
+
+
+def for_spec(spec_cls: type) -> Any:
+    def deco(cls: type[Optimizer]) -> type[Optimizer]:
+        BY_SPEC[spec_cls] = cls
+        return cls
+
+    return deco
+
+
+def make_optimizer(o: Any, params: FlatParams) -> Optimizer:
+    """The engine optimizer for an OptimizerSpec (learning rate, decay, ... in Keras's names)."""
+    cls = BY_SPEC.get(type(o))
+    if cls is None:
+        raise TypeError(f"no optimizer is registered for {type(o).__name__}")
+    return cls.from_spec(o, params)
 
 
 class Optimizer:
@@ -32,6 +53,11 @@ class Optimizer:
         self.step_count = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self._pairs()]
         self._scratch: dict[int, torch.Tensor] = {}  # reused temporaries (not checkpointed)
+
+    @classmethod
+    def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
+        """This optimizer from its spec (Keras's argument names)."""
+        raise NotImplementedError
 
     def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         if self.flat is not None:
@@ -94,7 +120,18 @@ class Optimizer:
             self.state[int(i)][name] = v.to(device=p.device, dtype=p.dtype).clone()
 
 
+@for_spec(S.SGDSpec)
 class SGD(Optimizer):
+    @classmethod
+    def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
+        return cls(
+            params,
+            lr=o.learning_rate,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+        )
+
     def __init__(
         self,
         params: Any,
@@ -138,8 +175,20 @@ class SGD(Optimizer):
         p.add_(d, alpha=-self.lr)
 
 
+@for_spec(S.AdamSpec)
 class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
+
+    @classmethod
+    def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
+        return cls(
+            params,
+            lr=o.learning_rate,
+            betas=(o.beta_1, o.beta_2),
+            eps=o.epsilon,
+            weight_decay=o.weight_decay,
+            amsgrad=o.amsgrad,
+        )
 
     def __init__(
         self,
@@ -194,6 +243,7 @@ class Adam(Optimizer):
         p.addcdiv_(m, denom, value=-step_size * bc2_sqrt)
 
 
+@for_spec(S.AdamWSpec)
 class AdamW(Adam):
     decoupled = True
 
@@ -209,8 +259,21 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
+@for_spec(S.RMSpropSpec)
 class RMSprop(Optimizer):
     slots = ("square_avg",)
+
+    @classmethod
+    def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
+        return cls(
+            params,
+            lr=o.learning_rate,
+            alpha=o.rho,
+            eps=o.epsilon,
+            momentum=o.momentum,
+            centered=o.centered,
+            weight_decay=o.weight_decay,
+        )
 
     def __init__(
         self,
@@ -250,8 +313,19 @@ class RMSprop(Optimizer):
             p.addcdiv_(g, avg, value=-self.lr)
 
 
+@for_spec(S.AdagradSpec)
 class Adagrad(Optimizer):
     slots = ("sum",)
+
+    @classmethod
+    def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
+        return cls(
+            params,
+            lr=o.learning_rate,
+            eps=o.epsilon,
+            initial_accumulator_value=o.initial_accumulator_value,
+            weight_decay=o.weight_decay,
+        )
 
     def __init__(
         self,

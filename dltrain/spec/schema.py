@@ -258,6 +258,12 @@ class TrainSpec(Spec):
     log_every_steps: PosInt = Field(
         10, description="Steps between logged losses (device values are read only then)."
     )
+    steps_per_epoch: PosInt | None = Field(
+        None,
+        description="Optimizer steps per epoch (Keras's fit argument); default: one pass "
+        "over the training data. Fewer steps take the start of each epoch's shuffled order "
+        "(quick checks, smoke tests).",
+    )
 
 
 class EarlyStoppingSpec(Spec):

@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from ...errors import DltrainError
+from ...errors import ConfigError, DltrainError
 from .. import functional as F
 from ..layers.base import RunContext
 from ..model import Model
+from ..optim import make_optimizer
 from ..params import FlatParams
 from ..tensor import Tensor, no_grad
 from .schedules import Schedule
-from .trainer import Reporter, TrainData, Trainer, augment, make_optimizer
+from .trainer import TrainData, Trainer, augment
 
 
 class GanMetrics:
@@ -73,15 +74,12 @@ class GanTrainer(Trainer):
         discriminator: Model,
         data: TrainData,
         device: torch.device,
-        reporter: Reporter | None = None,
-        data_pre: Any = None,
     ) -> None:
-        super().__init__(spec, generator, data, device, reporter)
+        super().__init__(spec, generator, data, device)
         self.disc = discriminator
-        self.data_pre = data_pre  # the real data's preprocessing, kept in checkpoints
         trainable = discriminator.parameters(trainable_only=True)
         if not trainable:
-            raise DltrainError("every discriminator layer is frozen; nothing to train")
+            raise ConfigError("every discriminator layer is frozen; nothing to train")
         self.dspec = spec.gan.discriminator_optimizer or spec.optimizer
         self.dflat = FlatParams(trainable)
         self.dopt = make_optimizer(self.dspec, self.dflat)
@@ -133,6 +131,26 @@ class GanTrainer(Trainer):
         self.dopt.lr = self.dschedule.lr(self.global_step)
         self.dopt.step()
         self.dopt.zero_grad()
+
+    has_best_epoch = False  # no loss of a GAN says which epoch is best
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        d_tensors, d_meta = self.dopt.state_dict()
+        state["trainer"]["rng.noise"] = self.noise_gen.get_state()
+        state["discriminator"] = self.disc.state_tensors()
+        state["discriminator_optimizer"] = d_tensors
+        state["state"]["gan"] = {"optimizer": d_meta, "schedule": self.dschedule.state()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.disc.load_state_tensors(state["discriminator"])
+        self.dopt.load_state_dict(
+            state["discriminator_optimizer"], state["state"]["gan"]["optimizer"]
+        )
+        self.dschedule.load(state["state"]["gan"]["schedule"])
+        self.noise_gen.set_state(state["trainer"]["rng.noise"])
 
     @no_grad()
     def samples(self) -> torch.Tensor:

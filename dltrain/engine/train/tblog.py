@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .callbacks import Callback
+
 
 class TBLogger:
     def __init__(self, logdir: Path, purge_step: int | None) -> None:
@@ -118,3 +120,76 @@ def tile(images: np.ndarray, low: float = -1.0, high: float = 1.0, scale: int = 
         r, q = divmod(i, cols)
         grid[1 + r * hh : 1 + r * hh + h * scale, 1 + q * ww : 1 + q * ww + w * scale] = x[i]
     return grid
+
+
+class TensorBoard(Callback):
+    """Scalars by step (train/* at log intervals, epoch/* per epoch), weight and gradient
+    histograms, sample images with predicted/true labels, the confusion matrix, a GAN's
+    samples, the config as text and the run's hparams at the end.
+
+    A resumed run purges the events after its checkpoint's step (they belong to the crashed
+    attempt); a fresh run in a directory that already has events purges them all."""
+
+    def __init__(self, logdir: Path, spec: Any, config_text: str, resumed: bool) -> None:
+        self.logdir, self.spec, self.config_text, self.resumed = logdir, spec, config_text, resumed
+        self.tb: TBLogger | None = None
+
+    def on_train_begin(self) -> None:
+        tr = self.trainer
+        purge = tr.global_step + 1 if self.resumed else (0 if self.logdir.exists() else None)
+        self.tb = TBLogger(self.logdir, purge)
+        if not self.resumed:
+            self.tb.text("config", self.config_text)
+
+    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if logs and self.tb is not None:
+            lr = self.trainer.opt.lr
+            self.tb.scalars("train", {"loss": logs["loss"], "learning_rate": lr}, step)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        tr, tb, log = self.trainer, self.tb, self.spec.logging
+        assert tb is not None
+        step = tr.global_step
+        tb.scalars("epoch", {**logs, "epoch": epoch + 1}, step)
+        samples = tr.samples()
+        if samples is not None and log.images and samples.dim() == 4:
+            imgs = np.moveaxis(samples.float().cpu().numpy(), 1, -1)
+            lo = float(imgs.min())
+            tb.image("samples/generated", tile(imgs, lo, max(float(imgs.max()), lo + 1e-6)), step)
+        if log.histograms:
+            tb.histograms({k: p.data for k, p in tr.model.named_parameters()}, "weights", step)
+            tb.histograms(tr.epoch_grads, "gradients", step)
+        data, val = tr.data, tr.last_validation
+        if log.images and data.image and val is not None and self.spec.task == "classification":
+            ms, probs = val
+            assert data.x_val is not None and data.y_val is not None and probs is not None
+            n = min(32, len(data.x_val))
+            imgs = np.moveaxis(data.x_val[:n].detach().cpu().numpy(), 1, -1)
+            top = probs[:n]
+            pred = (top.argmax(1) if top.shape[1] > 1 else (top[:, 0] > 0.5).long()).cpu().numpy()
+            true = data.y_val[:n].cpu().numpy()
+            tb.image("samples/pred_true", sample_grid(imgs, true, pred, data.classes), step)
+            cm = ms.confusion_matrix().numpy()
+            tb.image("confusion_matrix", confusion_image(cm, data.classes), step)
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        if self.tb is None:
+            return
+        s = self.spec
+        hp = {
+            "optimizer": s.optimizer.type,
+            "learning_rate": s.optimizer.learning_rate,
+            "batch_size": s.train.batch_size,
+            "epochs": s.train.epochs,
+            "seed": s.seed,
+        }
+        self.tb.hparams(hp, {k: v for k, v in logs.items() if isinstance(v, float)})
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.w.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None

@@ -11,50 +11,23 @@ the device and are read at log intervals, epoch ends and before a checkpoint is 
 from __future__ import annotations
 
 import math
-import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from ...errors import DltrainError, NonFiniteError
+from ...errors import ConfigError, NonFiniteError
+from ...spec import RunSpec
 from ..layers.base import RunContext
 from ..model import Model
-from ..optim import OPTIMIZERS, Optimizer, clip_grad_norm_, clip_grad_value_
+from ..optim import clip_grad_norm_, clip_grad_value_, make_optimizer
 from ..params import FlatParams
 from ..tensor import Tensor, no_grad
+from .callbacks import Callback, Interrupted
 from .losses import build_loss
 from .metrics import MetricState
-from .schedules import Schedule, improved
-
-
-class Reporter(Protocol):
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def advance(self, step_in_epoch: int) -> None: ...  # every step: no device values
-    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None: ...
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class NullReporter:
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def advance(self, step_in_epoch: int) -> None: ...
-    def step(self, step_in_epoch: int, logs: dict[str, float]) -> None: ...
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class Interrupted(DltrainError):
-    """Stopped by SIGINT/SIGTERM after committing a checkpoint."""
-
-    def __init__(self, signum: int, saved: str | None) -> None:
-        self.exit_code = 128 + signum
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name}" + (f"; saved {saved}, continue with --resume" if saved else "")
-        )
+from .schedules import Schedule
 
 
 @dataclass
@@ -67,46 +40,6 @@ class TrainData:
     y_val: torch.Tensor | None = None
     image: bool = False
     classes: list[str] = field(default_factory=list)
-
-
-def make_optimizer(o: Any, params: FlatParams) -> Optimizer:
-    """The engine optimizer for an OptimizerSpec over flat parameters."""
-    t = o.type
-    if t == "sgd":
-        return OPTIMIZERS["SGD"](
-            params,
-            lr=o.learning_rate,
-            momentum=o.momentum,
-            nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
-        )
-    if t in ("adam", "adamw"):
-        cls = OPTIMIZERS["AdamW" if t == "adamw" else "Adam"]
-        return cls(
-            params,
-            lr=o.learning_rate,
-            betas=(o.beta_1, o.beta_2),
-            eps=o.epsilon,
-            weight_decay=o.weight_decay,
-            amsgrad=o.amsgrad,
-        )
-    if t == "rmsprop":
-        return OPTIMIZERS["RMSprop"](
-            params,
-            lr=o.learning_rate,
-            alpha=o.rho,
-            eps=o.epsilon,
-            momentum=o.momentum,
-            centered=o.centered,
-            weight_decay=o.weight_decay,
-        )
-    return OPTIMIZERS["Adagrad"](
-        params,
-        lr=o.learning_rate,
-        eps=o.epsilon,
-        initial_accumulator_value=o.initial_accumulator_value,
-        weight_decay=o.weight_decay,
-    )
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
@@ -140,28 +73,29 @@ def augment(x: torch.Tensor, aug: Any, gen: torch.Generator) -> torch.Tensor:
 
 
 class Trainer:
-    """Owns the model, optimizer, schedule, generators and accumulators of one run."""
+    """Owns one run's model, optimizer, schedule, generators and accumulators, and its loop:
+    `fit(callbacks)` runs the epochs; `state_dict()` is everything a checkpoint holds."""
 
-    def __init__(
-        self,
-        spec: Any,
-        model: Model,
-        data: TrainData,
-        device: torch.device,
-        reporter: Reporter | None = None,
-    ) -> None:
+    def __init__(self, spec: RunSpec, model: Model, data: TrainData, device: torch.device) -> None:
         self.spec, self.model, self.data, self.device = spec, model, data, device
-        self.reporter = reporter or NullReporter()
         tr = spec.train
         self.loss = build_loss(spec, model)
         trainable = model.parameters(trainable_only=True)
         if not trainable:
-            raise DltrainError("every layer is frozen (trainable: false); nothing to train")
+            raise ConfigError(
+                "every layer is frozen (trainable: false); nothing to train. Unfreeze at "
+                "least one layer, or use the model as it is with predict/evaluate"
+            )
         self.flat = FlatParams(trainable)
         self.opt = make_optimizer(spec.optimizer, self.flat)
-        n = len(data.x)
-        self.n_batches = math.ceil(n / tr.batch_size)
-        self.steps_per_epoch = math.ceil(self.n_batches / tr.gradient_accumulation_steps)
+        self.n_batches = math.ceil(len(data.x) / tr.batch_size)  # micro-batches in one pass
+        full = math.ceil(self.n_batches / tr.gradient_accumulation_steps)
+        self.steps_per_epoch = min(tr.steps_per_epoch or full, full)
+        # micro-batches an epoch runs (all of them unless train.steps_per_epoch cuts it short)
+        self.epoch_batches = min(
+            self.n_batches, self.steps_per_epoch * tr.gradient_accumulation_steps
+        )
+        self.epochs = tr.epochs
         self.schedule = Schedule(
             spec.optimizer.schedule,
             spec.optimizer.learning_rate,
@@ -172,15 +106,88 @@ class Trainer:
         self.dropout_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 17)
         self.augment_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 29)
         n_out = model.output_shape[0]
-        self.train_metrics = MetricState(list(spec.metrics), spec.task, n_out, device)
+        self.train_metrics: Any = MetricState(list(spec.metrics), spec.task, n_out, device)
         self.epoch, self.batch, self.global_step = 0, 0, 0
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.stop_signal: int | None = None
-        self.stop_early = False
-        self.es = next((c for c in spec.callbacks if c.type == "early_stopping"), None)
-        self.es_state: dict[str, Any] = {"best": None, "wait": 0, "best_epoch": None}
-        self.es_weights: dict[str, torch.Tensor] | None = None
+        self.stop_signal: int | None = None  # set by a signal handler: save and stop
+        self.stop_training = False  # set by callbacks (early stopping): end after this epoch
+        self.callbacks: list[Callback] = []
+        self.saved: list[str] = []  # checkpoints committed by this process
+        self.resumed_from: str | None = None
+        self.last_validation: tuple[MetricState, torch.Tensor | None] | None = None
         self.epoch_grads: dict[str, torch.Tensor] = {}
+        self._callback_state: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
+        self._last_loss = torch.zeros((), device=device)
+
+    has_best_epoch = True  # whether a validation/loss value can pick a best epoch
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+        """Train from the current (epoch, batch) to train.epochs; returns the last epoch's
+        logs. Callbacks run in list order at each hook."""
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.trainer = self
+        self._restore_callbacks()
+        logs: dict[str, float] = {}
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin()
+            while self.epoch < self.epochs and not self.stop_training:
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self.epoch)
+                self._run_epoch()
+                logs = self._end_epoch()
+                self.epoch += 1
+                self.batch = 0
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self.epoch - 1, logs)
+            for cb in self.callbacks:
+                cb.on_train_end(logs)
+        finally:
+            for cb in self.callbacks:
+                cb.close()
+        return logs
+
+    def message(self, text: str) -> None:
+        for cb in self.callbacks:
+            cb.message(text)
+
+    def _run_epoch(self) -> None:
+        """The rest of the current epoch, from micro-batch self.batch."""
+        tr = self.spec.train
+        bs, accum = tr.batch_size, tr.gradient_accumulation_steps
+        order = epoch_order(self.spec.seed, self.epoch, len(self.data.x), tr.shuffle)
+        order = order.to(self.device)
+        while self.batch < self.epoch_batches:
+            group_end = min(self.batch + accum, self.epoch_batches)
+            scale = 1.0 / (group_end - self.batch)
+            for b in range(self.batch, group_end):
+                self._micro_batch(order[b * bs : (b + 1) * bs], scale)
+            self.batch = group_end
+            self._optimizer_step()
+            logs: dict[str, float] = {}
+            if self.global_step % tr.log_every_steps == 0:  # the only per-step host sync
+                self.check_finite()
+                logs = self.train_metrics.results()
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self.global_step, logs)
+            if self.stop_signal is not None:  # no checkpoint callback took it
+                raise Interrupted(self.stop_signal, None)
+
+    def _end_epoch(self) -> dict[str, float]:
+        self.check_finite()
+        logs = self.train_metrics.results()
+        self.train_metrics.reset()
+        self.last_validation = None
+        if self.data.x_val is not None and self.data.y_val is not None:
+            vlogs, val_ms, probs = self.evaluate(
+                self.data.x_val, self.data.y_val, keep_outputs=self.data.image
+            )
+            logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            self.last_validation = (val_ms, probs)
+        logs["learning_rate"] = self.opt.lr
+        return logs
 
     # -- one optimizer step -----------------------------------------------------------------
     def _micro_batch(self, idx: torch.Tensor, scale: float) -> None:
@@ -212,7 +219,7 @@ class Trainer:
         self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
         self.opt.lr = self.schedule.lr(self.global_step)
         log = self.spec.logging
-        if self.batch >= self.n_batches and log.tensorboard and log.histograms:
+        if self.batch >= self.epoch_batches and log.tensorboard and log.histograms:
             # the epoch's last step: keep grads for the gradient histograms
             self.epoch_grads = {
                 k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None
@@ -235,31 +242,75 @@ class Trainer:
         raise NonFiniteError(
             f"non-finite loss or gradient at step {bad + 1} (epoch {epoch + 1}, batch {k + 1}), "
             f"learning rate {self.schedule.lr(bad):.3g}; training samples of that step: "
-            f"[{shown}]. No checkpoint was written after it; the last one is resumable. Try a "
+            f"[{shown}]. No checkpoint was written after it" + self.resumable_hint() + ". Try a "
             "lower learning rate, clipnorm, or check those samples"
         )
+
+    def resumable_hint(self) -> str:
+        last = self.saved[-1] if self.saved else self.resumed_from
+        if last is None:
+            return "; no checkpoint was written before it, so a new run starts from scratch"
+        return f"; the last checkpoint ({last}) is resumable with --resume"
 
     def steps_done_in_epoch(self) -> int:
         return -(-self.batch // self.spec.train.gradient_accumulation_steps)
 
-    # -- an epoch ---------------------------------------------------------------------------
-    def run_epoch(self, on_step: Any) -> None:
-        """Train the rest of the current epoch, from micro-batch self.batch."""
-        tr = self.spec.train
-        bs, accum = tr.batch_size, tr.gradient_accumulation_steps
-        order = epoch_order(self.spec.seed, self.epoch, len(self.data.x), tr.shuffle)
-        order = order.to(self.device)
-        while self.batch < self.n_batches:
-            group_end = min(self.batch + accum, self.n_batches)
-            scale = 1.0 / (group_end - self.batch)
-            for b in range(self.batch, group_end):
-                self._micro_batch(order[b * bs : (b + 1) * bs], scale)
-            self.batch = group_end
-            self._optimizer_step()
-            on_step()
-            if self.stop_signal is not None:
-                return
+    def samples(self) -> torch.Tensor | None:
+        """Generated samples to show (GANs); None for other models."""
+        return None
 
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors by file (model, optimizer, trainer) and the JSON `state`: what a checkpoint
+        holds to continue this run bit-exactly."""
+        opt_tensors, opt_meta = self.opt.state_dict()
+        trainer = {"rng.dropout": self.dropout_gen.get_state()}
+        trainer["rng.augment"] = self.augment_gen.get_state()
+        trainer.update({f"metrics.{k}": v for k, v in self.train_metrics.tensors().items()})
+        meta: dict[str, Any] = {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "optimizer": opt_meta,
+            "schedule": self.schedule.state(),
+        }
+        for cb in self.callbacks:
+            if cb.state_key:
+                m, t = cb.state()
+                meta[cb.state_key] = m
+                trainer.update({f"{cb.state_key}.{k}": v for k, v in t.items()})
+        return {
+            "model": self.model.state_tensors(),
+            "optimizer": opt_tensors,
+            "trainer": trainer,
+            "state": meta,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()`; callbacks get their part when `fit` starts."""
+        meta, tt = state["state"], state["trainer"]
+        self.model.load_state_tensors(state["model"])
+        self.opt.load_state_dict(state["optimizer"], meta["optimizer"])
+        self.dropout_gen.set_state(tt["rng.dropout"])
+        self.augment_gen.set_state(tt["rng.augment"])
+        self.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})
+        self.global_step, self.epoch, self.batch = meta["global_step"], meta["epoch"], meta["batch"]
+        self.schedule.load(meta["schedule"])
+        self._callback_state = (meta, tt)
+
+    def _restore_callbacks(self) -> None:
+        if self._callback_state is None:
+            return
+        meta, tt = self._callback_state
+        for cb in self.callbacks:
+            key = cb.state_key
+            if key and meta.get(key) is not None:
+                n = len(key) + 1
+                cb.load_state(
+                    meta[key], {k[n:]: v for k, v in tt.items() if k.startswith(key + ".")}
+                )
+
+    # -- evaluation -------------------------------------------------------------------------
     @no_grad()
     def evaluate(
         self,
@@ -280,26 +331,6 @@ class Trainer:
             batch_size or max(self.spec.train.batch_size, 256),
             keep_outputs,
         )
-
-    # -- early stopping ---------------------------------------------------------------------
-    def early_stopping(self, logs: dict[str, float]) -> str | None:
-        es = self.es
-        if es is None or es.monitor not in logs:
-            return None
-        st = self.es_state
-        if improved(logs[es.monitor], st["best"], es.mode, es.monitor, es.min_delta):
-            st.update(best=logs[es.monitor], wait=0, best_epoch=self.epoch)
-            if es.restore_best_weights:
-                self.es_weights = {k: v.clone() for k, v in self.model.state_tensors().items()}
-            return None
-        st["wait"] += 1
-        if st["wait"] >= es.patience:
-            self.stop_early = True
-            return (
-                f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
-                f"(best {st['best']:.4g} at epoch {st['best_epoch'] + 1})"
-            )
-        return None
 
 
 @no_grad()
