@@ -30,3 +30,9 @@ class NonFiniteError(DltrainError):
 
 class DltrainIOError(DltrainError):
     exit_code = 6
+
+
+class ExportError(DltrainError):
+    """A model (or one of its layers) that the asked format cannot hold."""
+
+    exit_code = 2

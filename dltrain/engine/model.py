@@ -55,7 +55,7 @@ class Model:
         readers[-1] += 1  # the model output is read by the caller
         for node in self.nodes:
             node.layer.inplace = False
-            if node.layer.spec.type not in ("ReLU", "LeakyReLU") or len(node.inputs) != 1:
+            if not node.layer.may_run_inplace or len(node.inputs) != 1:
                 continue
             j = node.inputs[0]
             if j > 0 and readers[j] == 1 and self.nodes[j - 1].layer.output_unsaved:

@@ -1,77 +1,34 @@
-"""Layer specs in Keras's vocabulary: class names as `type`, Keras argument names/defaults."""
+"""Layer specs in Keras's vocabulary: class names as `type`, Keras argument names/defaults.
+
+The sequence layers' specs are in `seq_layers`; both register with `layer_spec`."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-ACTIVATION_NAMES = (
-    "linear",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "gelu",
-    "sigmoid",
-    "tanh",
-    "silu",
-    "swish",
-    "softplus",
-    "softmax",
-    "log_softmax",
-)
-INITIALIZER_NAMES = (
-    "glorot_uniform",
-    "glorot_normal",
-    "he_normal",
-    "he_uniform",
-    "lecun_normal",
-    "lecun_uniform",
-    "normal",
-    "uniform",
-    "random_normal",
-    "random_uniform",
-    "orthogonal",
-    "zeros",
-    "ones",
+from . import seq_layers  # noqa: F401  (registers the sequence layers' specs)
+from .layer_base import (
+    ACTIVATION_NAMES,
+    INITIALIZER_NAMES,
+    LAYER_SPECS,
+    Activation,
+    Initializer,
+    IntOrPair,
+    IntOrSingle,
+    LayerBase,
+    Padding,
+    PosInt,
+    _Kernel,
+    layer_spec,
+    type_name,
 )
 
-Activation = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
-Initializer = Literal[INITIALIZER_NAMES]  # type: ignore[valid-type]
-PosInt = Annotated[int, Field(gt=0)]
-IntOrPair = Union[PosInt, Annotated[list[PosInt], Field(min_length=2, max_length=2)]]
-IntOrSingle = Union[PosInt, Annotated[list[PosInt], Field(min_length=1, max_length=1)]]
-Padding = Literal["valid", "same"]
+__all__ = ["ACTIVATION_NAMES", "INITIALIZER_NAMES", "LAYER_SPECS", "LAYER_TYPES", "LayerSpec"]
 
 
-class LayerBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str | None = Field(
-        None,
-        description="Layer name, unique in the model; others can "
-        "name it in `inputs`. Default: type and index, e.g. dense_2.",
-    )
-    inputs: list[str] | None = Field(
-        None,
-        description="Names of the layers (or 'input') "
-        "feeding this one. Default: the previous layer.",
-    )
-    trainable: bool = Field(True, description="false freezes the layer's weights.")
-    repeat: PosInt = Field(1, description="Repeat this layer N times (expanded on load).")
-
-
-class _Kernel(LayerBase):
-    activation: Activation | None = Field(
-        None, description="Activation applied after the layer (Keras name); none means linear."
-    )
-    use_bias: bool = Field(True, description="Whether the layer adds a bias vector.")
-    kernel_initializer: Initializer = Field(
-        "glorot_uniform", description="Initializer of the kernel weights."
-    )
-    bias_initializer: Initializer = Field("zeros", description="Initializer of the bias.")
-
-
+@layer_spec
 class DenseSpec(_Kernel):
     type: Literal["Dense"] = Field(description="Fully connected layer.")
     units: PosInt = Field(description="Number of output units.")
@@ -84,6 +41,7 @@ class _Conv(_Kernel):
     )
 
 
+@layer_spec
 class Conv1DSpec(_Conv):
     type: Literal["Conv1D"] = Field(description="1-D convolution over (steps, channels).")
     padding: Literal["valid", "same", "causal"] = Field(  # type: ignore[assignment]
@@ -96,6 +54,7 @@ class Conv1DSpec(_Conv):
     dilation_rate: IntOrSingle = Field(1, description="Dilation of the window.")
 
 
+@layer_spec
 class Conv2DSpec(_Conv):
     type: Literal["Conv2D"] = Field(description="2-D convolution over (height, width, channels).")
     kernel_size: IntOrPair = Field(description="Window size: one number or [height, width].")
@@ -106,6 +65,7 @@ class Conv2DSpec(_Conv):
     )
 
 
+@layer_spec
 class Conv2DTransposeSpec(_Conv):
     type: Literal["Conv2DTranspose"] = Field(
         description="Transposed 2-D convolution (upsampling by strides)."
@@ -133,14 +93,17 @@ class _Pool1D(LayerBase):
     padding: Padding = Field("valid", description="'valid' or 'same'.")
 
 
+@layer_spec
 class MaxPooling1DSpec(_Pool1D):
     type: Literal["MaxPooling1D"] = Field(description="Max over each window of steps.")
 
 
+@layer_spec
 class AveragePooling1DSpec(_Pool1D):
     type: Literal["AveragePooling1D"] = Field(description="Mean over each window of steps.")
 
 
+@layer_spec
 class MaskingSpec(LayerBase):
     type: Literal["Masking"] = Field(
         description="Steps whose features all equal mask_value are skipped by later layers "
@@ -149,19 +112,23 @@ class MaskingSpec(LayerBase):
     mask_value: float = Field(0.0, description="The padding value.")
 
 
+@layer_spec
 class MaxPooling2DSpec(_Pool):
     type: Literal["MaxPooling2D"] = Field(description="Max over each window.")
 
 
+@layer_spec
 class AveragePooling2DSpec(_Pool):
     type: Literal["AveragePooling2D"] = Field(description="Mean over each window.")
 
 
+@layer_spec
 class GlobalAveragePooling2DSpec(LayerBase):
     type: Literal["GlobalAveragePooling2D"] = Field(description="Mean over height and width.")
     keepdims: bool = Field(False, description="Keep the spatial dims as size 1.")
 
 
+@layer_spec
 class BatchNormalizationSpec(LayerBase):
     type: Literal["BatchNormalization"] = Field(
         description="Normalise each channel over the batch; running statistics for inference."
@@ -179,6 +146,7 @@ class BatchNormalizationSpec(LayerBase):
     scale: bool = Field(True, description="Learn a scale (gamma).")
 
 
+@layer_spec
 class LayerNormalizationSpec(LayerBase):
     type: Literal["LayerNormalization"] = Field(
         description="Normalise each sample over its last axis."
@@ -189,15 +157,18 @@ class LayerNormalizationSpec(LayerBase):
     scale: bool = Field(True, description="Learn a scale (gamma).")
 
 
+@layer_spec
 class DropoutSpec(LayerBase):
     type: Literal["Dropout"] = Field(description="Randomly zero inputs during training.")
     rate: float = Field(ge=0, lt=1, description="Fraction of inputs to drop, in [0, 1).")
 
 
+@layer_spec
 class FlattenSpec(LayerBase):
     type: Literal["Flatten"] = Field(description="Flatten all but the batch dim.")
 
 
+@layer_spec
 class ReshapeSpec(LayerBase):
     type: Literal["Reshape"] = Field(description="Reshape each sample (batch dim excluded).")
     target_shape: list[int] = Field(
@@ -205,32 +176,38 @@ class ReshapeSpec(LayerBase):
     )
 
 
+@layer_spec
 class ActivationSpec(LayerBase):
     type: Literal["Activation"] = Field(description="Apply an activation function.")
     activation: Activation = Field(description="Activation name (Keras).")
 
 
+@layer_spec
 class ReLUSpec(LayerBase):
     type: Literal["ReLU"] = Field(description="Rectified linear unit.")
     max_value: float | None = Field(None, gt=0, description="Upper bound of the output.")
     negative_slope: float = Field(0.0, ge=0, description="Slope below zero.")
 
 
+@layer_spec
 class LeakyReLUSpec(LayerBase):
     type: Literal["LeakyReLU"] = Field(description="Leaky ReLU.")
     negative_slope: float = Field(0.3, ge=0, description="Slope below zero (Keras default 0.3).")
 
 
+@layer_spec
 class ELUSpec(LayerBase):
     type: Literal["ELU"] = Field(description="Exponential linear unit.")
     alpha: float = Field(1.0, description="Scale of the negative part.")
 
 
+@layer_spec
 class SoftmaxSpec(LayerBase):
     type: Literal["Softmax"] = Field(description="Softmax over the last axis.")
     axis: Literal[-1] = Field(-1, description="Axis; only the last.")
 
 
+@layer_spec
 class EmbeddingSpec(LayerBase):
     type: Literal["Embedding"] = Field(description="Integer ids to dense vectors.")
     input_dim: PosInt = Field(description="Vocabulary size (largest id + 1).")
@@ -243,6 +220,7 @@ class EmbeddingSpec(LayerBase):
     )
 
 
+@layer_spec
 class ZeroPadding2DSpec(LayerBase):
     type: Literal["ZeroPadding2D"] = Field(description="Pad height and width with zeros.")
     padding: Union[
@@ -252,6 +230,7 @@ class ZeroPadding2DSpec(LayerBase):
     ] = Field(1, description="n, [h, w] or [[top, bottom], [left, right]].")
 
 
+@layer_spec
 class UpSampling2DSpec(LayerBase):
     type: Literal["UpSampling2D"] = Field(description="Repeat rows and columns.")
     size: IntOrPair = Field(2, description="Factor: one number or [height, width].")
@@ -266,45 +245,15 @@ class _Merge(LayerBase):
         return self
 
 
+@layer_spec
 class AddSpec(_Merge):
     type: Literal["Add"] = Field(description="Elementwise sum of the inputs.")
 
 
+@layer_spec
 class ConcatenateSpec(_Merge):
     type: Literal["Concatenate"] = Field(description="Join the inputs along an axis.")
     axis: int = Field(-1, description="Axis (channels-last numbering; -1 = channels).")
-
-
-# the sequence layers build on the types above
-from .seq_layers import SEQUENCE_LAYER_SPECS  # noqa: E402
-
-LAYER_SPECS = (
-    DenseSpec,
-    Conv1DSpec,
-    Conv2DSpec,
-    Conv2DTransposeSpec,
-    MaxPooling2DSpec,
-    AveragePooling2DSpec,
-    GlobalAveragePooling2DSpec,
-    BatchNormalizationSpec,
-    LayerNormalizationSpec,
-    DropoutSpec,
-    FlattenSpec,
-    ReshapeSpec,
-    ActivationSpec,
-    ReLUSpec,
-    LeakyReLUSpec,
-    ELUSpec,
-    SoftmaxSpec,
-    EmbeddingSpec,
-    ZeroPadding2DSpec,
-    UpSampling2DSpec,
-    AddSpec,
-    ConcatenateSpec,
-    MaxPooling1DSpec,
-    AveragePooling1DSpec,
-    MaskingSpec,
-) + SEQUENCE_LAYER_SPECS
 
 
 class BlockUseSpec(LayerBase):
@@ -317,9 +266,9 @@ class BlockUseSpec(LayerBase):
     use: str = Field(description="Name of the block.")
 
 
-LAYER_TYPES = tuple(c.model_fields["type"].annotation.__args__[0] for c in LAYER_SPECS)
+LAYER_TYPES = tuple(type_name(c) for c in LAYER_SPECS)
 
 LayerSpec = Annotated[
-    Union[LAYER_SPECS + (BlockUseSpec,)],  # type: ignore[valid-type]
+    Union[tuple(LAYER_SPECS) + (BlockUseSpec,)],  # type: ignore[valid-type]
     Field(discriminator="type"),
 ]  # type: ignore[valid-type]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from .layers import Initializer, LayerBase, PosInt
+from .layer_base import Initializer, LayerBase, PosInt, layer_spec
 
 RecurrentActivation = Literal["tanh", "sigmoid", "relu", "linear"]
 FfnActivation = Literal[
@@ -41,6 +41,7 @@ class _Recurrent(LayerBase):
     )
 
 
+@layer_spec
 class SimpleRNNSpec(_Recurrent):
     type: Literal["SimpleRNN"] = Field(description="Fully connected recurrent layer.")
 
@@ -51,6 +52,7 @@ class _Gated(_Recurrent):
     )
 
 
+@layer_spec
 class LSTMSpec(_Gated):
     type: Literal["LSTM"] = Field(description="Long short-term memory layer.")
     unit_forget_bias: bool = Field(
@@ -58,6 +60,7 @@ class LSTMSpec(_Gated):
     )
 
 
+@layer_spec
 class GRUSpec(_Gated):
     type: Literal["GRU"] = Field(description="Gated recurrent unit layer.")
     reset_after: Literal[True] = Field(
@@ -70,6 +73,7 @@ class GRUSpec(_Gated):
 RecurrentSpec = Annotated[Union[SimpleRNNSpec, LSTMSpec, GRUSpec], Field(discriminator="type")]
 
 
+@layer_spec
 class BidirectionalSpec(LayerBase):
     type: Literal["Bidirectional"] = Field(
         description="Run a recurrent layer forwards and backwards and merge the outputs."
@@ -95,14 +99,17 @@ class _GlobalPool1D(LayerBase):
     keepdims: bool = Field(False, description="Keep the steps axis with length 1.")
 
 
+@layer_spec
 class GlobalAveragePooling1DSpec(_GlobalPool1D):
     type: Literal["GlobalAveragePooling1D"] = Field(description="Mean over the steps axis.")
 
 
+@layer_spec
 class GlobalMaxPooling1DSpec(_GlobalPool1D):
     type: Literal["GlobalMaxPooling1D"] = Field(description="Maximum over the steps axis.")
 
 
+@layer_spec
 class MultiHeadAttentionSpec(LayerBase):
     type: Literal["MultiHeadAttention"] = Field(
         description="Multi-head scaled dot-product attention. One input: self-attention; "
@@ -127,6 +134,7 @@ class MultiHeadAttentionSpec(LayerBase):
     bias_initializer: Initializer = Field("zeros", description="Initializer of the biases.")
 
 
+@layer_spec
 class TokenAndPositionEmbeddingSpec(LayerBase):
     type: Literal["TokenAndPositionEmbedding"] = Field(
         description="Token embedding plus a learned position embedding (KerasHub)."
@@ -159,28 +167,16 @@ class _Transformer(LayerBase):
     )
 
 
+@layer_spec
 class TransformerEncoderSpec(_Transformer):
     type: Literal["TransformerEncoder"] = Field(
         description="Self-attention + feedforward block with residuals and layer norms (KerasHub)."
     )
 
 
+@layer_spec
 class TransformerDecoderSpec(_Transformer):
     type: Literal["TransformerDecoder"] = Field(
         description="Causal self-attention + feedforward block (KerasHub's decoder without "
         "an encoder sequence): GPT-style language models."
     )
-
-
-SEQUENCE_LAYER_SPECS = (
-    SimpleRNNSpec,
-    LSTMSpec,
-    GRUSpec,
-    BidirectionalSpec,
-    GlobalAveragePooling1DSpec,
-    GlobalMaxPooling1DSpec,
-    MultiHeadAttentionSpec,
-    TokenAndPositionEmbeddingSpec,
-    TransformerEncoderSpec,
-    TransformerDecoderSpec,
-)

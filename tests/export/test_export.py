@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dltrain.engine.layers import LAYERS
 from dltrain.export import export_checkpoint
-from dltrain.export.onnx_export import EXPORTERS, ExportError
+from dltrain.export.onnx_export import ExportError
 from dltrain.run.inference import load_checkpoint, predict_array
 from dltrain.run.train import train_run
 from tests.cli.helpers import ROOT, dltrain
@@ -202,7 +202,6 @@ def test_catalogue_covers_every_layer_type():
         types |= {la["type"] for la in yaml.safe_load(text)["model"]["layers"]}
     # Masking is refused by export (test_masked_models_are_refused); the rest export
     assert types | {"Masking"} == set(LAYERS), set(LAYERS) - types
-    assert set(EXPORTERS) == set(LAYERS)
 
 
 def test_masked_models_are_refused(tmp_path):

@@ -9,11 +9,24 @@ outputs) and output.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
+from ...spec import seq_layers as S
 from .. import functional as F
 from ..tensor import Tensor
-from .base import BuildContext, Layer, RunContext, Shape, ShapeError, need_rank, register
+from .base import (
+    BuildContext,
+    Layer,
+    OnnxGraph,
+    RunContext,
+    Shape,
+    ShapeError,
+    need_rank,
+    register,
+)
 
 
 def _add_dense(
@@ -86,7 +99,52 @@ def attend(
     return _dense(layer, "output", o)
 
 
-@register("MultiHeadAttention")
+# -- ONNX: the same attention as MatMul/Softmax nodes ---------------------------------------
+def _onnx_dense(g: OnnxGraph, layer: Layer, prefix: str, x: str) -> str:
+    kernel_t = g.weight(layer, f"{prefix}_kernel").T.copy()
+    y = g.op("MatMul", [x, g.const(f"{layer.name}.{prefix}_kernelT", kernel_t)], layer.name)
+    if f"{prefix}_bias" not in layer.params:
+        return y
+    return g.op("Add", [y, layer.onnx_weight(g, f"{prefix}_bias")], layer.name)
+
+
+def onnx_attend(
+    g: OnnxGraph,
+    layer: Layer,
+    qkv: tuple[str, str, str],
+    q_steps: int,
+    s_steps: int,
+    heads: int,
+    key_dim: int,
+    causal: bool,
+) -> str:
+    """(N, L, D) inputs -> (N, L, D_out), as `attend` computes it."""
+    name = layer.name
+
+    def split(t: str, steps: int, perm: list[int]) -> str:
+        shape = g.const("shape", np.asarray([0, steps, heads, -1], np.int64))
+        return g.op("Transpose", [g.op("Reshape", [t, shape], name)], name, perm=perm)
+
+    q_in, k_in, v_in = qkv
+    q = split(_onnx_dense(g, layer, "query", q_in), q_steps, [0, 2, 1, 3])  # (N, H, L, E)
+    k = split(_onnx_dense(g, layer, "key", k_in), s_steps, [0, 2, 3, 1])  # (N, H, E, S)
+    v = split(_onnx_dense(g, layer, "value", v_in), s_steps, [0, 2, 1, 3])  # (N, H, S, E)
+    scale = g.const("scale", np.float32(1 / math.sqrt(key_dim)))
+    scores = g.op("Mul", [g.op("MatMul", [q, k], name), scale], name)
+    if causal:
+        mask = np.triu(np.full((q_steps, s_steps), -np.inf, np.float32), 1)
+        scores = g.op("Add", [scores, g.const("causal", mask)], name)
+    o = g.op("MatMul", [g.op("Softmax", [scores], name, axis=-1), v], name)
+    o = g.op("Transpose", [o], name, perm=[0, 2, 1, 3])
+    o = g.op("Reshape", [o, g.const("shape", np.asarray([0, q_steps, -1], np.int64))], name)
+    return _onnx_dense(g, layer, "output", o)
+
+
+def _steps_last(g: OnnxGraph, x: str, base: str) -> str:
+    return g.op("Transpose", [x], base, perm=[0, 2, 1])
+
+
+@register(S.MultiHeadAttentionSpec)
 class MultiHeadAttention(Layer):
     n_inputs = -1  # query; query and value; query, value and key (Keras's call order)
 
@@ -123,12 +181,21 @@ class MultiHeadAttention(Layer):
         y = attend(self, q, k, v, s.num_heads, s.use_causal_mask, s.dropout, run, key_mask)
         return y.permute(0, 2, 1)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        s = self.spec
+        q = _steps_last(g, xs[0], self.name)
+        v = _steps_last(g, xs[min(1, len(xs) - 1)], self.name)
+        k = _steps_last(g, xs[2], self.name) if len(xs) > 2 else v
+        steps = (self.input_shapes[0][1], self.input_shapes[-1][1])
+        y = onnx_attend(g, self, (q, k, v), *steps, s.num_heads, s.key_dim, s.use_causal_mask)
+        return _steps_last(g, y, self.name)
+
     @property
     def activation(self) -> str | None:
         return None
 
 
-@register("TokenAndPositionEmbedding")
+@register(S.TokenAndPositionEmbeddingSpec)
 class TokenAndPositionEmbedding(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
@@ -154,6 +221,13 @@ class TokenAndPositionEmbedding(Layer):
         tokens = F.embedding(xs[0], self.params["token_embeddings"])  # (N, T, D)
         pos = self.params["position_embeddings"][: tokens.shape[1]]
         return (tokens + pos).permute(0, 2, 1)
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        steps = self.input_shapes[0][0]
+        tok = g.op("Gather", [self.onnx_weight(g, "token_embeddings"), xs[0]], self.name)
+        positions = g.weight(self, "position_embeddings")[:steps].copy()
+        pos = g.const(f"{self.name}.positions", positions)
+        return _steps_last(g, g.op("Add", [tok, pos], self.name), self.name)
 
     def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
         return xs[0].data != 0 if self.spec.mask_zero else None
@@ -207,16 +281,41 @@ class _TransformerBlock(Layer):
             x = self._norm("ffn_norm", x)
         return x.permute(0, 2, 1)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        s, name = self.spec, self.name
+        d, steps = self.input_shapes[0]
+
+        def norm(which: str, x: str) -> str:
+            ins = [x, self.onnx_weight(g, f"{which}_gamma"), self.onnx_weight(g, f"{which}_beta")]
+            eps = float(s.layer_norm_epsilon)
+            return g.op("LayerNormalization", ins, name, axis=-1, epsilon=eps)
+
+        pre = s.normalize_first
+        x = _steps_last(g, xs[0], name)
+        h = norm("attention_norm", x) if pre else x
+        h = onnx_attend(
+            g, self, (h, h, h), steps, steps, s.num_heads, d // s.num_heads, self.causal
+        )
+        x = g.op("Add", [x, h], name)
+        if not pre:
+            x = norm("attention_norm", x)
+        h = norm("ffn_norm", x) if pre else x
+        h = g.activation(s.activation, _onnx_dense(g, self, "ffn_intermediate", h), name)
+        x = g.op("Add", [x, _onnx_dense(g, self, "ffn_output", h)], name)
+        if not pre:
+            x = norm("ffn_norm", x)
+        return _steps_last(g, x, name)
+
     @property
     def activation(self) -> str | None:
         return None
 
 
-@register("TransformerEncoder")
+@register(S.TransformerEncoderSpec)
 class TransformerEncoder(_TransformerBlock):
     pass
 
 
-@register("TransformerDecoder")
+@register(S.TransformerDecoderSpec)
 class TransformerDecoder(_TransformerBlock):
     causal = True

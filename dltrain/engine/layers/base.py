@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 
+from ...errors import ExportError
+from ...spec.layer_base import LayerBase, type_name
 from ..functional import ACTIVATIONS
 from ..tensor import Tensor
 
@@ -74,8 +76,33 @@ def apply_activation(name: str | None, x: Tensor, inplace: bool = False) -> Tens
     return fn(x)
 
 
+class OnnxGraph(Protocol):
+    """What a layer's exporter writes into (dltrain.export.onnx_graph.Graph)."""
+
+    def name(self, base: str) -> str: ...
+    def const(self, base: str, value: Any) -> str: ...
+    def op(self, op: str, inputs: list[str], base: str, **attrs: Any) -> str: ...
+    def node(
+        self, op: str, inputs: list[str], base: str, outputs: int, **attrs: Any
+    ) -> list[str]: ...
+    def to_last(self, x: str, rank: int, base: str) -> str: ...
+    def to_first(self, x: str, rank: int, base: str) -> str: ...
+    def weight(self, layer: Any, key: str) -> Any: ...
+    def activation(self, name: str | None, x: str, base: str) -> str: ...
+
+
 class Layer:
-    """One node of a compiled model, made from its spec."""
+    """One node of a compiled model, made from its spec: one unit per layer type, holding
+    its weights (`build`), its math (`forward`), its ONNX exporter (`to_onnx`, or a stated
+    `onnx_refusal`) and the facts the planner needs. `register(SpecClass)` ties it to its
+    spec class, the only place the type's name is written.
+    """
+
+    spec_class: ClassVar[type[LayerBase]]
+    # the reason this layer type cannot be exported to ONNX, where it cannot
+    onnx_refusal: ClassVar[str | None] = None
+    # an elementwise layer that may overwrite its input when the planner allows it
+    may_run_inplace: ClassVar[bool] = False
 
     def __init__(self, spec: Any, name: str) -> None:
         self.spec = spec
@@ -130,13 +157,31 @@ class Layer:
     def param_count(self) -> int:
         return sum(p.numel() for p in self.params.values())
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        """Emit this layer's ONNX nodes reading `xs` (engine layout, batch first; `rank` is
+        the first input's rank with the batch); return the output's name."""
+        raise ExportError(
+            f"layer '{self.name}' ({self.spec.type}) cannot be exported to ONNX"
+            + (f": {self.onnx_refusal}" if self.onnx_refusal else " yet")
+        )
 
+    def onnx_weight(self, g: OnnxGraph, key: str) -> str:
+        """The parameter `key` as an ONNX initializer named after it."""
+        return g.const(f"{self.name}.{key}", g.weight(self, key))
+
+
+# engine class per layer type name (the spec class's `type` literal)
 LAYERS: dict[str, type[Layer]] = {}
 
+_L = TypeVar("_L", bound=type[Layer])
 
-def register(type_name: str) -> Callable[[type[Layer]], type[Layer]]:
-    def deco(cls: type[Layer]) -> type[Layer]:
-        LAYERS[type_name] = cls
+
+def register(spec_class: type[LayerBase]) -> Callable[[_L], _L]:
+    """Make the decorated class the engine unit of `spec_class`'s layer type."""
+
+    def deco(cls: _L) -> _L:
+        cls.spec_class = spec_class
+        LAYERS[type_name(spec_class)] = cls
         return cls
 
     return deco

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from ...spec import layers as S
 from .. import functional as F
 from ..tensor import Tensor
 from .base import (
     BuildContext,
     Layer,
+    OnnxGraph,
     RunContext,
     Shape,
     ShapeError,
@@ -105,18 +108,40 @@ class _ConvND(Layer):
             x, self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.d, self.groups
         )
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        nd = self.nd
+        begin, end = list(self.pad), list(self.pad)
+        if self.extra:  # torch's F.pad list runs last dim first: [w0, w1, h0, h1]
+            for i in range(nd):
+                begin[i] += self.extra[2 * (nd - 1 - i)]
+                end[i] += self.extra[2 * (nd - 1 - i) + 1]
+        ins = [xs[0], self.onnx_weight(g, "kernel")]
+        if "bias" in self.params:
+            ins.append(self.onnx_weight(g, "bias"))
+        y = g.op(
+            "Conv",
+            ins,
+            self.name,
+            strides=list(self.s),
+            dilations=list(self.d),
+            group=self.groups,
+            pads=begin + end,
+            kernel_shape=list(self.k),
+        )
+        return g.activation(self.activation, y, self.name)
 
-@register("Conv2D")
+
+@register(S.Conv2DSpec)
 class Conv2D(_ConvND):
     nd = 2
 
 
-@register("Conv1D")
+@register(S.Conv1DSpec)
 class Conv1D(_ConvND):
     nd = 1
 
 
-@register("Conv2DTranspose")
+@register(S.Conv2DTransposeSpec)
 class Conv2DTranspose(Layer):
     output_unsaved = _ConvND.output_unsaved
 
@@ -161,6 +186,20 @@ class Conv2DTranspose(Layer):
             xs[0], self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.opad
         )
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        ins = [xs[0], self.onnx_weight(g, "kernel")]
+        if "bias" in self.params:
+            ins.append(self.onnx_weight(g, "bias"))
+        y = g.op(
+            "ConvTranspose",
+            ins,
+            self.name,
+            strides=list(self.s),
+            pads=self.pad + self.pad,
+            output_padding=list(self.opad),
+        )
+        return g.activation(self.activation, y, self.name)
+
 
 class _Pool2D(Layer):
     nd = 2  # 1: (steps, channels) pooled as a (1, steps) image
@@ -182,6 +221,17 @@ class _Pool2D(Layer):
     def pool(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    onnx_op = "MaxPool"
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        lft, r, t, b = self.pads
+        extra = {"count_include_pad": 0} if self.onnx_op == "AveragePool" else {}
+        if self.nd == 1:
+            k, s, pads = [self.k[1]], [self.s[1]], [lft, r]
+        else:
+            k, s, pads = list(self.k), list(self.s), [t, lft, b, r]
+        return g.op(self.onnx_op, [xs[0]], self.name, kernel_shape=k, strides=s, pads=pads, **extra)
+
     def _build2d(self, shape: Shape) -> Shape:
         sp = self.spec
         one = (1,) if self.nd == 1 else ()
@@ -199,7 +249,7 @@ class _Pool2D(Layer):
         return (shape[0],) + out
 
 
-@register("MaxPooling2D")
+@register(S.MaxPooling2DSpec)
 class MaxPooling2D(_Pool2D):
     def pool(self, x: Tensor) -> Tensor:
         if any(self.pads):
@@ -207,8 +257,10 @@ class MaxPooling2D(_Pool2D):
         return F.max_pool2d(x, self.k, self.s)
 
 
-@register("AveragePooling2D")
+@register(S.AveragePooling2DSpec)
 class AveragePooling2D(_Pool2D):
+    onnx_op = "AveragePool"
+
     def pool(self, x: Tensor) -> Tensor:
         if not any(self.pads):
             return F.avg_pool2d(x, self.k, self.s)
@@ -221,17 +273,17 @@ class AveragePooling2D(_Pool2D):
         return sums / Tensor(counts)
 
 
-@register("MaxPooling1D")
+@register(S.MaxPooling1DSpec)
 class MaxPooling1D(MaxPooling2D):
     nd = 1
 
 
-@register("AveragePooling1D")
+@register(S.AveragePooling1DSpec)
 class AveragePooling1D(AveragePooling2D):
     nd = 1
 
 
-@register("GlobalAveragePooling2D")
+@register(S.GlobalAveragePooling2DSpec)
 class GlobalAveragePooling2D(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
@@ -241,8 +293,12 @@ class GlobalAveragePooling2D(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return xs[0].mean((2, 3), keepdim=self.spec.keepdims)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        y = g.op("GlobalAveragePool", [xs[0]], self.name)
+        return y if self.spec.keepdims else g.op("Flatten", [y], self.name, axis=1)
 
-@register("ZeroPadding2D")
+
+@register(S.ZeroPadding2DSpec)
 class ZeroPadding2D(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
@@ -262,8 +318,13 @@ class ZeroPadding2D(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return F.pad(xs[0], self.pads)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        lft, r, t, b = self.pads
+        pads = g.const("pads", np.asarray([0, 0, t, lft, 0, 0, b, r], np.int64))
+        return g.op("Pad", [xs[0], pads], self.name)
 
-@register("UpSampling2D")
+
+@register(S.UpSampling2DSpec)
 class UpSampling2D(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
@@ -273,3 +334,14 @@ class UpSampling2D(Layer):
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return F.interpolate(xs[0], scale_factor=[float(s) for s in self.size])
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        scales = g.const("scales", np.asarray([1, 1, *self.size], dtype=np.float32))
+        return g.op(
+            "Resize",
+            [xs[0], "", scales],
+            self.name,
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )

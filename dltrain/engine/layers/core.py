@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ...kernels import use_triton
+from ...spec import layers as S
 from .. import functional as F
 from .. import ops
 from ..tensor import Tensor
 from .base import (
     BuildContext,
     Layer,
+    OnnxGraph,
     RunContext,
     Shape,
     ShapeError,
@@ -24,7 +27,7 @@ from .base import (
 )
 
 
-@register("Dense")
+@register(S.DenseSpec)
 class Dense(Layer):
     """y = activation(x W^T + b) over the last (channel) axis."""
 
@@ -57,6 +60,17 @@ class Dense(Layer):
             return to_channels_first(y)
         return F.linear(x, self.params["kernel"], self.params.get("bias"))
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        x = g.to_last(xs[0], rank, self.name)
+        y = g.op(
+            "MatMul",
+            [x, g.const(f"{self.name}.kernelT", g.weight(self, "kernel").T.copy())],
+            self.name,
+        )
+        if "bias" in self.params:
+            y = g.op("Add", [y, self.onnx_weight(g, "bias")], self.name)
+        return g.activation(self.activation, g.to_first(y, rank, self.name), self.name)
+
 
 def add_affine(layer: Layer, c: int, ctx: BuildContext) -> None:
     """Keras's normalisation weights: gamma (scale) and beta (center), as the spec asks."""
@@ -66,7 +80,17 @@ def add_affine(layer: Layer, c: int, ctx: BuildContext) -> None:
         layer.add_param("beta", (c,), "zeros", c, c, ctx)
 
 
-@register("BatchNormalization")
+def onnx_affine(layer: Layer, g: OnnxGraph, c: int) -> list[str]:
+    """gamma and beta as initializers (ones and zeros where the layer has none)."""
+    gamma = g.weight(layer, "gamma")
+    beta = g.weight(layer, "beta")
+    return [
+        g.const(f"{layer.name}.gamma", np.ones(c, np.float32) if gamma is None else gamma),
+        g.const(f"{layer.name}.beta", np.zeros(c, np.float32) if beta is None else beta),
+    ]
+
+
+@register(S.BatchNormalizationSpec)
 class BatchNormalization(Layer):
     output_unsaved = True  # its backward reads the input and the batch statistics
 
@@ -93,8 +117,17 @@ class BatchNormalization(Layer):
             self.spec.epsilon,
         )
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        stats = [
+            g.const(f"{self.name}.{k}", self.buffers[k].detach().cpu().numpy().astype(np.float32))
+            for k in ("moving_mean", "moving_variance")
+        ]
+        c = self.buffers["moving_mean"].numel()
+        ins = [xs[0], *onnx_affine(self, g, c), *stats]
+        return g.op("BatchNormalization", ins, self.name, epsilon=float(self.spec.epsilon))
 
-@register("LayerNormalization")
+
+@register(S.LayerNormalizationSpec)
 class LayerNormalization(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         add_affine(self, shapes[0][0], ctx)
@@ -112,8 +145,14 @@ class LayerNormalization(Layer):
         )
         return to_channels_first(y)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        x = g.to_last(xs[0], rank, self.name)
+        ins = [x, *onnx_affine(self, g, self.output_shape[0])]
+        y = g.op("LayerNormalization", ins, self.name, axis=-1, epsilon=float(self.spec.epsilon))
+        return g.to_first(y, rank, self.name)
 
-@register("Dropout")
+
+@register(S.DropoutSpec)
 class Dropout(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         return shapes[0]
@@ -121,8 +160,11 @@ class Dropout(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return F.dropout(xs[0], self.spec.rate, run.training, run.generator)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return xs[0]  # inference: the identity
 
-@register("Flatten")
+
+@register(S.FlattenSpec)
 class Flatten(Layer):
     """Flattens in Keras's channels-last order, so weights match Keras models."""
 
@@ -132,8 +174,11 @@ class Flatten(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return to_channels_last(xs[0]).flatten(1)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.op("Flatten", [g.to_last(xs[0], rank, self.name)], self.name, axis=1)
 
-@register("Reshape")
+
+@register(S.ReshapeSpec)
 class Reshape(Layer):
     """Reshape with Keras's channels-last semantics."""
 
@@ -160,20 +205,31 @@ class Reshape(Layer):
         x = to_channels_last(xs[0])
         return to_channels_first(x.reshape(x.shape[0], *self.keras_target))
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        x = g.to_last(xs[0], rank, self.name)
+        shape = np.asarray((0,) + tuple(self.keras_target), dtype=np.int64)
+        y = g.op("Reshape", [x, g.const(f"{self.name}.shape", shape)], self.name)
+        return g.to_first(y, len(self.keras_target) + 1, self.name)
+
 
 class _Elementwise(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         return shapes[0]
 
 
-@register("Activation")
+@register(S.ActivationSpec)
 class Activation(_Elementwise):
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return xs[0]
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.activation(self.activation, xs[0], self.name)
 
-@register("ReLU")
+
+@register(S.ReLUSpec)
 class ReLU(_Elementwise):
+    may_run_inplace = True
+
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         s = self.spec
         y = (
@@ -183,25 +239,44 @@ class ReLU(_Elementwise):
         )
         return y.clamp(max=s.max_value) if s.max_value is not None else y
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        s = self.spec
+        y = (
+            g.op("LeakyRelu", [xs[0]], self.name, alpha=float(s.negative_slope))
+            if s.negative_slope
+            else g.op("Relu", [xs[0]], self.name)
+        )
+        if s.max_value is not None:
+            y = g.op("Min", [y, g.const("max", np.float32(s.max_value))], self.name)
+        return y
+
     @property
     def activation(self) -> str | None:
         return None
 
 
-@register("LeakyReLU")
+@register(S.LeakyReLUSpec)
 class LeakyReLU(_Elementwise):
+    may_run_inplace = True
+
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         inplace = self.inplace and self.spec.negative_slope > 0
         return F.leaky_relu(xs[0], self.spec.negative_slope, inplace)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.op("LeakyRelu", xs, self.name, alpha=float(self.spec.negative_slope))
 
-@register("ELU")
+
+@register(S.ELUSpec)
 class ELU(_Elementwise):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return F.elu(xs[0], self.spec.alpha)
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.op("Elu", xs, self.name, alpha=float(self.spec.alpha))
 
-@register("Softmax")
+
+@register(S.SoftmaxSpec)
 class Softmax(_Elementwise):
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return xs[0]
@@ -210,8 +285,11 @@ class Softmax(_Elementwise):
     def activation(self) -> str | None:
         return "softmax"
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.activation("softmax", xs[0], self.name)
 
-@register("Embedding")
+
+@register(S.EmbeddingSpec)
 class Embedding(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         s = self.spec
@@ -228,14 +306,23 @@ class Embedding(Layer):
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return to_channels_first(F.embedding(xs[0], self.params["embeddings"]))
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        y = g.op("Gather", [self.onnx_weight(g, "embeddings"), xs[0]], self.name)
+        return g.to_first(y, len(self.output_shape) + 1, self.name)
+
     def output_mask(self, xs: list[Tensor], mask: torch.Tensor | None) -> torch.Tensor | None:
         return xs[0].data != 0 if self.spec.mask_zero and xs[0].ndim == 2 else None
 
 
-@register("Masking")
+@register(S.MaskingSpec)
 class Masking(Layer):
     """Keras's Masking: a step whose features all equal mask_value is padding; it is zeroed
     and later layers skip it."""
+
+    onnx_refusal = (
+        "it makes a padding mask, and masks cannot be exported to ONNX yet (the "
+        "safetensors bundle keeps them)"
+    )
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
@@ -255,7 +342,7 @@ class Masking(Layer):
         return m if mask is None else m & mask
 
 
-@register("Add")
+@register(S.AddSpec)
 class Add(Layer):
     n_inputs = 0
 
@@ -272,8 +359,11 @@ class Add(Layer):
             out = out + x
         return out
 
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.op("Sum", xs, self.name)
 
-@register("Concatenate")
+
+@register(S.ConcatenateSpec)
 class Concatenate(Layer):
     n_inputs = 0
 
@@ -302,3 +392,6 @@ class Concatenate(Layer):
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         return ops.cat(xs, self.dim)
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        return g.op("Concat", xs, self.name, axis=self.dim)
