@@ -169,6 +169,15 @@ class FlattenSpec(LayerBase):
 
 
 @layer_spec
+class RepeatVectorSpec(LayerBase):
+    type: Literal["RepeatVector"] = Field(
+        description="Repeat a (features,) input n times: (n, features), e.g. to feed a "
+        "decoder RNN one vector per step."
+    )
+    n: PosInt = Field(description="How many times to repeat the input (the output's steps).")
+
+
+@layer_spec
 class ReshapeSpec(LayerBase):
     type: Literal["Reshape"] = Field(description="Reshape each sample (batch dim excluded).")
     target_shape: list[int] = Field(

@@ -49,6 +49,9 @@ def check_layer(
     with torch.no_grad():
         theirs = torch_layer(x)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    if not training:
+        again.load_state_tensors(model.state_tensors())
+        assert torch.equal(again(Tensor(x), RunContext()).data, ours)
     return L, torch_layer
 
 

@@ -124,7 +124,9 @@ model:
     - {type: Bidirectional, layer: {type: GRU, units: 3}, merge_mode: ave, inputs: [bi],
        name: last}
     - {type: LSTM, units: 3, go_backwards: true, inputs: [bi], name: lstm_last}
-    - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last, cpool]}
+    - {type: RepeatVector, n: 3, inputs: [gavg]}
+    - {type: GlobalMaxPooling1D, name: repmax}
+    - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last, cpool, repmax]}
     - {type: Dense, units: 2, activation: softmax}
 loss: sparse_categorical_crossentropy
 optimizer: adam

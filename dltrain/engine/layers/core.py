@@ -21,6 +21,7 @@ from .base import (
     ShapeError,
     engine_shape,
     keras_shape,
+    need_rank,
     register,
     to_channels_first,
     to_channels_last,
@@ -176,6 +177,25 @@ class Flatten(Layer):
 
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
         return g.op("Flatten", [g.to_last(xs[0], rank, self.name)], self.name, axis=1)
+
+
+@register(S.RepeatVectorSpec)
+class RepeatVector(Layer):
+    """(N, features) -> (N, n, features) in Keras's layout; (N, features, n) inside."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 1, "(features,)")
+        return (shape[0], self.spec.n)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]  # (N, F)
+        return x.unsqueeze(2).expand(x.shape[0], x.shape[1], self.spec.n).contiguous()
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        axes = g.const("axes", np.asarray([2], np.int64))
+        shape = g.const("shape", np.asarray([1, 1, self.spec.n], np.int64))
+        return g.op("Expand", [g.op("Unsqueeze", [xs[0], axes], self.name), shape], self.name)
 
 
 @register(S.ReshapeSpec)
