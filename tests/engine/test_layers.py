@@ -33,9 +33,11 @@ def check_layer(
     L = model.layers[0]
     assert keras_shape(L.output_shape) == out_shape
     assert sum(model.param_counts()) == params
-    again = compile_model(
-        ModelSpec.model_validate(spec.model_dump(mode="json")), seed=0, dtype=dtype
-    )
+    # the spec survives a round trip through its JSON form, and so does the model: the same
+    # weights and the same outputs
+    round_trip = ModelSpec.model_validate(spec.model_dump(mode="json"))
+    assert round_trip == spec
+    again = compile_model(round_trip, seed=0, dtype=dtype)
     for (ka, a), (kb, b) in zip(model.state_tensors().items(), again.state_tensors().items()):
         assert ka == kb and torch.equal(a, b)
     if copy:
@@ -239,6 +241,19 @@ def test_shape_and_activation_layers(layer, torch_layer, out):
         torch_layer = lambda x: x.permute(0, 2, 3, 1).flatten(1)  # noqa: E731  Keras order
         torch_layer.train = lambda mode: None
     check_layer(layer, [5, 6, 3], torch_layer, 0, out)
+
+
+def test_repeat_vector_follows_keras_and_passes_gradients_back():
+    # Keras: (N, F) -> (N, n, F); the engine holds sequences as (N, F, n)
+    f = lambda x: x[:, None, :].repeat(1, 3, 1).permute(0, 2, 1)  # noqa: E731
+    f.train = lambda mode: None
+    L, _ = check_layer({"type": "RepeatVector", "n": 3}, [5], f, 0, (3, 5))
+    x = torch.randn(4, 5, dtype=D)
+    xt, xo = x.clone().requires_grad_(), Tensor(x, requires_grad=True)
+    up = torch.randn(4, 5, 3, dtype=D)
+    (f(xt) * up).sum().backward()
+    (L.forward([xo], RunContext()) * Tensor(up)).sum().backward()
+    torch.testing.assert_close(xo.grad, xt.grad)
 
 
 def test_reshape_follows_keras_order():
