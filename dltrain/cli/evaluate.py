@@ -52,6 +52,6 @@ def evaluate(
         cm.add_column("")
         for name in res.class_names:
             cm.add_column(name[:8], justify="right")
-        for name, row in zip(res.class_names, res.confusion):
-            cm.add_row(name[:8], *[str(v) for v in row])
+        for name, counts in zip(res.class_names, res.confusion):
+            cm.add_row(name[:8], *[str(v) for v in counts])
         out.print(cm)

@@ -47,7 +47,7 @@ class RichProgress(Callback):
             console=out,
             transient=True,
         )
-        self.task = None
+        self.task = self.progress.add_task("", total=None, epoch="", logs="", rate="")
         self.table = Table(title="Training", title_justify="left")
         self.columns: list[str] = []
 
@@ -56,10 +56,7 @@ class RichProgress(Callback):
         self.t0 = time.perf_counter()
         label = f"{epoch + 1}/{self.trainer.epochs}"
         steps = self.trainer.steps_per_epoch
-        if self.task is None:
-            self.task = self.progress.add_task("", total=steps, epoch=label, logs="", rate="")
-        else:
-            self.progress.reset(self.task, total=steps, epoch=label, logs="", rate="")
+        self.progress.reset(self.task, total=steps, epoch=label, logs="", rate="")
 
     def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
         done = self.trainer.steps_done_in_epoch()

@@ -16,10 +16,10 @@ def read_image(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     """One image as float32 (H, W, C) in 0..255, resized to input_shape. Pillow's
     decompression-bomb limit stays on."""
     h, w, c = input_shape
-    with Image.open(path) as im:
-        im = im.convert("L" if c == 1 else "RGB")
+    with Image.open(path) as f:
+        im = f.convert("L" if c == 1 else "RGB")
         if im.size != (w, h):
-            im = im.resize((w, h), Image.BILINEAR)
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32)
     return arr.reshape(h, w, c)
 
@@ -77,4 +77,4 @@ def read_image_folder(
     paths, ys, classes = scan_image_folder(root, input_shape)
     read = [try_read(p, input_shape) for p in paths]
     raise_bad(root, [why for _, why in read if why])
-    return np.stack([img for img, _ in read]), ys, classes
+    return np.stack([img for img, _ in read if img is not None]), ys, classes

@@ -55,7 +55,9 @@ class Preprocessor:
 
     def fit_stream(self, chunks: Any) -> None:
         """fit() over chunks of samples, in one pass (sums in float64)."""
-        n, s1, s2, lo, hi = 0, 0.0, 0.0, None, None
+        n, s1, s2 = 0, np.zeros(()), np.zeros(())
+        lo: Any = None
+        hi: Any = None
         for chunk in chunks:
             f = self._flat(chunk)
             n += len(f)

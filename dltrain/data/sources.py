@@ -25,7 +25,7 @@ MAX_NPZ_BYTES = 8 * 1024**3  # uncompressed size beyond which an archive is refu
 
 @dataclass
 class Dataset:
-    x: np.ndarray
+    x: Any  # np.ndarray, or StreamedImages read batch by batch
     y: np.ndarray
     classes: list[str] = field(default_factory=list)
     origin: str = ""
@@ -69,6 +69,7 @@ def load_source(
 
         root = _path(base_dir, src.path)
         n = len(scan_image_folder(root, input_shape)[0])
+        x: Any
         if n * math.prod(input_shape) * 4 > max_in_memory_mb * 1024**2:
             x, y, classes = stream_image_folder(root, input_shape, workers)
         else:
@@ -307,7 +308,14 @@ def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]
         raise DataError(f"{path}: cannot read: {e}") from None
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, Any] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def read_idx(path: str) -> np.ndarray:

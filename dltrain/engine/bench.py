@@ -75,7 +75,7 @@ class Stepper:
         self.opt.zero_grad()
         sync()
         t3 = time.perf_counter()
-        self.value = value.data
+        self.value = value.data  # type: ignore[assignment]  # read at the end only
         return t1 - t0, t2 - t1, t3 - t2
 
 

@@ -64,7 +64,7 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
         raise SpecError([Issue(where if len(out) != 1 else loss_loc, p) for p in problems])
     src = spec.data.train
     if spec.task == "regression" and getattr(src, "type", None) == "synthetic":
-        want = tuple(src.targets or [1])
+        want = tuple(getattr(src, "targets", None) or [1])
         if want != keras_shape(out):
             raise SpecError(
                 [
@@ -81,7 +81,7 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
 
 def _language_model_problems(spec: RunSpec, model: Model) -> list[str]:
     """A text source: one class per step, every token id within the model's tables."""
-    out, vocab = model.output_shape, spec.data.train.vocabulary_size
+    out, vocab = model.output_shape, getattr(spec.data.train, "vocabulary_size", 0)
     steps = spec.model.input_shape[0]
     if spec.loss.type != "sparse_categorical_crossentropy":
         return [
@@ -121,6 +121,7 @@ def _embedding_problems(model: Model, vocab: int) -> list[str]:
 def _gan_problems(spec: RunSpec, generator: Model, meta: bool) -> list[str]:
     """The generator's output is the discriminator's input; the discriminator gives one
     logit (or a sigmoid probability)."""
+    assert spec.gan is not None  # the schema pairs task: gan with a gan section
     disc = compile_model(spec.gan.discriminator, spec.seed + 1, device="meta" if meta else "cpu")
     g_out = keras_shape(generator.output_shape)
     d_in = tuple(spec.gan.discriminator.input_shape)

@@ -300,7 +300,7 @@ def var(a: Tensor, dim: Dims = None, correction: int = 1, keepdim: bool = False)
 
 
 # -- binding ----------------------------------------------------------------------------------
-def _cmp(op: str):
+def _cmp(op: str) -> Any:
     def f(self: Tensor, other: Any) -> Tensor:
         o = other.data if isinstance(other, Tensor) else other
         return Tensor(getattr(self.data, op)(o))
@@ -309,22 +309,30 @@ def _cmp(op: str):
 
 
 def _bind() -> None:
-    T = Tensor
-    T.__add__ = add
-    T.__radd__ = lambda self, o: add(self, o)
-    T.__sub__ = sub
-    T.__rsub__ = lambda self, o: rsub(self, o) if not isinstance(o, Tensor) else sub(o, self)
-    T.__mul__ = mul
-    T.__rmul__ = lambda self, o: mul(self, o)
-    T.__truediv__ = div
-    T.__rtruediv__ = lambda self, o: rdiv(self, o) if not isinstance(o, Tensor) else div(o, self)
-    T.__pow__ = pow
-    T.__rpow__ = lambda self, o: rpow(self, o)
-    T.__matmul__ = matmul
-    T.__neg__ = neg
-    T.__getitem__ = getitem
+    """Attach the ops to Tensor (declared for type checkers in tensor.py)."""
+    methods: dict[str, Any] = {
+        "__add__": add,
+        "__radd__": lambda self, o: add(self, o),
+        "__sub__": sub,
+        "__rsub__": lambda self, o: rsub(self, o) if not isinstance(o, Tensor) else sub(o, self),
+        "__mul__": mul,
+        "__rmul__": lambda self, o: mul(self, o),
+        "__truediv__": div,
+        "__rtruediv__": lambda self, o: (
+            rdiv(self, o) if not isinstance(o, Tensor) else div(o, self)
+        ),
+        "__pow__": pow,
+        "__rpow__": lambda self, o: rpow(self, o),
+        "__matmul__": matmul,
+        "__neg__": neg,
+        "__getitem__": getitem,
+        "view": reshape,
+        "max": amax,
+        "pow": pow,
+        "T": property(lambda self: transpose(self, -2, -1)),
+    }
     for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
-        setattr(T, name, _cmp(name))
+        methods[name] = _cmp(name)
     for f in (
         exp,
         log,
@@ -349,11 +357,9 @@ def _bind() -> None:
         matmul,
         narrow,
     ):
-        setattr(T, f.__name__, f)
-    T.view = reshape
-    T.max = amax
-    T.pow = pow
-    T.T = property(lambda self: transpose(self, -2, -1))
+        methods[f.__name__] = f
+    for name, m in methods.items():
+        setattr(Tensor, name, m)
 
 
 _bind()

@@ -44,11 +44,11 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()
 
-    def __init__(self, params: Sequence[Tensor] | FlatParams, lr: float) -> None:
+    def __init__(self, params: Any, lr: float) -> None:
         if lr < 0:
             raise ValueError(f"learning rate must be >= 0, got {lr}")
         self.flat = params if isinstance(params, FlatParams) else None
-        self.params = list(params.params if self.flat is not None else params)
+        self.params: list[Tensor] = list(params.params if self.flat is not None else params)
         self.lr = float(lr)
         self.step_count = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self._pairs()]
@@ -177,7 +177,7 @@ class SGD(Optimizer):
 
 @for_spec(S.AdamSpec)
 class Adam(Optimizer):
-    slots = ("exp_avg", "exp_avg_sq")
+    slots: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
 
     @classmethod
     def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:
@@ -261,7 +261,7 @@ class AdamW(Adam):
 
 @for_spec(S.RMSpropSpec)
 class RMSprop(Optimizer):
-    slots = ("square_avg",)
+    slots: tuple[str, ...] = ("square_avg",)
 
     @classmethod
     def from_spec(cls, o: Any, params: FlatParams) -> Optimizer:

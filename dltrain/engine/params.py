@@ -52,6 +52,7 @@ class FlatParams:
         gradients that were assigned from outside."""
         for p in self.params:
             buf = p.grad_buffer
+            assert buf is not None  # every parameter has its slot (set in __init__)
             if p.grad is None:
                 buf.zero_()
             elif p.grad is not buf:

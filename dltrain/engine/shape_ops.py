@@ -62,7 +62,7 @@ def unsqueeze(a: Tensor, dim: int) -> Tensor:
 
 def squeeze(a: Tensor, dim: Dims = None) -> Tensor:
     A = a.data
-    out = A.squeeze() if dim is None else A.squeeze(dim)
+    out = A.squeeze() if dim is None else A.squeeze(dim if isinstance(dim, int) else tuple(dim))
     return make(out, (a,), lambda g: (g.reshape(A.shape),), "squeeze")
 
 

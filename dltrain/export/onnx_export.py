@@ -45,7 +45,7 @@ def to_onnx(loaded: Loaded) -> bytes:
 
     g = Graph()
     model = loaded.model
-    shape = ["batch", *loaded.pre.input_shape]
+    shape: list[str | int] = ["batch", *loaded.pre.input_shape]
     in_type = TensorProto.INT64 if loaded.pre.input_dtype == "int64" else TensorProto.FLOAT
     values = [_preprocess(g, loaded, "input")]
     for node in model.nodes:
@@ -57,7 +57,7 @@ def to_onnx(loaded: Loaded) -> bytes:
             )
         rank = len(L.input_shapes[0]) + 1
         values.append(L.to_onnx(g, [values[j] for j in node.inputs], rank))
-    out_shape = ["batch", *keras_shape(model.output_shape)]
+    out_shape: list[str | int] = ["batch", *keras_shape(model.output_shape)]
     final = g.to_last(values[-1], len(model.output_shape) + 1, "out")
     g.nodes.append(helper.make_node("Identity", [final], ["output"], name="output"))
     graph = helper.make_graph(

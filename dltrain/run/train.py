@@ -70,7 +70,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
 def prepare_data(
     spec: RunSpec, config_path: str | None, device: torch.device, pre: Preprocessor | None = None
 ) -> tuple[TrainData, Preprocessor, Any]:
-    if spec.task == "gan":  # the data are the discriminator's inputs
+    if spec.gan is not None:  # the data are the discriminator's inputs
         spec = spec.model_copy(update={"model": spec.gan.discriminator})
     splits = load_splits(spec, config_dir(config_path))
     pre = pre or make_preprocessor(spec, splits.train)
@@ -219,7 +219,7 @@ def _train(
         )
     if str(device) != "cpu":
         to_device(model, device)
-    if gan:
+    if spec.gan is not None:
         disc = compile_model(spec.gan.discriminator, seed=spec.seed + 1)
         to_device(disc, device)
         tr: Trainer = GanTrainer(spec, model, disc, data, device)

@@ -157,12 +157,12 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                     )
             bparams = {**defaults, **args}
             for _ in range(reps):
-                counters[use] = counters.get(use, 0) + 1
-                inst = layer.get("name") or f"{use.removeprefix('zoo:')}_{counters[use]}"
+                counters[str(use)] = counters.get(str(use), 0) + 1
+                inst = layer.get("name") or f"{str(use).removeprefix('zoo:')}_{counters[str(use)]}"
                 full = inst if scope is None else f"{scope}/{inst}"
                 walk(
                     block.get("layers") or [],
-                    root + ("blocks", use, "layers"),
+                    root + ("blocks", str(use), "layers"),
                     bparams,
                     full,
                     depth + 1,
@@ -174,7 +174,7 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
         return _BlockInput(prev, f"{inst}/input")
 
     def local_names(items: list[Any]) -> set[str]:
-        return {i.get("name") for i in items if isinstance(i, dict) and i.get("name")}
+        return {str(i["name"]) for i in items if isinstance(i, dict) and i.get("name")}
 
     walk(model["layers"], root + ("layers",), {}, None, 0)
     if issues:

@@ -4,7 +4,7 @@ defined)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +61,9 @@ class LayerBase(BaseModel):
     )
     trainable: bool = Field(True, description="false freezes the layer's weights.")
     repeat: PosInt = Field(1, description="Repeat this layer N times (expanded on load).")
+
+    if TYPE_CHECKING:  # every concrete spec class has its `type` literal
+        type: str
 
 
 class _Kernel(LayerBase):

@@ -296,9 +296,9 @@ def validate(cls: type[BaseModel], doc: Doc, prefix: Path = ()) -> Any:
             )
         ]
         for err in errors:
-            issue = _issue(err, doc, cls, prefix)
+            issue = _issue(dict(err), doc, cls, prefix)
             key = (str(issue.loc), _raw_path(err["loc"], doc.value)[0]) if issue else None
-            if issue is not None and key not in seen:
+            if issue is not None and key is not None and key not in seen:
                 seen.add(key)
                 issues.append(issue)
         issues.sort(key=lambda i: (i.loc.line, i.loc.col) if i.loc else (0, 0))

@@ -37,7 +37,7 @@ def cross_check(spec: RunSpec, src: Any) -> None:
             )
         )
     if spec.task == "gan":
-        for bad, key, msg in (
+        checks: tuple[tuple[bool, tuple[str, ...], str], ...] = (
             (spec.loss.type != "binary_crossentropy", ("loss",), "loss: binary_crossentropy"),
             (
                 spec.train.gradient_accumulation_steps != 1,
@@ -50,9 +50,10 @@ def cross_check(spec: RunSpec, src: Any) -> None:
                 "no validation data (a GAN has no held-out score to watch)",
             ),
             (text, ("data", "train", "type"), "images or vectors, not text"),
-        ):
+        )
+        for bad, where, msg in checks:
             if bad:
-                issues.append(Issue(src.loc(key), f"task: gan trains with {msg}"))
+                issues.append(Issue(src.loc(where), f"task: gan trains with {msg}"))
     if d.train.type in texts:
         if m.input_dtype != "int64" or len(m.input_shape) != 1:
             issues.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as TF
@@ -104,7 +105,7 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
     return make(out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax")
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[..., Tensor]] = {
     "relu": relu,
     "leaky_relu": leaky_relu,
     "elu": elu,

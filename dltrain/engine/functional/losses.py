@@ -204,7 +204,7 @@ def nll_loss(
     C = X.shape[1] if X.dim() > 1 else X.shape[0]
     A, denom = _index_coeffs(T, C, W, ignore_index, 0.0, X.dtype)
     per_row = -(A * _rows(X)).sum(-1)
-    scale = {"mean": 1.0 / denom, "sum": 1.0}.get(reduction)
+    scale: Any = {"mean": 1.0 / denom, "sum": 1.0}.get(reduction)
     out = per_row.sum() * scale if scale is not None else per_row.reshape(T.shape)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
@@ -252,7 +252,7 @@ def huber_loss(
 
 
 def binary_cross_entropy(
-    input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean"
+    input: Tensor, target: Tensor | torch.Tensor, weight: Any = None, reduction: str = "mean"
 ) -> Tensor:
     """-w (t log x + (1 - t) log(1 - x)) on probabilities, logs clamped at -100 as torch."""
     target = _const(target, input)
@@ -273,7 +273,7 @@ def binary_cross_entropy(
 
 def binary_cross_entropy_with_logits(
     input: Tensor,
-    target: Tensor,
+    target: Tensor | torch.Tensor,
     weight: Any = None,
     reduction: str = "mean",
     pos_weight: Any = None,
@@ -293,7 +293,10 @@ def binary_cross_entropy_with_logits(
 
 
 def kl_div(
-    input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False
+    input: Tensor,
+    target: Tensor | torch.Tensor,
+    reduction: str = "mean",
+    log_target: bool = False,
 ) -> Tensor:
     """KL(target || exp(input)) with `input` log-probabilities; 'batchmean' divides by N."""
     target = _const(target, input)

@@ -295,7 +295,7 @@ def batch_norm(
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
     W = weight.data if weight is not None else None
     B = bias.data if bias is not None else None
-    if training and use_triton(X) and W is not None and B is not None:
+    if training and use_triton(X) and weight is not None and bias is not None:
         return _batch_norm_fused(input, weight, bias, rm, rv, momentum, eps)
     out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum, eps)
 
@@ -425,11 +425,17 @@ def embedding(
     input: Tensor | torch.Tensor, weight: Tensor, padding_idx: int | None = None
 ) -> Tensor:
     """Rows of `weight` picked by integer `input`; the padding row gets no gradient."""
-    idx = _data(input)
+    idx = input.data
     W = weight.data
     if idx.is_floating_point():
         raise TypeError(f"embedding indices must be integers, got {idx.dtype}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= W.shape[0]):
+    # a range check reads the ids back: on CPU only, where that costs no device sync (on a
+    # GPU an out-of-range id is caught by the gather itself)
+    if (
+        idx.device.type == "cpu"
+        and idx.numel()
+        and (int(idx.min()) < 0 or int(idx.max()) >= W.shape[0])
+    ):
         raise IndexError(
             f"embedding index out of range: indices span [{int(idx.min())}, {int(idx.max())}] "
             f"but the table has {W.shape[0]} rows"

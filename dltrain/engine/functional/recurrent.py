@@ -226,7 +226,7 @@ def lstm(
         if not fused:  # every step's gate derivatives in two whole-sequence ops
             deriv = dr_(gates_all)
             deriv[:, :, 2 * H : 3 * H] = da_(gates_all[:, :, 2 * H : 3 * H])
-            dac = da_(ac_all)
+            dac = da_(ac_all)  # type: ignore[arg-type]  # not fused: ac_all was filled
         up = P.new_empty(N, G4)  # upstream of each activated gate
         for t in reversed(order):
             pt = prev(t)
@@ -246,7 +246,7 @@ def lstm(
                 dgates = torch.mul(up, deriv[t], out=dP[t])
                 dc = dc * fg
             dh = _back(dgates, W, h_mask)
-            if dh_pass is not None:
+            if dh_pass is not None and dc_pass is not None:
                 dh, dc = dh + dh_pass, dc + dc_pass
         hp = _h_prev(out, reverse, h_mask)
         return dP.transpose(0, 1), dP.reshape(-1, G4).t() @ hp.reshape(-1, H)

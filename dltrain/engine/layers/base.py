@@ -120,8 +120,12 @@ class Layer:
 
     # set by the model planner: this layer may overwrite its input (nobody else reads it)
     inplace = False
-    # whether this layer's backward never reads its own output, so a consumer may overwrite it
-    output_unsaved = False
+
+    @property
+    def output_unsaved(self) -> bool:
+        """Whether this layer's backward never reads its own output, so a consumer may
+        overwrite it."""
+        return False
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         # the pre-activation is a fresh tensor only this layer sees: relu may reuse it

@@ -93,7 +93,9 @@ def onnx_affine(layer: Layer, g: OnnxGraph, c: int) -> list[str]:
 
 @register(S.BatchNormalizationSpec)
 class BatchNormalization(Layer):
-    output_unsaved = True  # its backward reads the input and the batch statistics
+    @property
+    def output_unsaved(self) -> bool:  # its backward reads the input and the batch statistics
+        return True
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes

@@ -80,6 +80,8 @@ class GanTrainer(Trainer):
         trainable = discriminator.parameters(trainable_only=True)
         if not trainable:
             raise ConfigError("every discriminator layer is frozen; nothing to train")
+        assert spec.gan is not None  # the schema pairs task: gan with a gan section
+        self.gan = spec.gan
         self.dspec = spec.gan.discriminator_optimizer or spec.optimizer
         self.dflat = FlatParams(trainable)
         self.dopt = make_optimizer(self.dspec, self.dflat)
@@ -116,7 +118,7 @@ class GanTrainer(Trainer):
         fake = self.model(Tensor(self.noise(real.shape[0], real)), run)
         d_real = self.disc(Tensor(real), run, logits=True)
         d_fake = self.disc(fake.detach(), run, logits=True)
-        smooth = self.spec.gan.label_smoothing
+        smooth = self.gan.label_smoothing
         d_loss = self._bce(d_real, 1.0 - smooth) + self._bce(d_fake, 0.0)
         d_loss.backward()
         self._discriminator_step(d_loss.data)

@@ -65,7 +65,7 @@ def sample_grid(
         img = ((img - lo) / (hi - lo + 1e-8) * 255).astype(np.uint8)
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, -1)
-        tile = Image.fromarray(img[..., :3]).resize((cell, cell), Image.NEAREST)
+        tile = Image.fromarray(img[..., :3]).resize((cell, cell), Image.Resampling.NEAREST)
         r, c = divmod(i, cols)
         canvas.paste(tile, (c * cell, r * (cell + cap)))
         label = f"{_name(pred[i], names)}/{_name(true[i], names)}"
@@ -112,8 +112,8 @@ def tile(images: np.ndarray, low: float = -1.0, high: float = 1.0, scale: int = 
     n, h, w, c = images.shape
     cols = int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
-    x = np.clip((images - low) / (high - low), 0, 1)
-    x = (x * 255).round().astype(np.uint8).repeat(scale, 1).repeat(scale, 2)
+    unit = np.clip((images - low) / (high - low), 0, 1)
+    x = (unit * 255).round().astype(np.uint8).repeat(scale, 1).repeat(scale, 2)
     hh, ww = h * scale + 1, w * scale + 1
     grid = np.full((rows * hh + 1, cols * ww + 1, c), 255, np.uint8)
     for i in range(n):
