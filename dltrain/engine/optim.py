@@ -6,14 +6,12 @@ int, so bias corrections are host scalars and no device value is read during a s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..kernels import optimizer as K_opt
-from ..kernels import use_triton
 from ..spec import schema as S
 from .params import FlatParams
 from .tensor import Tensor
@@ -148,31 +146,20 @@ class SGD(Optimizer):
         self.weight_decay, self.nesterov = weight_decay, nesterov
 
     def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
-        if use_triton(p) and p.dim() == 1 and (self.dampening == 0 or not self.momentum):
-            first = self.momentum and "momentum_buffer" not in st
-            if first:
-                st["momentum_buffer"] = torch.empty_like(p)
-            K_opt.sgd_step(
-                p,
-                g,
-                st.get("momentum_buffer"),
-                self.lr,
-                self.momentum,
-                self.dampening,
-                self.weight_decay,
-                self.nesterov,
-                bool(first),
-            )
-            return
-        d = g.add(p, alpha=self.weight_decay) if self.weight_decay else g
-        if self.momentum:
-            buf = st.get("momentum_buffer")
-            if buf is None:  # first step: the buffer starts as the gradient itself
-                buf = st["momentum_buffer"] = d.clone()
-            else:
-                buf.mul_(self.momentum).add_(d, alpha=1 - self.dampening)
-            d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
-        p.add_(d, alpha=-self.lr)
+        first = bool(self.momentum) and "momentum_buffer" not in st
+        if first:
+            st["momentum_buffer"] = torch.empty_like(p)
+        K_opt.sgd(
+            p,
+            g,
+            st.get("momentum_buffer"),
+            self.lr,
+            self.momentum,
+            self.dampening,
+            self.weight_decay,
+            self.nesterov,
+            first,
+        )
 
 
 @for_spec(S.AdamSpec)
@@ -208,39 +195,21 @@ class Adam(Optimizer):
 
     def update(self, p: torch.Tensor, g: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
         b1, b2 = self.betas
-        if use_triton(p) and p.dim() == 1 and not self.amsgrad:  # one fused launch
-            K_opt.adam_step(
-                p,
-                g,
-                st["exp_avg"],
-                st["exp_avg_sq"],
-                self.lr,
-                b1,
-                b2,
-                self.eps,
-                self.weight_decay,
-                self.step_count,
-                self.decoupled,
-            )
-            return
-        if self.weight_decay:
-            if self.decoupled:  # AdamW: p <- p (1 - lr wd)
-                p.mul_(1 - self.lr * self.weight_decay)
-            else:  # Adam's L2: g <- g + wd p
-                g = g.add(p, alpha=self.weight_decay)
-        m, v = st["exp_avg"], st["exp_avg_sq"]
-        m.lerp_(g, 1 - b1)  # m = b1 m + (1 - b1) g
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2 v + (1 - b2) g^2
-        t = self.step_count
-        step_size = self.lr / (1 - b1**t)
-        bc2_sqrt = math.sqrt(1 - b2**t)
-        if self.amsgrad:
-            torch.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
-            v = st["max_exp_avg_sq"]
-        # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps); multiplying through by
-        # sqrt(1-b2^t) saves a pass: p -= s*c m / (sqrt(v) + eps*c), c = sqrt(1-b2^t)
-        denom = torch.sqrt(v, out=self.scratch(p)).add_(self.eps * bc2_sqrt)
-        p.addcdiv_(m, denom, value=-step_size * bc2_sqrt)
+        K_opt.adam(
+            p,
+            g,
+            st["exp_avg"],
+            st["exp_avg_sq"],
+            self.lr,
+            b1,
+            b2,
+            self.eps,
+            self.weight_decay,
+            self.step_count,
+            self.decoupled,
+            st.get("max_exp_avg_sq"),
+            self.scratch(p),
+        )
 
 
 @for_spec(S.AdamWSpec)
@@ -369,8 +338,8 @@ def clip_grad_norm_(
     The scale min(1, max_norm / (norm + eps)) is applied on the device: no host sync.
     """
     grads = [grads] if isinstance(grads, torch.Tensor) else [g for g in grads if g is not None]
-    if len(grads) == 1 and grads[0].dim() == 1 and use_triton(grads[0]):
-        total = K_opt.grad_norm(grads[0]).to(grads[0].dtype)
+    if len(grads) == 1 and grads[0].dim() == 1:  # one flat buffer: the fused op
+        total = K_opt.norm(grads[0]).to(grads[0].dtype)
     else:
         norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
         total = torch.linalg.vector_norm(norms)

@@ -14,8 +14,11 @@ additive floats.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from . import dispatch
 
 try:
     import triton
@@ -207,8 +210,10 @@ def attention_fwd(
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
+    drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., L, E), (..., S, E), (..., S, E) -> (O (..., L, E), lse (..., L))."""
+    assert drop is None  # dispatch sends attention without dropout only
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
     o = torch.empty_like(qf)
@@ -244,6 +249,7 @@ def attention_bwd(
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
+    drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
@@ -263,16 +269,22 @@ def attention_bwd(
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 
 
-def _scores_ref(q, k, mask, causal, scale):
+def _scores_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, float]:
     L, S = q.shape[-2], k.shape[-2]
+    acc = torch.promote_types(q.dtype, torch.float32)
     sc = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    s = (q.float() @ k.float().transpose(-1, -2)) * sc
+    s = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * sc
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
     if causal:
-        s = s.masked_fill(
-            ~torch.ones(L, S, dtype=torch.bool, device=q.device).tril(), float("-inf")
-        )
+        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        s = s.masked_fill(~keep, float("-inf"))
     return s, sc
 
 
@@ -283,10 +295,16 @@ def attention_fwd_reference(
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
+    drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU path: softmax(scores) V, with the dropout multiplier `drop` (0 or 1/(1-p))
+    on the probabilities when given."""
     s, _ = _scores_ref(q, k, mask, causal, scale)
     lse = torch.logsumexp(s, -1)
-    return (torch.softmax(s, -1) @ v.float()).to(q.dtype), lse
+    p = torch.exp(s - lse[..., None])
+    if drop is not None:
+        p = p * drop
+    return (p @ v.to(p.dtype)).to(q.dtype), lse
 
 
 def attention_bwd_reference(
@@ -299,15 +317,33 @@ def attention_bwd_reference(
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
+    drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # P from the saved lse; with dropout O = (P D) V, so dV = (P D)^T dO,
+    # dP = (dO V^T) D and dS = P (dP - rowsum(dP P)) (= P (dP - rowsum(dO O)) without D)
     s, sc = _scores_ref(q, k, mask, causal, scale)
     p = torch.exp(s - lse[..., None])
-    dof = do.float()
-    dv = p.transpose(-1, -2) @ dof
-    dp = dof @ v.float().transpose(-1, -2)
-    ds = p * (dp - (dof * o.float()).sum(-1, keepdim=True))
+    acc = p.dtype
+    dof = do.to(acc)
+    pd = p * drop if drop is not None else p
+    dv = pd.transpose(-1, -2) @ dof
+    dp = dof @ v.to(acc).transpose(-1, -2)
+    if drop is not None:
+        dp = dp * drop
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True))
     return (
-        ((ds @ k.float()) * sc).to(q.dtype),
-        ((ds.transpose(-1, -2) @ q.float()) * sc).to(k.dtype),
+        ((ds @ k.to(acc)) * sc).to(q.dtype),
+        ((ds.transpose(-1, -2) @ q.to(acc)) * sc).to(k.dtype),
         dv.to(v.dtype),
     )
+
+
+def _fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, *rest: Any) -> bool:
+    drop = rest[2] if len(rest) > 2 else None
+    return drop is None and (mask is None or mask.dim() == 2)
+
+
+attention_forward = dispatch(attention_fwd, attention_fwd_reference, _fits)
+attention_backward = dispatch(
+    attention_bwd, attention_bwd_reference, lambda do, q, k, v, o, lse, *r: _fits(q, k, v, *r)
+)

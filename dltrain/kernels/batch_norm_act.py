@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from . import dispatch
+
 try:
     import triton
     import triton.language as tl
@@ -226,13 +228,10 @@ def _act(z: torch.Tensor, act: str, slope: float) -> torch.Tensor:
 def batch_norm_act_fwd_reference(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, act: str, slope: float = 0.01
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dims = (0,) + tuple(range(2, x.dim()))
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    xf = x.float()
-    var, mean = torch.var_mean(xf, dims, correction=0)
-    rstd = torch.rsqrt(var + eps)
-    z = (xf - mean.view(shape)) * (rstd * w.float()).view(shape) + b.float().view(shape)
-    return _act(z, act, slope).to(x.dtype), mean, rstd
+    """The CPU path: aten's native batch norm over the batch (no running statistics: the
+    caller updates them from mean and rstd), then the activation."""
+    z, mean, rstd = torch.ops.aten.native_batch_norm(x, w, b, None, None, True, 0.0, eps)
+    return _act(z, act, slope), mean, rstd
 
 
 def batch_norm_act_bwd_reference(
@@ -245,16 +244,17 @@ def batch_norm_act_bwd_reference(
     act: str,
     slope: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dims = (0,) + tuple(range(2, x.dim()))
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    xhat = (x.float() - mean.view(shape)) * rstd.view(shape)
-    z = xhat * w.float().view(shape) + b.float().view(shape)
-    gz = dy.float()
-    if act == "relu":
-        gz = gz * (z > 0)
-    elif act == "leaky_relu":
-        gz = torch.where(z > 0, gz, gz * slope)
-    m1 = gz.mean(dims, keepdim=True)
-    m2 = (gz * xhat).mean(dims, keepdim=True)
-    dx = rstd.view(shape) * w.float().view(shape) * (gz - m1 - xhat * m2)
-    return dx.to(x.dtype), (gz * xhat).sum(dims).to(w.dtype), gz.sum(dims).to(b.dtype)
+    gz = dy
+    if act != "none":  # through the activation: z recomputed from the saved statistics
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        z = (x - mean.view(shape)) * (rstd * w).view(shape) + b.view(shape)
+        gz = dy * (z > 0) if act == "relu" else torch.where(z > 0, dy, dy * slope)
+    # training-mode backward reads the saved statistics only (eps is not used)
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+        gz, x, w, None, None, mean, rstd, True, 0.0, [True, True, True]
+    )
+    return dx, dw, db
+
+
+batch_norm_act_forward = dispatch(batch_norm_act_fwd, batch_norm_act_fwd_reference)
+batch_norm_act_backward = dispatch(batch_norm_act_bwd, batch_norm_act_bwd_reference)

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from . import dispatch
+
 try:
     import triton
     import triton.language as tl
@@ -238,3 +240,7 @@ def bias_act_bwd_reference(
     if p > 0:
         dz = torch.where(_keep_ref(x.shape, p, seed, x.device), dz / (1 - p), 0.0)
     return dz.to(x.dtype), (dz.sum(0).to(b.dtype) if b is not None else None)
+
+
+bias_act_forward = dispatch(bias_act_fwd, bias_act_fwd_reference, lambda x, *a: x.dim() == 2)
+bias_act_backward = dispatch(bias_act_bwd, bias_act_bwd_reference, lambda dy, x, *a: x.dim() == 2)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from . import dispatch
+
 try:
     import triton
     import triton.language as tl
@@ -180,21 +182,30 @@ def cross_entropy_bwd(
     return dx
 
 
+def _weights(x: torch.Tensor, weight: torch.Tensor | None, acc: torch.dtype) -> torch.Tensor:
+    C = x.shape[1]
+    return weight.to(acc) if weight is not None else torch.ones(C, dtype=acc, device=x.device)
+
+
 def cross_entropy_fwd_reference(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
     ignore_index: int,
     smoothing: float,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CPU path (float32 or wider, as the input): the same per-row loss, lse and w_t."""
     M, C = x.shape
-    xf = x.float()
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
     lse = torch.logsumexp(xf, 1)
     valid = target != ignore_index
     safe = torch.where(valid, target, 0)
-    w = weight.float() if weight is not None else torch.ones(C, device=x.device)
+    w = _weights(x, weight, acc)
     wt = w[safe] * valid
     xt = xf.gather(1, safe[:, None])[:, 0]
+    if not smoothing:
+        return wt * (lse - xt), lse, wt
     s = (1 - smoothing) * wt + smoothing / C * w.sum() * valid
     loss = s * lse - (1 - smoothing) * wt * xt - smoothing / C * (xf * w).sum(1) * valid
     return loss, lse, wt
@@ -210,11 +221,22 @@ def cross_entropy_bwd_reference(
     g_rows: torch.Tensor,
 ) -> torch.Tensor:
     M, C = x.shape
+    acc = lse.dtype
     valid = target != ignore_index
     safe = torch.where(valid, target, 0)
-    w = weight.float() if weight is not None else torch.ones(C, device=x.device)
-    a = smoothing / C * w.expand(M, C).clone()
-    a.scatter_add_(1, safe[:, None], ((1 - smoothing) * w[safe])[:, None])
+    w = _weights(x, weight, acc)
+    # d loss_i / d x_ic = softmax_ic * sum_c' a_ic' - a_ic, a_i = (1 - s) w_t onehot + s w / C
+    if smoothing:
+        a = smoothing / C * w.expand(M, C).clone()
+        a.scatter_add_(1, safe[:, None], ((1 - smoothing) * w[safe])[:, None])
+    else:
+        a = torch.zeros(M, C, dtype=acc, device=x.device)
+        a.scatter_(1, safe[:, None], w[safe][:, None])
     a = a * valid[:, None]
-    g = (g_rows * valid)[:, None]
-    return (g * (torch.exp(x.float() - lse[:, None]) * a.sum(1, keepdim=True) - a)).to(x.dtype)
+    g = (g_rows.to(acc) * valid)[:, None]
+    dx = torch.exp(x.to(acc) - lse[:, None]).mul_(a.sum(1, keepdim=True)).sub_(a).mul_(g)
+    return dx.to(x.dtype)
+
+
+cross_entropy_forward = dispatch(cross_entropy_fwd, cross_entropy_fwd_reference)
+cross_entropy_backward = dispatch(cross_entropy_bwd, cross_entropy_bwd_reference)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from . import dispatch
+
 try:
     import triton
     import triton.language as tl
@@ -80,9 +82,10 @@ if triton is not None:
 
 
 def layer_norm_fwd(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+    x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (M, N) -> (y, mean (M,), rstd (M,))."""
+    assert w is not None and b is not None  # dispatch sends the affine case only
     x = x.contiguous()
     M, N = x.shape
     y = torch.empty_like(x)
@@ -93,8 +96,14 @@ def layer_norm_fwd(
 
 
 def layer_norm_bwd(
-    dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor | None,
+    b: torch.Tensor | None,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    assert w is not None and b is not None  # dispatch sends the affine case only
     x, dy = x.contiguous(), dy.contiguous()
     M, N = x.shape
     groups = min(M, 64)
@@ -109,20 +118,38 @@ def layer_norm_bwd(
 
 
 def layer_norm_fwd_reference(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+    x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xf = x.float()
-    var, mean = torch.var_mean(xf, 1, correction=0)
-    rstd = torch.rsqrt(var + eps)
-    y = (xf - mean[:, None]) * rstd[:, None] * w.float() + b.float()
-    return y.to(x.dtype), mean, rstd
+    """The CPU path: aten's native layer norm (one pass, any float dtype)."""
+    y, mean, rstd = torch.ops.aten.native_layer_norm(x, [x.shape[1]], w, b, eps)
+    return y, mean.reshape(-1), rstd.reshape(-1)
 
 
 def layer_norm_bwd_reference(
-    dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xhat = (x.float() - mean[:, None]) * rstd[:, None]
-    dyf = dy.float()
-    gh = dyf * w.float()
-    dx = rstd[:, None] * (gh - gh.mean(1, keepdim=True) - xhat * (gh * xhat).mean(1, keepdim=True))
-    return dx.to(x.dtype), (dyf * xhat).sum(0).to(w.dtype), dyf.sum(0).to(w.dtype)
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor | None,
+    b: torch.Tensor | None,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    mask = [True, w is not None, b is not None]
+    dx, dw, db = torch.ops.aten.native_layer_norm_backward(
+        dy, x, [x.shape[1]], mean[:, None], rstd[:, None], w, b, mask
+    )
+    return dx, dw, db
+
+
+# one row per program: rows longer than this take the reference (the kernel holds a row in
+# registers)
+MAX_ROW = 16384
+
+
+def _fits(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, *rest: object) -> bool:
+    return w is not None and b is not None and x.shape[1] <= MAX_ROW
+
+
+layer_norm_forward = dispatch(layer_norm_fwd, layer_norm_fwd_reference, _fits)
+layer_norm_backward = dispatch(
+    layer_norm_bwd, layer_norm_bwd_reference, lambda dy, x, w, b, *r: _fits(x, w, b)
+)

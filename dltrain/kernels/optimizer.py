@@ -14,8 +14,11 @@ small sum and sqrt. There is no VJP: optimizers are not differentiated.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from . import dispatch
 
 try:
     import triton
@@ -118,8 +121,10 @@ def adam_step(
     wd: float,
     step: int,
     decoupled: bool,
+    vmax: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> None:
-    """Triton: one launch updates p, m, v in place (1-D contiguous buffers)."""
+    """Triton: one launch updates p, m, v in place (1-D contiguous buffers; no AMSGrad)."""
     _adam_kernel[_grid(p.numel())](
         p,
         g,
@@ -150,15 +155,26 @@ def adam_step_reference(
     wd: float,
     step: int,
     decoupled: bool,
+    vmax: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> None:
-    if decoupled:
-        p.mul_(1 - lr * wd)
-    elif wd:
-        g = g.add(p, alpha=wd)
-    m.lerp_(g, 1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-    denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(eps)
-    p.addcdiv_(m, denom, value=-lr / (1 - b1**step))
+    """The CPU path, in place; `vmax` is AMSGrad's running maximum of v, `scratch` a
+    buffer like p for the denominator (no allocation per step)."""
+    if wd:
+        if decoupled:  # AdamW: p <- p (1 - lr wd)
+            p.mul_(1 - lr * wd)
+        else:  # Adam's L2: g <- g + wd p
+            g = g.add(p, alpha=wd)
+    m.lerp_(g, 1 - b1)  # m = b1 m + (1 - b1) g
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2 v + (1 - b2) g^2
+    if vmax is not None:
+        torch.maximum(vmax, v, out=vmax)
+        v = vmax
+    # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps); multiplying through by
+    # c = sqrt(1-b2^t) saves a pass: p -= lr/(1-b1^t) c m / (sqrt(v) + eps c)
+    c = math.sqrt(1 - b2**step)
+    denom = torch.sqrt(v, out=scratch).add_(eps * c)
+    p.addcdiv_(m, denom, value=-lr / (1 - b1**step) * c)
 
 
 def sgd_step(
@@ -199,6 +215,8 @@ def sgd_step_reference(
     nesterov: bool,
     first: bool,
 ) -> None:
+    """The CPU path, in place; on the first step the momentum buffer starts as the
+    gradient itself (as torch.optim.SGD)."""
     d = g.add(p, alpha=wd) if wd else g
     if buf is not None:
         if first:
@@ -218,4 +236,19 @@ def grad_norm(g: torch.Tensor) -> torch.Tensor:
 
 
 def grad_norm_reference(g: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(g.float())
+    return torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
+
+
+def _adam_fits(p: torch.Tensor, *args: Any) -> bool:
+    return p.dim() == 1 and args[10] is None  # one flat buffer, no AMSGrad (vmax)
+
+
+def _sgd_fits(
+    p: torch.Tensor, g: torch.Tensor, buf: Any, lr: float, mu: float, damp: float, *args: Any
+) -> bool:
+    return p.dim() == 1 and (not damp or buf is None)
+
+
+adam = dispatch(adam_step, adam_step_reference, _adam_fits)
+sgd = dispatch(sgd_step, sgd_step_reference, _sgd_fits)
+norm = dispatch(grad_norm, grad_norm_reference, lambda g: g.dim() == 1)

@@ -70,25 +70,6 @@ def test_transposed_conv_generator_block():
     )
 
 
-def test_lstm_unrolled_over_five_steps():
-    def run(cell, x, h, c, *w):
-        outs = []
-        for t in range(5):
-            h, c = cell(x[:, t], (h, c), *w)
-            outs.append(h)
-        return outs
-
-    w = [r(28, 6, seed=1, scale=0.5), r(28, 7, seed=2, scale=0.5), r(28, seed=3), r(28, seed=4)]
-    check(
-        lambda *a: run(F.lstm_cell, *a),
-        lambda *a: run(torch._VF.lstm_cell, *a),
-        r(3, 5, 6),
-        r(3, 7, seed=8),
-        r(3, 7, seed=9),
-        *w,
-    )
-
-
 def test_causal_attention_block():
     def block(f, x, wq, wk, wv, wo, g, b):
         B, T, C = x.shape

@@ -330,26 +330,6 @@ def _cell_weights(mult, inp=5, hid=7, seed=10):
     ]
 
 
-def test_lstm_cell():
-    x, h, c = r(3, 5), r(3, 7, seed=1), r(3, 7, seed=2)
-    check(
-        lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w),
-        lambda x, h, c, *w: torch._VF.lstm_cell(x, (h, c), *w),
-        x,
-        h,
-        c,
-        *_cell_weights(4),
-    )
-
-
-def test_gru_and_rnn_cells():
-    x, h = r(3, 5), r(3, 7, seed=1)
-    check(F.gru_cell, lambda x, h, *w: torch._VF.gru_cell(x, h, *w), x, h, *_cell_weights(3))
-    check(
-        F.rnn_tanh_cell, lambda x, h, *w: torch._VF.rnn_tanh_cell(x, h, *w), x, h, *_cell_weights(1)
-    )
-
-
 @pytest.mark.parametrize(
     "kw",
     [dict(), dict(is_causal=True), dict(mask="bool"), dict(mask="float"), dict(scale=0.3)],

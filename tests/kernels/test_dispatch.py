@@ -17,8 +17,7 @@ def both(fn, *inputs):
     """Run fn on fresh leaves under both modes; return [(outputs, grads)] for each."""
     results = []
     for mode in ("reference", "triton"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("DLTRAIN_KERNELS", mode)
+        with kernels.using(mode):
             assert kernels.use_triton(torch.zeros(1)) == (mode == "triton")
             leaves = [Tensor(t.clone(), requires_grad=t.is_floating_point()) for t in inputs]
             outs = fn(*leaves)
@@ -64,23 +63,22 @@ def test_layer_norm_batch_norm_bias_act():
 
 
 @needs_interpreter
-def test_attention_and_cells():
+def test_attention():
     both(
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         rand(2, 2, 9, 8),
         rand(2, 2, 9, 8, seed=1),
         rand(2, 2, 9, 8, seed=2),
     )
-    w = [rand(28, 5, seed=3) * 0.5, rand(28, 7, seed=4) * 0.5, rand(28, seed=5), rand(28, seed=6)]
+    # dropout takes the reference in both modes (the kernel has none): still equal
     both(
-        lambda x, h, c, *w: F.lstm_cell(x, (h, c), *w),
-        rand(3, 5),
-        rand(3, 7, seed=1),
-        rand(3, 7, seed=2),
-        *w,
+        lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, dropout_p=0.3, generator=torch.Generator().manual_seed(0)
+        ),
+        rand(2, 4, 8),
+        rand(2, 6, 8, seed=1),
+        rand(2, 6, 8, seed=2),
     )
-    w = [rand(21, 5, seed=3) * 0.5, rand(21, 7, seed=4) * 0.5, rand(21, seed=5), rand(21, seed=6)]
-    both(lambda x, h, *w: F.gru_cell(x, h, *w), rand(3, 5), rand(3, 7, seed=1), *w)
 
 
 @needs_interpreter
@@ -99,23 +97,23 @@ def test_whole_sequence_lstm_and_gru(reverse):
     "cls,kw",
     [(Adam, dict(lr=0.01, weight_decay=0.01)), (SGD, dict(lr=0.1, momentum=0.9, nesterov=True))],
 )
-def test_optimizers_and_clipping(cls, kw, monkeypatch):
+def test_optimizers_and_clipping(cls, kw):
     finals = []
     for mode in ("reference", "triton"):
-        monkeypatch.setenv("DLTRAIN_KERNELS", mode)
         params = [
             Tensor(rand(7, 13), requires_grad=True),
             Tensor(rand(13, seed=1), requires_grad=True),
         ]
         flat = FlatParams(params)
         opt = cls(flat, **kw)
-        for step in range(5):
-            flat.zero_grad()
-            for p, g in zip(params, (rand(7, 13, seed=10 + step), rand(13, seed=20 + step))):
-                p.grad = g * 3
-            flat.sync_grads()
-            norm = clip_grad_norm_(flat.grad, 1.0)
-            opt.step()
+        with kernels.using(mode):
+            for step in range(5):
+                flat.zero_grad()
+                for p, g in zip(params, (rand(7, 13, seed=10 + step), rand(13, seed=20 + step))):
+                    p.grad = g * 3
+                flat.sync_grads()
+                norm = clip_grad_norm_(flat.grad, 1.0)
+                opt.step()
         finals.append((flat.data.clone(), norm))
     close(finals[0][0], finals[1][0])
     close(finals[0][1], finals[1][1])
@@ -132,32 +130,35 @@ def test_optimizers_and_clipping(cls, kw, monkeypatch):
         ),
     ],
 )
-def test_training_loss_curves_agree(config, overrides, tmp_path, monkeypatch):
+def test_training_loss_curves_agree(config, overrides, tmp_path):
+    """Step by step: one optimizer step per epoch, so each metrics line is one step's loss
+    (and the validation loss after it), with the kernels and with the references."""
     import json
 
     from dltrain.run.train import train_run
     from tests.cli.helpers import ROOT
 
+    steps = ["train.epochs=6", "train.steps_per_epoch=1", "logging.tensorboard=false"]
     curves = []
     for mode in ("reference", "triton"):
-        monkeypatch.setenv("DLTRAIN_KERNELS", mode)
-        run = train_run(
-            str(ROOT / "configs" / config),
-            overrides + ["train.epochs=1", "logging.tensorboard=false", "train.log_every_steps=1"],
-            str(tmp_path / mode),
-            log=lambda m: None,
-        )
-        curves.append(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]))
-    for key in ("loss", "val_loss"):
-        assert abs(curves[0][key] - curves[1][key]) <= 1e-3 * max(1.0, abs(curves[0][key])), (
-            key,
-            curves,
-        )
+        with kernels.using(mode):
+            run = train_run(
+                str(ROOT / "configs" / config),
+                overrides + steps,
+                str(tmp_path / mode),
+                log=lambda m: None,
+            )
+        curves.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
+    assert len(curves[0]) == len(curves[1]) == 6
+    for a, b in zip(*curves):
+        assert a["step"] == b["step"]
+        for key in ("loss", "val_loss"):
+            assert abs(a[key] - b[key]) <= 1e-3 * max(1.0, abs(a[key])), (key, a, b)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["seed_mlp.yaml", "digits_cnn.yaml", "char_lstm.yaml"])
-def test_gpu_training_with_kernels_matches_reference(config, tmp_path, monkeypatch):
+def test_gpu_training_with_kernels_matches_reference(config, tmp_path):
     """On CUDA: the same run with the Triton kernels and with DLTRAIN_KERNELS=reference."""
     import json
 
@@ -166,14 +167,13 @@ def test_gpu_training_with_kernels_matches_reference(config, tmp_path, monkeypat
 
     curves = []
     for mode in ("reference", "auto"):
-        monkeypatch.setenv("DLTRAIN_KERNELS", mode)
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        run = train_run(
-            str(ROOT / "configs" / config),
-            ["train.epochs=3", "train.device=cuda", "logging.tensorboard=false"],
-            str(tmp_path / mode),
-            log=lambda m: None,
-        )
+        with kernels.using(mode):
+            run = train_run(
+                str(ROOT / "configs" / config),
+                ["train.epochs=3", "train.device=cuda", "logging.tensorboard=false"],
+                str(tmp_path / mode),
+                log=lambda m: None,
+            )
         curves.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
     for a, b in zip(curves[0], curves[1]):
         for key in ("loss", "val_loss"):

@@ -13,6 +13,7 @@ from .activations import (
     softplus,
     tanh,
 )
+from .attention import scaled_dot_product_attention
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -40,7 +41,6 @@ from .nn import (
     pad,
 )
 from .recurrent import gru, lstm, rnn
-from .sequence import gru_cell, lstm_cell, rnn_tanh_cell, scaled_dot_product_attention
 
 __all__ = [
     "ACTIVATIONS",
@@ -59,7 +59,6 @@ __all__ = [
     "embedding",
     "gelu",
     "gru",
-    "gru_cell",
     "huber_loss",
     "interpolate",
     "kl_div",
@@ -69,14 +68,12 @@ __all__ = [
     "linear",
     "log_softmax",
     "lstm",
-    "lstm_cell",
     "max_pool2d",
     "mse_loss",
     "nll_loss",
     "pad",
     "relu",
     "rnn",
-    "rnn_tanh_cell",
     "scaled_dot_product_attention",
     "sigmoid",
     "silu",

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from ...kernels import cross_entropy as K_ce
-from ...kernels import use_triton
 from .. import ops
 from ..tensor import Tensor, make
 from .activations import relu
@@ -54,6 +53,16 @@ def _unrows(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return g.reshape(moved).movedim(-1, 1)
 
 
+def _check_targets(t: torch.Tensor, C: int, ignore_index: int) -> None:
+    """Class indices within [0, C) (or ignore_index); on CPU only, where reading them back
+    costs no device sync."""
+    if t.numel() and t.device.type == "cpu":
+        bad = (t != ignore_index) & ((t < 0) | (t >= C))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise IndexError(f"target {int(t[i])} at position {i} is outside classes [0, {C})")
+
+
 def _index_coeffs(
     target: torch.Tensor,
     C: int,
@@ -64,13 +73,9 @@ def _index_coeffs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A (M, C) for class-index targets, and the 'mean' denominator sum_i w_{t_i}."""
     t = target.reshape(-1)
+    _check_targets(t, C, ignore_index)
     valid = t != ignore_index
     safe = torch.where(valid, t, torch.zeros_like(t))
-    if t.numel() and t.device.type == "cpu":  # a device check would cost a host sync
-        bad = valid & ((t < 0) | (t >= C))
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise IndexError(f"target {int(t[i])} at position {i} is outside classes [0, {C})")
     w_row = weight.to(dtype) if weight is not None else None
     w_t = (w_row[safe] if w_row is not None else torch.ones_like(t, dtype=dtype)) * valid
     A = torch.zeros(t.shape[0], C, dtype=dtype, device=t.device)
@@ -101,44 +106,41 @@ def cross_entropy(
     T = target.data if isinstance(target, Tensor) else target
     W = weight.data if isinstance(weight, Tensor) else weight
     C = X.shape[1] if X.dim() > 1 else X.shape[0]
-    if X.dim() >= 2 and not T.is_floating_point() and use_triton(X):
-        if X.dim() > 2 and reduction != "none" and T.shape == (X.shape[0],) + X.shape[2:]:
-            # a class per step (N, C, d1, ...): rows of C logits, as the kernel reads them
-            rows = input.permute(0, *range(2, X.dim()), 1).reshape(-1, C)
-            return _cross_entropy_fused(
-                rows, T.reshape(-1), W, ignore_index, reduction, label_smoothing
-            )
-        if X.dim() == 2:
-            return _cross_entropy_fused(input, T, W, ignore_index, reduction, label_smoothing)
-    X2 = _rows(X)
-    logp = torch.log_softmax(X2, -1)
-    probs_target = T.is_floating_point()
-    if probs_target:
-        if T.shape != X.shape:
-            raise ValueError(
-                f"cross_entropy: probability targets must have the input's shape "
-                f"{tuple(X.shape)}, got {tuple(T.shape)}"
-            )
-        T2 = _rows(T)
-        A = T2 * (1.0 - label_smoothing) + label_smoothing / C
-        if W is not None:
-            A = A * W
-        denom = torch.tensor(float(X2.shape[0]), dtype=X.dtype, device=X.device)
-    else:
+    if not T.is_floating_point():  # class indices: the fused op, over rows of C logits
         expected = (X.shape[0],) + tuple(X.shape[2:]) if X.dim() > 1 else ()
         if tuple(T.shape) != expected:
             raise ValueError(
                 f"cross_entropy: input {tuple(X.shape)} needs class-index targets of shape "
                 f"{expected}, got {tuple(T.shape)}"
             )
-        A, denom = _index_coeffs(T, C, W, ignore_index, label_smoothing, X.dtype)
+        if X.dim() == 1:
+            rows = input.reshape(1, C)
+        elif X.dim() > 2:  # a class per step (N, C, d1, ...)
+            rows = input.permute(0, *range(2, X.dim()), 1).reshape(-1, C)
+        else:
+            rows = input
+        _check_targets(T.reshape(-1), C, ignore_index)
+        out = _cross_entropy_rows(rows, T.reshape(-1), W, ignore_index, reduction, label_smoothing)
+        return out.reshape(T.shape) if reduction == "none" else out
+    # class probabilities (one-hot or soft): A_ic = ((1 - s) t_ic + s / C) w_c
+    if T.shape != X.shape:
+        raise ValueError(
+            f"cross_entropy: probability targets must have the input's shape "
+            f"{tuple(X.shape)}, got {tuple(T.shape)}"
+        )
+    X2 = _rows(X)
+    logp = torch.log_softmax(X2, -1)
+    A = _rows(T) * (1.0 - label_smoothing) + label_smoothing / C
+    if W is not None:
+        A = A * W
+    denom = torch.tensor(float(X2.shape[0]), dtype=X.dtype, device=X.device)
     per_row = -(A * logp).sum(-1)
     if reduction == "mean":
         out = per_row.sum() / denom
     elif reduction == "sum":
         out = per_row.sum()
     else:
-        out = per_row.reshape(T.shape[:-1] if probs_target else T.shape)
+        out = per_row.reshape(T.shape[:-1])
 
     def row_scale(g: torch.Tensor) -> torch.Tensor:
         if reduction == "mean":
@@ -156,11 +158,11 @@ def cross_entropy(
         gt = gt * W if W is not None else gt
         return gx, _unrows(gt, T.shape)
 
-    parents = (input, target) if isinstance(target, Tensor) and probs_target else (input,)
+    parents = (input, target) if isinstance(target, Tensor) else (input,)
     return make(out, parents, vjp, "cross_entropy")
 
 
-def _cross_entropy_fused(
+def _cross_entropy_rows(
     input: Tensor,
     T: torch.Tensor,
     W: torch.Tensor | None,
@@ -168,23 +170,19 @@ def _cross_entropy_fused(
     reduction: str,
     smoothing: float,
 ) -> Tensor:
-    """The Triton kernel: per-row losses and lse forward, the logits' gradient backward."""
+    """The fused op `kernels.cross_entropy` on (M, C) logits and (M,) class indices:
+    per-row losses and lse forward, the logits' gradient backward."""
     X = input.data
-    if T.shape != (X.shape[0],):
-        raise ValueError(
-            f"cross_entropy: input {tuple(X.shape)} needs class-index targets of "
-            f"shape ({X.shape[0]},), got {tuple(T.shape)}"
-        )
-    rows, lse, wt = K_ce.cross_entropy_fwd(X, T, W, ignore_index, smoothing)
+    rows, lse, wt = K_ce.cross_entropy_forward(X, T, W, ignore_index, smoothing)
     denom = wt.sum()
     out = {"mean": rows.sum() / denom, "sum": rows.sum()}.get(reduction, rows).to(X.dtype)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
-        gf = g.float()
+        gf = g.to(lse.dtype)
         g_rows = {"mean": (gf / denom).expand(X.shape[0]), "sum": gf.expand(X.shape[0])}.get(
             reduction, gf
         )
-        return (K_ce.cross_entropy_bwd(X, T, W, ignore_index, smoothing, lse, g_rows),)
+        return (K_ce.cross_entropy_backward(X, T, W, ignore_index, smoothing, lse, g_rows),)
 
     return make(out, (input,), vjp, "cross_entropy")
 

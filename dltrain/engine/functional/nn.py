@@ -17,7 +17,6 @@ import torch.nn.functional as TF
 from ...kernels import batch_norm_act as K_bn
 from ...kernels import bias_act as K_ba
 from ...kernels import layer_norm as K_ln
-from ...kernels import use_triton
 from ..tensor import Tensor, make
 
 aten = torch.ops.aten
@@ -68,15 +67,10 @@ def bias_act(
     mask is regenerated in the backward instead of stored."""
     X = input.data
     B = bias.data if bias is not None else None
-    y = (
-        K_ba.bias_act_fwd(X, B, act, p, seed, slope)
-        if use_triton(X)
-        else K_ba.bias_act_fwd_reference(X, B, act, p, seed, slope)
-    )
+    y = K_ba.bias_act_forward(X, B, act, p, seed, slope)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        fn = K_ba.bias_act_bwd if use_triton(X) else K_ba.bias_act_bwd_reference
-        dx, db = fn(g, X, B, act, p, seed, slope)
+        dx, db = K_ba.bias_act_backward(g, X, B, act, p, seed, slope)
         return (dx,) if bias is None else (dx, db)
 
     return make(y, (input,) if bias is None else (input, bias), vjp, "bias_act")
@@ -246,24 +240,6 @@ def adaptive_avg_pool2d(input: Tensor, output_size: IntOrSeq) -> Tensor:
     )
 
 
-def _affine_norm_vjp(
-    g: torch.Tensor,
-    xhat: torch.Tensor,
-    invstd: torch.Tensor,
-    w: torch.Tensor | None,
-    dims: tuple[int, ...],
-) -> torch.Tensor:
-    """Input gradient of y = xhat * w + b, xhat = (x - mean(x)) / sqrt(var(x) + eps).
-
-    dx = invstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g w, means over the
-    normalised dims (written with means rather than n * gh - sum(gh): better conditioned).
-    """
-    gh = g * w if w is not None else g
-    m1 = gh.mean(dims, keepdim=True)
-    m2 = (gh * xhat).mean(dims, keepdim=True)
-    return invstd * (gh - m1 - xhat * m2)
-
-
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | torch.Tensor | None,
@@ -281,7 +257,8 @@ def batch_norm(
         dx = invstd * (gh - mean(gh) - xhat * mean(gh * xhat)),  gh = g * w
     (means over every dim but the channels); in eval dx = g * w * invstd. dw = sum(g * xhat),
     db = sum(g). torch's native batch-norm kernels compute exactly this in one pass each
-    way (see _affine_norm_vjp for the same formula written out for layer_norm).
+    way. Training with both weight and bias is the fused op `kernels.batch_norm_act`
+    (Triton on CUDA; its reference, aten's native batch norm, elsewhere).
     """
     X = input.data
     C = X.shape[1]
@@ -295,8 +272,8 @@ def batch_norm(
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
     W = weight.data if weight is not None else None
     B = bias.data if bias is not None else None
-    if training and use_triton(X) and weight is not None and bias is not None:
-        return _batch_norm_fused(input, weight, bias, rm, rv, momentum, eps)
+    if training and weight is not None and bias is not None:
+        return _batch_norm_act(input, weight, bias, rm, rv, momentum, eps)
     out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum, eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -319,7 +296,7 @@ def batch_norm(
     return make(out, parents, vjp, "batch_norm")
 
 
-def _batch_norm_fused(
+def _batch_norm_act(
     input: Tensor,
     weight: Tensor,
     bias: Tensor,
@@ -330,9 +307,9 @@ def _batch_norm_fused(
     act: str = "none",
     slope: float = 0.01,
 ) -> Tensor:
-    """Training batch norm (+ activation) through the Triton kernel."""
+    """Training batch norm (+ activation) through the fused op."""
     X, W, B = input.data, weight.data, bias.data
-    y, mean, rstd = K_bn.batch_norm_act_fwd(X, W, B, eps, act, slope)
+    y, mean, rstd = K_bn.batch_norm_act_forward(X, W, B, eps, act, slope)
     if rm is not None and rv is not None:  # running stats as torch: unbiased variance
         n = X.numel() // X.shape[1]
         var = 1.0 / (rstd * rstd) - eps
@@ -340,7 +317,7 @@ def _batch_norm_fused(
         rv.mul_(1 - momentum).add_(var.to(rv.dtype), alpha=momentum * n / max(n - 1, 1))
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return K_bn.batch_norm_act_bwd(g, X, W, B, mean, rstd, act, slope)
+        return K_bn.batch_norm_act_backward(g, X, W, B, mean, rstd, act, slope)
 
     return make(y, (input, weight, bias), vjp, "batch_norm")
 
@@ -362,42 +339,23 @@ def layer_norm(
             f"layer_norm: normalized_shape {shape} does not match the input's trailing dims "
             f"{tuple(X.shape)}"
         )
-    dims = tuple(range(X.dim() - k, X.dim()))
     n = math.prod(shape)
-    if use_triton(X) and weight is not None and bias is not None:
-        return _layer_norm_fused(input, weight, bias, n, eps)
-    var, mean = torch.var_mean(X, dims, correction=0, keepdim=True)
-    invstd = torch.rsqrt(var + eps)
-    xhat = (X - mean) * invstd
-    W = weight.data if weight is not None else None
-    out = xhat * W if W is not None else xhat
-    out = out + bias.data if bias is not None else out
-    lead = tuple(range(X.dim() - k))
+    X2 = X.reshape(-1, n)  # rows of the normalised values
+    W = weight.data.reshape(n) if weight is not None else None
+    B = bias.data.reshape(n) if bias is not None else None
+    y, mean, rstd = K_ln.layer_norm_forward(X2, W, B, eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        gx = _affine_norm_vjp(g, xhat, invstd, W, dims) if input.requires_grad else None
-        res: list[torch.Tensor | None] = [gx]
+        dx, dw, db = K_ln.layer_norm_backward(g.reshape(-1, n), X2, W, B, mean, rstd)
+        res: list[torch.Tensor | None] = [dx.reshape(X.shape)]
         if weight is not None:
-            res.append((g * xhat).sum(lead) if weight.requires_grad else None)
+            res.append(dw.reshape(weight.shape) if dw is not None else None)
         if bias is not None:
-            res.append(g.sum(lead) if bias.requires_grad else None)
+            res.append(db.reshape(bias.shape) if db is not None else None)
         return tuple(res)
 
     parents = tuple(t for t in (input, weight, bias) if t is not None)
-    return make(out, parents, vjp, "layer_norm")
-
-
-def _layer_norm_fused(input: Tensor, weight: Tensor, bias: Tensor, n: int, eps: float) -> Tensor:
-    X = input.data
-    X2 = X.reshape(-1, n)
-    W, B = weight.data.reshape(n), bias.data.reshape(n)
-    y, mean, rstd = K_ln.layer_norm_fwd(X2, W, B, eps)
-
-    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        dx, dw, db = K_ln.layer_norm_bwd(g.reshape(-1, n), X2, W, mean, rstd)
-        return dx.reshape(X.shape), dw.reshape(weight.shape), db.reshape(bias.shape)
-
-    return make(y.reshape(X.shape), (input, weight, bias), vjp, "layer_norm")
+    return make(y.reshape(X.shape), parents, vjp, "layer_norm")
 
 
 def dropout(

@@ -14,6 +14,14 @@ Activations are given by name; each derivative is written in terms of the activa
 output y, so nothing but outputs is kept: tanh' = 1 - y^2, sigmoid' = y (1 - y),
 relu' = [y > 0], linear' = 1.
 
+The one fused op with two implementations on purpose: on CUDA each step's gate math is the
+Triton kernel of `kernels.rnn_gates` (tanh/sigmoid); elsewhere the loop below writes the
+activated gates into whole-sequence buffers and computes every step's gate derivatives in
+two whole-sequence ops, which a per-step reference cannot (it would cost ~2x on CPU). The
+kernel tests check the kernels against their per-step references; tests/engine check this
+path against torch.nn under autograd, and tests/kernels/test_dispatch the two paths
+against each other.
+
     RNN   h_t = a(p_t + h~ W^T),  h~ = h_{t-1} * m
           da = dh_t a'(h_t);  dp_t = da;  dh_{t-1} = (da W) * m;  dW += da^T h~
     LSTM  (torch's gate order i, f, g, o; p_t holds both biases)
