@@ -13,7 +13,8 @@ test-all: setup
 
 lint: setup
 	$(PY) -m ruff check dltrain tests benchmarks
-	$(PY) -m ruff format --check dltrain
+	$(PY) -m ruff format --check dltrain tests benchmarks
+	$(PY) -m mypy dltrain
 
 format: setup
 	$(PY) -m ruff format dltrain tests benchmarks

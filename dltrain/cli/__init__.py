@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from . import commands  # noqa: F401  (registers every command on `app` at import)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -51,8 +51,6 @@ def guarded(fn: F) -> F:
 
 
 def main() -> int:
-    from . import commands  # noqa: F401  (registers the commands)
-
     try:
         app()
     except SystemExit as e:

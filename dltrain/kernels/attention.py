@@ -212,7 +212,8 @@ def attention_fwd(
     scale: float | None,
     drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., L, E), (..., S, E), (..., S, E) -> (O (..., L, E), lse (..., L))."""
+    """(..., L, E), (..., S, E), (..., S, E) -> (O (..., L, E), lse (..., L)); lse is what
+    the backward reads (`saved`)."""
     assert drop is None  # dispatch sends attention without dropout only
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
@@ -245,12 +246,14 @@ def attention_bwd(
     k: torch.Tensor,
     v: torch.Tensor,
     o: torch.Tensor,
-    lse: torch.Tensor,
+    saved: torch.Tensor,
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
     drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`saved` is the forward's row log-sum-exp."""
+    lse = saved
     (qf, kf, vf), add, L, S, E = _prep(q, k, v, mask)
     sc = scale if scale is not None else 1.0 / math.sqrt(E)
     dof = do.reshape(qf.shape).contiguous()
@@ -298,13 +301,12 @@ def attention_fwd_reference(
     drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU path: softmax(scores) V, with the dropout multiplier `drop` (0 or 1/(1-p))
-    on the probabilities when given."""
+    on the probabilities when given. Returns O and what its backward reads: the
+    probabilities P (the kernel saves the row log-sum-exp and recomputes P instead)."""
     s, _ = _scores_ref(q, k, mask, causal, scale)
-    lse = torch.logsumexp(s, -1)
-    p = torch.exp(s - lse[..., None])
-    if drop is not None:
-        p = p * drop
-    return (p @ v.to(p.dtype)).to(q.dtype), lse
+    p = torch.softmax(s, -1)
+    pd = p * drop if drop is not None else p
+    return (pd @ v.to(p.dtype)).to(q.dtype), p
 
 
 def attention_bwd_reference(
@@ -313,17 +315,17 @@ def attention_bwd_reference(
     k: torch.Tensor,
     v: torch.Tensor,
     o: torch.Tensor,
-    lse: torch.Tensor,
+    saved: torch.Tensor,
     mask: torch.Tensor | None,
     causal: bool,
     scale: float | None,
     drop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # P from the saved lse; with dropout O = (P D) V, so dV = (P D)^T dO,
-    # dP = (dO V^T) D and dS = P (dP - rowsum(dP P)) (= P (dP - rowsum(dO O)) without D)
-    s, sc = _scores_ref(q, k, mask, causal, scale)
-    p = torch.exp(s - lse[..., None])
+    # with dropout O = (P D) V, so dV = (P D)^T dO, dP = (dO V^T) D and
+    # dS = P (dP - rowsum(dP P)) (= P (dP - rowsum(dO O)) without D)
+    p = saved
     acc = p.dtype
+    sc = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     dof = do.to(acc)
     pd = p * drop if drop is not None else p
     dv = pd.transpose(-1, -2) @ dof

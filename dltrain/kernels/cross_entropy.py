@@ -127,7 +127,9 @@ def cross_entropy_fwd(
     ignore_index: int,
     smoothing: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(M, C) logits, (M,) int targets -> (per-row loss, per-row lse, per-row w_t)."""
+    """(M, C) logits, (M,) int targets -> (per-row loss, per-row lse, per-row w_t). The
+    middle output is what the backward reads (`saved`): lse here, the log-probabilities
+    in the reference."""
     x = x.contiguous()
     M, C = x.shape
     loss = torch.empty(M, dtype=torch.float32, device=x.device)
@@ -157,9 +159,11 @@ def cross_entropy_bwd(
     weight: torch.Tensor | None,
     ignore_index: int,
     smoothing: float,
-    lse: torch.Tensor,
+    saved: torch.Tensor,
     g_rows: torch.Tensor,
 ) -> torch.Tensor:
+    """`saved` is the forward's per-row lse."""
+    lse = saved
     x = x.contiguous()
     M, C = x.shape
     dx = torch.empty_like(x)
@@ -182,11 +186,6 @@ def cross_entropy_bwd(
     return dx
 
 
-def _weights(x: torch.Tensor, weight: torch.Tensor | None, acc: torch.dtype) -> torch.Tensor:
-    C = x.shape[1]
-    return weight.to(acc) if weight is not None else torch.ones(C, dtype=acc, device=x.device)
-
-
 def cross_entropy_fwd_reference(
     x: torch.Tensor,
     target: torch.Tensor,
@@ -194,21 +193,19 @@ def cross_entropy_fwd_reference(
     ignore_index: int,
     smoothing: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The CPU path (float32 or wider, as the input): the same per-row loss, lse and w_t."""
+    """The CPU path (float32 or wider, as the input): per-row loss, the log-probabilities
+    (what its backward reads; the kernel saves lse instead) and w_t."""
     M, C = x.shape
     acc = torch.promote_types(x.dtype, torch.float32)
-    xf = x.to(acc)
-    lse = torch.logsumexp(xf, 1)
+    logp = torch.log_softmax(x.to(acc), 1)
     valid = target != ignore_index
-    safe = torch.where(valid, target, 0)
-    w = _weights(x, weight, acc)
-    wt = w[safe] * valid
-    xt = xf.gather(1, safe[:, None])[:, 0]
-    if not smoothing:
-        return wt * (lse - xt), lse, wt
-    s = (1 - smoothing) * wt + smoothing / C * w.sum() * valid
-    loss = s * lse - (1 - smoothing) * wt * xt - smoothing / C * (xf * w).sum(1) * valid
-    return loss, lse, wt
+    safe = target.masked_fill(~valid, 0)
+    wt = weight.to(acc)[safe] * valid if weight is not None else valid.to(acc)
+    loss = -logp.gather(1, safe[:, None])[:, 0] * wt
+    if smoothing:  # (1 - e) w_t nll + (e / C) sum_c w_c (-logp_c)
+        w_logp = logp * weight.to(acc) if weight is not None else logp
+        loss = loss * (1 - smoothing) - (smoothing / C) * w_logp.sum(1) * valid
+    return loss, logp, wt
 
 
 def cross_entropy_bwd_reference(
@@ -217,24 +214,26 @@ def cross_entropy_bwd_reference(
     weight: torch.Tensor | None,
     ignore_index: int,
     smoothing: float,
-    lse: torch.Tensor,
+    saved: torch.Tensor,
     g_rows: torch.Tensor,
 ) -> torch.Tensor:
+    """dx = g (softmax * S - A) with the log-probabilities `saved` by the forward."""
     M, C = x.shape
-    acc = lse.dtype
+    logp = saved
+    acc = logp.dtype
     valid = target != ignore_index
-    safe = torch.where(valid, target, 0)
-    w = _weights(x, weight, acc)
-    # d loss_i / d x_ic = softmax_ic * sum_c' a_ic' - a_ic, a_i = (1 - s) w_t onehot + s w / C
+    safe = target.masked_fill(~valid, 0)
+    g = g_rows.to(acc) * valid
+    w = weight.to(acc) if weight is not None else None
+    gt = g * (w[safe] if w is not None else 1.0) * (1 - smoothing)  # the one-hot part of A
+    s = gt
+    if smoothing:  # + (e / C) w_c on every class
+        wsum = w.sum() if w is not None else torch.tensor(float(C), dtype=acc)
+        s = gt + g * (smoothing / C) * wsum
+    dx = torch.exp(logp).mul_(s[:, None])
     if smoothing:
-        a = smoothing / C * w.expand(M, C).clone()
-        a.scatter_add_(1, safe[:, None], ((1 - smoothing) * w[safe])[:, None])
-    else:
-        a = torch.zeros(M, C, dtype=acc, device=x.device)
-        a.scatter_(1, safe[:, None], w[safe][:, None])
-    a = a * valid[:, None]
-    g = (g_rows.to(acc) * valid)[:, None]
-    dx = torch.exp(x.to(acc) - lse[:, None]).mul_(a.sum(1, keepdim=True)).sub_(a).mul_(g)
+        dx.sub_((g * (smoothing / C))[:, None] * (w if w is not None else 1.0))
+    dx.scatter_add_(1, safe[:, None], -gt[:, None])
     return dx.to(x.dtype)
 
 

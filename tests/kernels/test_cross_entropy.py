@@ -28,11 +28,13 @@ def test_cross_entropy_matches_reference(device, C, kw):
         eps = kw.get("smoothing", 0.0)
         out = K.cross_entropy_fwd(x, t, w, ignore, eps)
         ref = K.cross_entropy_fwd_reference(x, t, w, ignore, eps)
-        for a, b in zip(out, ref):
-            close(a, b, dtype)
+        close(out[0], ref[0], dtype)  # per-row losses
+        close(out[2], ref[2], dtype)  # w_t
+        # what each saves for its backward: lse, or the log-probabilities it derives from
+        close(out[1], (x.float() - ref[1].float())[:, 0], dtype)
         g = rand(M, seed=5, device=device)
         close(
-            K.cross_entropy_bwd(x, t, w, ignore, eps, ref[1], g),
+            K.cross_entropy_bwd(x, t, w, ignore, eps, out[1], g),
             K.cross_entropy_bwd_reference(x, t, w, ignore, eps, ref[1], g),
             dtype,
         )
@@ -41,6 +43,11 @@ def test_cross_entropy_matches_reference(device, C, kw):
 def test_reference_agrees_with_torch():
     x, t = rand(13, 7), torch.randint(0, 7, (13,))
     w = torch.rand(7) + 0.5
-    loss, lse, wt = K.cross_entropy_fwd_reference(x, t, w, -100, 0.1)
-    want = torch.nn.functional.cross_entropy(x, t, w, reduction="sum", label_smoothing=0.1)
-    close(loss.sum(), want)
+    for eps in (0.0, 0.1):
+        xg = x.clone().requires_grad_()
+        loss, logp, wt = K.cross_entropy_fwd_reference(x, t, w, -100, eps)
+        want = torch.nn.functional.cross_entropy(xg, t, w, reduction="sum", label_smoothing=eps)
+        close(loss.sum(), want.detach())
+        want.backward()
+        g = torch.ones(13)
+        close(K.cross_entropy_bwd_reference(x, t, w, -100, eps, logp, g), xg.grad)

@@ -3,8 +3,8 @@
     S = Q K^T * scale + mask,  P = softmax(S),  O = (P * D) V   (D: dropout multiplier)
     dV = (P D)^T dO,  dP = (dO V^T) D,  dS = P * (dP - rowsum(dP * P)),
     dQ = dS K scale,  dK = dS^T Q scale.
-The op saves O and the row log-sum-exp; the backward recomputes P from them (Triton on
-CUDA, flash-attention style; the torch reference elsewhere).
+On CUDA the Triton kernel saves the row log-sum-exp and recomputes P in the backward
+(flash attention); the torch reference, the CPU path, saves P.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def scaled_dot_product_attention(
         shape = (*batch, Q.shape[-2], K.shape[-2])
         drop = torch.empty(shape, dtype=Q.dtype, device=Q.device)
         drop.bernoulli_(1.0 - dropout_p, generator=generator).mul_(1.0 / (1.0 - dropout_p))
-    out, lse = K_attn.attention_forward(Qb, Kb, Vb, M, is_causal, scale, drop)
+    out, saved = K_attn.attention_forward(Qb, Kb, Vb, M, is_causal, scale, drop)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        dq, dk, dv = K_attn.attention_backward(g, Qb, Kb, Vb, out, lse, M, is_causal, scale, drop)
+        dq, dk, dv = K_attn.attention_backward(g, Qb, Kb, Vb, out, saved, M, is_causal, scale, drop)
         return (
             ops.unbroadcast(dq, Q.shape) if query.requires_grad else None,
             ops.unbroadcast(dk, K.shape) if key.requires_grad else None,

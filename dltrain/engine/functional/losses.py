@@ -173,16 +173,18 @@ def _cross_entropy_rows(
     """The fused op `kernels.cross_entropy` on (M, C) logits and (M,) class indices:
     per-row losses and lse forward, the logits' gradient backward."""
     X = input.data
-    rows, lse, wt = K_ce.cross_entropy_forward(X, T, W, ignore_index, smoothing)
-    denom = wt.sum()
-    out = {"mean": rows.sum() / denom, "sum": rows.sum()}.get(reduction, rows).to(X.dtype)
+    rows, saved, wt = K_ce.cross_entropy_forward(X, T, W, ignore_index, smoothing)
+    denom = wt.sum() if reduction == "mean" else None
+    if reduction == "none":
+        out = rows.to(X.dtype)
+    else:
+        out = (rows.sum() / denom if denom is not None else rows.sum()).to(X.dtype)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
-        gf = g.to(lse.dtype)
-        g_rows = {"mean": (gf / denom).expand(X.shape[0]), "sum": gf.expand(X.shape[0])}.get(
-            reduction, gf
-        )
-        return (K_ce.cross_entropy_backward(X, T, W, ignore_index, smoothing, lse, g_rows),)
+        gf = g.to(rows.dtype)
+        if reduction != "none":  # d total / d row_i = 1 (sum) or 1 / sum w_t (mean)
+            gf = (gf / denom if denom is not None else gf).expand(X.shape[0])
+        return (K_ce.cross_entropy_backward(X, T, W, ignore_index, smoothing, saved, gf),)
 
     return make(out, (input,), vjp, "cross_entropy")
 
