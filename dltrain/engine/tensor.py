@@ -46,6 +46,35 @@ def is_grad_enabled() -> bool:
     return GRAD_MODE.enabled
 
 
+class _HostReads:
+    __slots__ = ("allowed",)
+
+    def __init__(self) -> None:
+        self.allowed = True
+
+
+HOST_READS = _HostReads()
+
+
+def may_read_back(t: torch.Tensor) -> bool:
+    """Whether a validity check may read `t`'s values on the host (an out-of-range index, a
+    target outside [0, 1]): on CPU, where that costs no device sync; never on a GPU, where
+    it would stall the step. `device_like()` turns them off on CPU too."""
+    return t.device.type == "cpu" and HOST_READS.allowed
+
+
+@contextmanager
+def device_like() -> Iterator[None]:
+    """Run CPU steps as on a GPU: no value checks that read tensors back to the host
+    (tests assert that a training step then reads nothing back)."""
+    previous = HOST_READS.allowed
+    HOST_READS.allowed = False
+    try:
+        yield
+    finally:
+        HOST_READS.allowed = previous
+
+
 class Node:
     """One recorded op: its inputs and the closure computing their gradients."""
 

@@ -186,6 +186,10 @@ def cross_entropy_bwd(
     return dx
 
 
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)  # (a no-op .to still costs a call)
+
+
 def cross_entropy_fwd_reference(
     x: torch.Tensor,
     target: torch.Tensor,
@@ -197,13 +201,13 @@ def cross_entropy_fwd_reference(
     (what its backward reads; the kernel saves lse instead) and w_t."""
     M, C = x.shape
     acc = torch.promote_types(x.dtype, torch.float32)
-    logp = torch.log_softmax(x.to(acc), 1)
+    logp = torch.log_softmax(_as(x, acc), 1)
     valid = target != ignore_index
-    safe = target.masked_fill(~valid, 0)
-    wt = weight.to(acc)[safe] * valid if weight is not None else valid.to(acc)
-    loss = -logp.gather(1, safe[:, None])[:, 0] * wt
+    safe = torch.where(valid, target, 0)
+    wt = _as(weight, acc)[safe] * valid if weight is not None else _as(valid, acc)
+    loss = logp.gather(1, safe[:, None])[:, 0].mul_(wt).neg_()
     if smoothing:  # (1 - e) w_t nll + (e / C) sum_c w_c (-logp_c)
-        w_logp = logp * weight.to(acc) if weight is not None else logp
+        w_logp = logp * _as(weight, acc) if weight is not None else logp
         loss = loss * (1 - smoothing) - (smoothing / C) * w_logp.sum(1) * valid
     return loss, logp, wt
 
@@ -222,19 +226,22 @@ def cross_entropy_bwd_reference(
     logp = saved
     acc = logp.dtype
     valid = target != ignore_index
-    safe = target.masked_fill(~valid, 0)
-    g = g_rows.to(acc) * valid
-    w = weight.to(acc) if weight is not None else None
-    gt = g * (w[safe] if w is not None else 1.0) * (1 - smoothing)  # the one-hot part of A
-    s = gt
-    if smoothing:  # + (e / C) w_c on every class
-        wsum = w.sum() if w is not None else torch.tensor(float(C), dtype=acc)
-        s = gt + g * (smoothing / C) * wsum
-    dx = torch.exp(logp).mul_(s[:, None])
+    safe = torch.where(valid, target, 0)
+    g = _as(g_rows, acc) * valid
+    w = _as(weight, acc) if weight is not None else None
+    gt = g * w[safe] if w is not None else g  # the one-hot part of A, times g
     if smoothing:
-        dx.sub_((g * (smoothing / C))[:, None] * (w if w is not None else 1.0))
-    dx.scatter_add_(1, safe[:, None], -gt[:, None])
-    return dx.to(x.dtype)
+        gt = gt * (1 - smoothing)
+    dx = torch.exp(logp)
+    if smoothing:  # A also holds (e / C) w_c on every class: S = sum_c A_c
+        ge = g * (smoothing / C)
+        wsum = w.sum() if w is not None else float(C)
+        dx.mul_((gt + ge * wsum)[:, None])
+        dx.sub_(ge[:, None] * w if w is not None else ge[:, None])
+    else:
+        dx.mul_(gt[:, None])
+    dx.scatter_add_(1, safe[:, None], gt.neg()[:, None])
+    return _as(dx, x.dtype)
 
 
 cross_entropy_forward = dispatch(cross_entropy_fwd, cross_entropy_fwd_reference)

@@ -17,7 +17,7 @@ import torch
 
 from ...kernels import cross_entropy as K_ce
 from .. import ops
-from ..tensor import Tensor, make
+from ..tensor import Tensor, make, may_read_back
 from .activations import relu
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -56,7 +56,7 @@ def _unrows(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def _check_targets(t: torch.Tensor, C: int, ignore_index: int) -> None:
     """Class indices within [0, C) (or ignore_index); on CPU only, where reading them back
     costs no device sync."""
-    if t.numel() and t.device.type == "cpu":
+    if t.numel() and may_read_back(t):
         bad = (t != ignore_index) & ((t < 0) | (t >= C))
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
@@ -175,13 +175,12 @@ def _cross_entropy_rows(
     X = input.data
     rows, saved, wt = K_ce.cross_entropy_forward(X, T, W, ignore_index, smoothing)
     denom = wt.sum() if reduction == "mean" else None
-    if reduction == "none":
-        out = rows.to(X.dtype)
-    else:
-        out = (rows.sum() / denom if denom is not None else rows.sum()).to(X.dtype)
+    out = rows if reduction == "none" else (rows.sum() / denom if denom is not None else rows.sum())
+    if out.dtype != X.dtype:
+        out = out.to(X.dtype)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor]:
-        gf = g.to(rows.dtype)
+        gf = g if g.dtype == rows.dtype else g.to(rows.dtype)
         if reduction != "none":  # d total / d row_i = 1 (sum) or 1 / sum w_t (mean)
             gf = (gf / denom if denom is not None else gf).expand(X.shape[0])
         return (K_ce.cross_entropy_backward(X, T, W, ignore_index, smoothing, saved, gf),)
@@ -258,7 +257,7 @@ def binary_cross_entropy(
     target = _const(target, input)
     _same_shape("binary_cross_entropy", input, target)
     X = input.data
-    if X.numel() and X.device.type == "cpu" and bool(((X < 0) | (X > 1)).any()):
+    if X.numel() and may_read_back(X) and bool(((X < 0) | (X > 1)).any()):
         raise ValueError(
             "binary_cross_entropy: inputs must be probabilities in [0, 1]; "
             "use binary_cross_entropy_with_logits for raw scores"

@@ -17,7 +17,7 @@ import torch.nn.functional as TF
 from ...kernels import batch_norm_act as K_bn
 from ...kernels import bias_act as K_ba
 from ...kernels import layer_norm as K_ln
-from ..tensor import Tensor, make
+from ..tensor import Tensor, make, may_read_back
 
 aten = torch.ops.aten
 IntOrSeq = int | Sequence[int]
@@ -389,11 +389,7 @@ def embedding(
         raise TypeError(f"embedding indices must be integers, got {idx.dtype}")
     # a range check reads the ids back: on CPU only, where that costs no device sync (on a
     # GPU an out-of-range id is caught by the gather itself)
-    if (
-        idx.device.type == "cpu"
-        and idx.numel()
-        and (int(idx.min()) < 0 or int(idx.max()) >= W.shape[0])
-    ):
+    if may_read_back(idx) and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= W.shape[0]):
         raise IndexError(
             f"embedding index out of range: indices span [{int(idx.min())}, {int(idx.max())}] "
             f"but the table has {W.shape[0]} rows"
