@@ -120,8 +120,8 @@ def cross_entropy(
         else:
             rows = input
         _check_targets(T.reshape(-1), C, ignore_index)
-        out = _cross_entropy_rows(rows, T.reshape(-1), W, ignore_index, reduction, label_smoothing)
-        return out.reshape(T.shape) if reduction == "none" else out
+        res = _cross_entropy_rows(rows, T.reshape(-1), W, ignore_index, reduction, label_smoothing)
+        return res.reshape(T.shape) if reduction == "none" else res
     # class probabilities (one-hot or soft): A_ic = ((1 - s) t_ic + s / C) w_c
     if T.shape != X.shape:
         raise ValueError(
