@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,57 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DltrainIOError(f"cannot write {path}: {e.strerror}") from None
+        with contextlib.suppress(OSError):  # cleanup never masks the first error
+            tmp.unlink(missing_ok=True)
+        raise DltrainIOError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def make_dir(path: Path) -> None:
+    """mkdir -p; OSError becomes exit code 6 naming the path."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DltrainIOError(f"cannot create {path}: {e.strerror or e}") from None
+
+
+class RunLock:
+    """One writer per run directory: an OS lock (flock) on RUN/.lock held for the whole run.
+    A second writer is refused at once, naming the holder's PID; the lock dies with its
+    holder, so a killed run never blocks the next one. Readers take no lock."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        make_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DltrainIOError(f"cannot create {self.path}: {e.strerror or e}") from None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover  (not POSIX: no lock)
+            self.fd = fd
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DltrainIOError(
+                f"{self.path.parent} is being written by another dltrain process (PID "
+                f"{holder}); wait for it to finish, or train into another --run-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

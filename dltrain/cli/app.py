@@ -26,8 +26,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="Load checkpoints whose weights hold NaN/Inf (to inspect a diverged run).",
+    ),
+) -> None:
     STATE["debug"] = debug
+    if allow_nonfinite:
+        from ..run.inference import LOAD_OPTIONS
+
+        LOAD_OPTIONS.allow_nonfinite = True
 
 
 def guarded(fn: F) -> F:

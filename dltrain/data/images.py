@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .files import regular_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -41,10 +42,9 @@ def scan_image_folder(
     paths, labels = [], []
     for label, cls in enumerate(classes):
         folder = os.path.join(root, cls)
-        for name in sorted(os.listdir(folder)):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.join(folder, name))
-                labels.append(label)
+        for p in regular_files(folder, IMAGE_EXTENSIONS):
+            paths.append(p)
+            labels.append(label)
     if not paths:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders")
     return paths, np.asarray(labels, dtype=np.int64), classes

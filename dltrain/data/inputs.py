@@ -9,38 +9,53 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .files import regular_files
 from .images import IMAGE_EXTENSIONS, read_image
-from .sources import read_npz
+from .sources import csv_rows, numeric, read_npz
 
 
 def read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
     """Raw samples from `path`, unscaled, as the user has them. A model trained on a text
-    folder reads text: a .txt file (a sample per line) or a folder of .txt files."""
+    folder reads text: a .txt file (a sample per line) or a folder of .txt files. No samples
+    is a data error: predict never writes an empty output."""
+    x = _read_inputs(path, spec, pre)
+    if len(x) == 0:
+        raise DataError(f"{path}: no samples to predict")
+    return x
+
+
+def _read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
     text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
     if text is not None:
         return _texts(path, text, pre.input_shape[0])
     if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = regular_files(path, IMAGE_EXTENSIONS)
         if not files:
             raise DataError(f"{path}: no image files to predict")
-        return _images([os.path.join(path, f) for f in files], spec)
-    if not os.path.isfile(path):
+        return _images(files, spec)
+    if not os.path.exists(path):
         raise DataError(f"input file not found: {path}")
+    if not os.path.isfile(path):
+        raise DataError(f"{path} is not a regular file (a pipe or device?)")
     low = path.lower()
     if low.endswith(IMAGE_EXTENSIONS):
         return _images([path], spec)
     if low.endswith(".npz"):
         arrays = read_npz(path)
         if "x" in arrays:
-            return arrays["x"]
+            return numeric(arrays["x"], path, "x")
         if len(arrays) == 1:
-            return next(iter(arrays.values()))
+            key, value = next(iter(arrays.items()))
+            return numeric(value, path, key)
         raise DataError(f"{path}: holds {', '.join(arrays)}; name the inputs 'x' or keep one array")
     if low.endswith(".npy"):
         try:
-            return np.load(path, allow_pickle=False)
+            a = np.load(path, allow_pickle=False)
         except ValueError as e:
             raise DataError(f"{path}: cannot read without pickle ({e})") from None
+        except (OSError, EOFError) as e:  # empty or truncated
+            raise DataError(f"{path}: not a readable .npy file ({e or 'empty'})") from None
+        return numeric(a, path, "the array")
     if low.endswith(".csv"):
         return _csv(path, spec)
     raise DataError(f"{path}: unknown input type; use .npz, .npy, .csv or image files")
@@ -66,16 +81,15 @@ def _csv(path: str, spec: Any) -> np.ndarray:
     delim = getattr(src, "delimiter", ",")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter=delim)
-        header = [h.strip() for h in next(reader, [])]
+        rows_in = csv_rows(reader, path)
+        header = [h.strip() for h in next(rows_in, (0, []))[1]]
         cols = wanted or [h for h in header if h != label]
         missing = [c for c in cols if c not in header]
         if missing:
             raise DataError(f"{path}:1: missing feature columns {', '.join(missing)}")
         idx = [header.index(c) for c in cols]
         rows = []
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
+        for _, row in rows_in:
             if len(row) != len(header):
                 raise DataError(
                     f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)}"
@@ -107,10 +121,10 @@ def _texts(path: str, text: dict[str, Any], steps: int) -> np.ndarray:
     from .text import encode_documents, read_text
 
     if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.lower().endswith(".txt"))
+        files = regular_files(path, (".txt",))
         if not files:
             raise DataError(f"{path}: no .txt files to predict")
-        docs = [read_text(os.path.join(path, f), allow_empty=True) for f in files]
+        docs = [read_text(f, allow_empty=True) for f in files]
     elif path.lower().endswith(".txt"):
         if not os.path.isfile(path):
             raise DataError(f"input file not found: {path}")

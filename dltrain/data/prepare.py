@@ -163,14 +163,17 @@ def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
     paths = [ds.paths[i] for i in idx] if ds.paths is not None else None
+    index = (ds.index if ds.index is not None else np.arange(len(ds.y)))[idx]
+    base = ds.origin.split(" (")[0]
     return replace(
         ds,
         x=x,
         y=ds.y[idx],
-        origin=f"{ds.origin} ({what} split)",
+        origin=f"{base} ({what} split)",
         lines=lines,
         overlap=overlap,
         paths=paths,
+        index=index,
     )
 
 

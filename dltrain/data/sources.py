@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,15 +37,30 @@ class Dataset:
     overlap: int | None = None
     vocabulary: list[str] | None = None  # token table of a text folder
     paths: list[str] | None = None  # file of each sample (text folders), for error messages
+    index: np.ndarray | None = None  # each sample's index in the file (splits keep it)
 
     def where(self, i: int) -> str:
-        """'file:line' of sample i for a CSV, the file for a text folder, else
-        'origin: sample i'."""
+        """Sample i of this (possibly split) dataset as the user finds it in the file:
+        'file:line: sample k' for a CSV, the file for a text folder, else
+        'origin: sample k', k its index in the file."""
+        k = int(self.index[i]) if self.index is not None else i
         if self.paths is not None:
             return self.paths[i]
         if self.lines is not None:
-            return f"{self.origin.split(' (')[0]}:{int(self.lines[i])}: sample {i}"
-        return f"{self.origin}: sample {i}"
+            return f"{self.origin.split(' (')[0]}:{int(self.lines[i])}: sample {k}"
+        return f"{self.origin.split(' (')[0]}: sample {k}"
+
+
+def numeric(a: np.ndarray, path: str, key: str) -> np.ndarray:
+    """`a` if it holds real numbers (or booleans); DataError naming the array otherwise."""
+    if a.dtype.kind == "c":
+        raise DataError(
+            f"{path}: '{key}' holds complex numbers; dltrain trains on real numbers (split "
+            "real and imaginary parts into features if both matter)"
+        )
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{path}: '{key}' has dtype {a.dtype}; it must hold numbers")
+    return a
 
 
 def _path(base: str, p: str) -> str:
@@ -193,6 +209,10 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{path}: the file is empty; it needs a header row") from None
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DataError(
+                f"{path}:1: unreadable header ({e}); save the file as UTF-8 CSV"
+            ) from None
         header = [h.strip() for h in header]
         if src.label_column not in header:
             raise DataError(
@@ -205,10 +225,7 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
         fi = [header.index(c) for c in feats]
         li = header.index(src.label_column)
         rows, labels = [], []
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
+        for line, row in csv_rows(reader, path):
             if len(row) != len(header):
                 raise DataError(
                     f"{path}:{line}: {len(row)} fields, the header has "
@@ -233,6 +250,24 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
     return Dataset(x, y, names, path, lines=lines)
 
 
+def csv_rows(reader: Any, path: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of the non-blank rows; bytes that are not UTF-8 are a data error
+    naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}:{reader.line_num + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8"
+            ) from None
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: {e}") from None
+        if row and any(c.strip() for c in row):
+            yield reader.line_num, row
+
+
 def _label_key(v: str) -> tuple:
     try:
         return (0, float(v), v)
@@ -253,9 +288,7 @@ def _npz(src: Any, base_dir: str, task: str) -> Dataset:
     for key in (src.x_key, src.y_key):
         if key not in arrays:
             raise DataError(f"{path}: no array '{key}' (it has: {', '.join(arrays) or 'none'})")
-    x, y = arrays[src.x_key], arrays[src.y_key]
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: '{src.x_key}' has dtype {x.dtype}; features must be numbers")
+    x, y = numeric(arrays[src.x_key], path, src.x_key), numeric(arrays[src.y_key], path, src.y_key)
     if task == "classification":
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(
@@ -272,6 +305,10 @@ def _npz(src: Any, base_dir: str, task: str) -> Dataset:
 
 def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
     """All arrays of an .npz, refusing object arrays (pickle) and absurd sizes up front."""
+    if not os.path.exists(path):
+        raise DataError(f"data file not found: {path}")
+    if not os.path.isfile(path):
+        raise DataError(f"{path} is not a regular file")
     try:
         with zipfile.ZipFile(path) as zf:
             total = sum(i.file_size for i in zf.infolist())
@@ -294,6 +331,8 @@ def read_npz(path: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]
                     )
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not a valid .npz (zip) archive") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from ..errors import DataError
+from .files import regular_files
 
 PAD, UNK = "", "[UNK]"
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -89,12 +90,10 @@ def read_text_folder(root: str) -> tuple[list[str], list[str], np.ndarray, list[
     texts, paths, labels = [], [], []
     for label, cls in enumerate(classes):
         folder = os.path.join(root, cls)
-        for name in sorted(os.listdir(folder)):
-            if name.lower().endswith(".txt"):
-                path = os.path.join(folder, name)
-                texts.append(read_text(path, allow_empty=True))
-                paths.append(path)
-                labels.append(label)
+        for path in regular_files(folder, (".txt",)):
+            texts.append(read_text(path, allow_empty=True))
+            paths.append(path)
+            labels.append(label)
     if not texts:
         raise DataError(f"{root}: no .txt files in the class folders")
     return texts, paths, np.asarray(labels, dtype=np.int64), classes

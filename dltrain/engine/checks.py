@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..spec import RunSpec
 from ..spec.errors import Issue, SpecError
 from .layers.base import keras_shape
+from .memory import check_memory, optimizer_slots
 from .model import Model, compile_model
 
 CLASSIFICATION_LOSSES = (
@@ -17,8 +20,26 @@ REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber")
 
 
 def check_run(spec: RunSpec, meta: bool = False) -> Model:
-    """Compile the model (on the meta device: shapes only) and check it fits the loss."""
-    model = compile_model(spec.model, seed=spec.seed, device="meta" if meta else "cpu")
+    """Compile the model (on the meta device: shapes only) and check it fits the loss and
+    the machine's memory; with meta=False, then compile it for real."""
+    model = compile_model(spec.model, seed=spec.seed, device="meta")
+    slots = optimizer_slots(spec.optimizer)
+    check_memory(spec.model, model, _where(spec.model), spec.train.batch_size, slots)
+    if spec.gan is not None:
+        d = spec.gan.discriminator
+        disc = compile_model(d, seed=spec.seed + 1, device="meta")
+        check_memory(d, disc, _where(d), spec.train.batch_size, slots)
+    _check_fit(spec, model, meta)
+    return model if meta else compile_model(spec.model, seed=spec.seed, device="cpu")
+
+
+def _where(model_spec: Any) -> Any:
+    src = model_spec._source
+    return lambda path: src.loc(path) if src else None
+
+
+def _check_fit(spec: RunSpec, model: Model, meta: bool) -> None:
+    """The model's output against the loss, the task and the data."""
     src = spec.model._source
     last = len(spec.model.layers) - 1
     where = src.loc(("layers", last)) if src else None
@@ -76,7 +97,6 @@ def check_run(spec: RunSpec, meta: bool = False) -> Model:
                     )
                 ]
             )
-    return model
 
 
 def _language_model_problems(spec: RunSpec, model: Model) -> list[str]:

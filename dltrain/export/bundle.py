@@ -3,6 +3,7 @@ never into a run's checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -37,8 +38,9 @@ def export_checkpoint(src: str, fmt: str, output: str) -> Path:
                 os.fsync(f.fileno())
             os.replace(tmp, out)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise DltrainIOError(f"cannot write {out}: {e.strerror}") from None
+            with contextlib.suppress(OSError):  # cleanup never masks the first error
+                tmp.unlink(missing_ok=True)
+            raise DltrainIOError(f"cannot write {out}: {e.strerror or e}") from None
         return out
     files = {
         "model.safetensors": ck.tensors_bytes(loaded.model.state_tensors()),
@@ -47,4 +49,4 @@ def export_checkpoint(src: str, fmt: str, output: str) -> Path:
     }
     if out.exists() and not (out / ck.MANIFEST).exists():
         raise DltrainIOError(f"{out} exists and is not a dltrain bundle; choose a new directory")
-    return ck.commit(out.resolve().parent, out.resolve().name, files)
+    return ck.commit(out.resolve().parent, out.resolve().name, files, what="bundle")

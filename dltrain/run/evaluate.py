@@ -13,7 +13,7 @@ import torch
 
 from ..data.inputs import read_inputs
 from ..data.prepare import check_finite, check_labels, load_splits, model_input
-from ..data.sources import Dataset, read_npz
+from ..data.sources import Dataset, numeric, read_npz
 from ..engine.train.losses import build_loss
 from ..engine.train.metrics import MetricState
 from ..engine.train.trainer import evaluate_model
@@ -39,8 +39,9 @@ def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
         arrays = read_npz(which)
         if "x" not in arrays or "y" not in arrays:
             raise DataError(f"{which}: needs arrays 'x' and 'y' (has {', '.join(arrays)})")
-        y = arrays["y"].astype(np.int64 if spec.task == "classification" else np.float32)
-        return Dataset(arrays["x"], y, loaded.pre.classes, which), which
+        x, y = numeric(arrays["x"], which, "x"), numeric(arrays["y"], which, "y")
+        y = y.astype(np.int64 if spec.task == "classification" else np.float32)
+        return Dataset(x, y, loaded.pre.classes, which), which
     if which not in ("test", "validation", "train"):
         raise DataError(f"--data {which}: use test, validation, train or an .npz file")
     splits = load_splits(spec, loaded.state.get("config_dir") or os.getcwd())

@@ -21,6 +21,16 @@ from ..spec import RunSpec
 
 
 @dataclass
+class LoadOptions:
+    """How checkpoints are read (the CLI's global --allow-nonfinite sets it)."""
+
+    allow_nonfinite: bool = False
+
+
+LOAD_OPTIONS = LoadOptions()
+
+
+@dataclass
 class Loaded:
     path: Path
     spec: RunSpec
@@ -41,11 +51,19 @@ def load_checkpoint(path: str | Path) -> Loaded:
     except (KeyError, ValidationError) as e:
         raise CheckpointError(f"{ckpt}/state.json: the stored spec is unreadable ({e})") from None
     model = compile_model(spec.model, seed=spec.seed)
+    load_weights_checked(model, ckpt)
+    return Loaded(ckpt, spec, model, Preprocessor.from_json(state["preprocessing"]), state)
+
+
+def load_weights_checked(model: Model, ckpt: Path) -> None:
+    """model.safetensors of a verified checkpoint or bundle into `model`: every weight
+    present, of the model's dtype, and finite unless --allow-nonfinite."""
+    tensors = ck.read_tensors(ckpt / "model.safetensors")
+    ck.check_weights(ckpt, tensors, model.state_tensors(), not LOAD_OPTIONS.allow_nonfinite)
     try:
-        model.load_state_tensors(ck.read_tensors(ckpt / "model.safetensors"))
+        model.load_state_tensors(tensors)
     except ValueError as e:
         raise CheckpointError(f"{ckpt}/model.safetensors: {e}") from None
-    return Loaded(ckpt, spec, model, Preprocessor.from_json(state["preprocessing"]), state)
 
 
 def _load_bundle(p: Path) -> Loaded:
@@ -53,12 +71,14 @@ def _load_bundle(p: Path) -> Loaded:
 
     ck.verify(p)
     try:
-        spec = RunSpec.model_validate(json.loads((p / "spec.json").read_text()))
-        pre = Preprocessor.from_json(json.loads((p / "preprocessing.json").read_text()))
+        spec = RunSpec.model_validate(json.loads(ck.read_regular(p / "spec.json", 1 << 20, p)))
+        pre = Preprocessor.from_json(
+            json.loads(ck.read_regular(p / "preprocessing.json", 1 << 26, p))
+        )
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{p}: unreadable bundle ({e})") from None
     model = compile_model(spec.model, seed=spec.seed)
-    model.load_state_tensors(ck.read_tensors(p / "model.safetensors"))
+    load_weights_checked(model, p)
     return Loaded(p, spec, model, pre, {})
 
 

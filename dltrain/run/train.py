@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..data.prepare import (
 )
 from ..engine import checkpoint as ck
 from ..engine.checks import check_run
-from ..engine.model import compile_model, to_device
+from ..engine.model import Model, compile_model, to_device
 from ..engine.train.callbacks import (
     Callback,
     EarlyStopping,
@@ -36,9 +37,10 @@ from ..engine.train.callbacks import (
 from ..engine.train.gan import GanTrainer
 from ..engine.train.tblog import TensorBoard
 from ..engine.train.trainer import TrainData, Trainer
-from ..errors import CheckpointError, ConfigError
-from ..fsutil import atomic_write_text
+from ..errors import CheckpointError, ConfigError, DataError
+from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load
+from .inference import LOAD_OPTIONS
 
 Log = Callable[[str], None]
 
@@ -135,7 +137,26 @@ def train_run(
     `overrides`); returns the run directory."""
     with _Signals() as sig:
         spec = spec or load(config, overrides)
-        return _train(sig, spec, config, run_dir, resume, allow_changes, progress, log)
+        threads = os.environ.get("DLTRAIN_THREADS")
+        if threads:
+            torch.set_num_threads(int(threads))
+        device = pick_device(spec.train.device)
+        model = check_run(spec)  # config errors before anything is written
+        rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
+        fresh: Path | None = None  # the outermost directory this run creates
+        if not rdir.exists():
+            fresh = rdir
+            while not fresh.parent.exists():
+                fresh = fresh.parent
+        try:
+            with RunLock(rdir):
+                return _train(
+                    sig, spec, model, device, config, rdir, resume, allow_changes, progress, log
+                )
+        except (ConfigError, DataError):
+            if fresh is not None and not ck.list_checkpoints(rdir / "checkpoints"):
+                shutil.rmtree(fresh, ignore_errors=True)  # a run that never started leaves nothing
+            raise
 
 
 def _check_resumable(
@@ -163,19 +184,15 @@ def _check_resumable(
 def _train(
     sig: _Signals,
     spec: RunSpec,
+    model: Model,
+    device: torch.device,
     config: str,
-    run_dir: str | None,
+    rdir: Path,
     resume: bool,
     allow_changes: Sequence[str],
     progress: Callback | None,
     log: Log,
 ) -> Path:
-    threads = os.environ.get("DLTRAIN_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
-    device = pick_device(spec.train.device)
-    model = check_run(spec)
-    rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
     root = rdir / "checkpoints"
     existing = ck.list_checkpoints(root)
     if existing and not resume:
@@ -227,10 +244,12 @@ def _train(
         tr = Trainer(spec, model, data, device)
     sig.attach(tr)
     if ckpt is not None and state is not None:
-        tr.load_state_dict(ck.read_state_dict(ckpt, state))
+        saved = ck.read_state_dict(ckpt, state)
+        own = tr.model.state_tensors()
+        ck.check_weights(ckpt, saved["model"], own, not LOAD_OPTIONS.allow_nonfinite)
+        tr.load_state_dict(saved)
         tr.resumed_from = ckpt.name
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
-    rdir.mkdir(parents=True, exist_ok=True)
     config_text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(rdir / "config.yaml", config_text)
     run_state = {

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from .errors import Issue, SpecError, suggest
+from .limits import MAX_LAYERS, MAX_REPEAT
 from .yamlpos import Doc, Loc, Path, load_text
 
 _PARAM = re.compile(r"^\$\{(\w+)\}$")
@@ -65,6 +66,16 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
     counters: dict[str, int] = {}
 
     def emit(layer: Any, src: Path) -> None:
+        if len(out_layers) >= MAX_LAYERS:
+            raise SpecError(
+                [
+                    Issue(
+                        doc.locs.get(src),
+                        f"the model expands to more than {MAX_LAYERS:,} layers (blocks and "
+                        "repeat multiply); that is far past any model that trains here",
+                    )
+                ]
+            )
         dst = root + ("layers", len(out_layers))
         for table, new in ((doc.locs, new_locs), (doc.key_locs, new_key_locs)):
             for p, loc in table.items():
@@ -90,6 +101,14 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
             reps = layer.get("repeat", 1)
             if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
                 emit(layer, src)  # validation reports the bad repeat
+                continue
+            if reps > MAX_REPEAT:
+                issues.append(
+                    Issue(
+                        doc.locs.get(src + ("repeat",), where),
+                        f"repeat: {reps:,} is more than {MAX_REPEAT:,}",
+                    )
+                )
                 continue
             layer = {k: v for k, v in layer.items() if k != "repeat"}
             if layer.get("type") != "Block":

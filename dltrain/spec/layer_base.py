@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .limits import MAX_REPEAT
+
 ACTIVATION_NAMES = (
     "linear",
     "relu",
@@ -60,7 +62,9 @@ class LayerBase(BaseModel):
         "feeding this one. Default: the previous layer.",
     )
     trainable: bool = Field(True, description="false freezes the layer's weights.")
-    repeat: PosInt = Field(1, description="Repeat this layer N times (expanded on load).")
+    repeat: PosInt = Field(
+        1, le=MAX_REPEAT, description="Repeat this layer N times (expanded on load)."
+    )
 
     if TYPE_CHECKING:  # every concrete spec class has its `type` literal
         type: str

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from .base import Spec
 from .data import DataSpec, Source  # noqa: F401  (re-exported)
 from .layers import LayerSpec, PosInt
+from .limits import MAX_SEED
 
 
 # -- loss, optimizer, schedule, metrics --------------------------------------------------------
@@ -386,7 +387,12 @@ class RunSpec(Spec):
         None, description="Base config(s) this one edits: mappings merge, lists are replaced."
     )
     name: str = Field("run", description="Run name; the run directory is runs/<name>.")
-    seed: int = Field(0, description="Seed of every random choice (init, shuffling, dropout).")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of every random choice (init, shuffling, dropout); 0 to 2**64 - 1.",
+    )
     task: Literal["classification", "regression", "gan"] = Field(
         "classification",
         description="What is learnt: classes, values, or (gan) a generator of data like "

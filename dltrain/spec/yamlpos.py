@@ -7,13 +7,16 @@ Floats written the way people write them (`1e-4`, YAML 1.1 wants `1.0e-4`) are f
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from .errors import Issue, SpecError
+from .limits import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, MAX_YAML_DEPTH, MAX_YAML_VALUES
 
 Path = tuple[str | int, ...]
 
@@ -52,10 +55,47 @@ class Doc:
     value: Any
     locs: dict[Path, Loc]
     key_locs: dict[Path, Loc]
+    budget: int = MAX_YAML_VALUES  # values left to build (aliases expand as they are used)
+
+
+def _check_shape(text: str, file: str) -> None:
+    """Nesting depth and alias uses, from the event stream (no recursion, nothing built)."""
+    depth, aliases = 0, 0
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise SpecError(
+                        [
+                            Issue(
+                                _loc(file, ev.start_mark),
+                                f"nested more than {MAX_YAML_DEPTH} levels deep; a config is "
+                                "a few levels of mappings and lists",
+                            )
+                        ]
+                    )
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(ev, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_YAML_ALIASES:
+                    raise SpecError(
+                        [
+                            Issue(
+                                _loc(file, ev.start_mark),
+                                f"more than {MAX_YAML_ALIASES} uses of YAML aliases (*name); "
+                                "write the values out or use blocks",
+                            )
+                        ]
+                    )
+    except yaml.MarkedYAMLError:
+        return  # the composer below reports syntax errors with their position
 
 
 def load_text(text: str, file: str) -> Doc:
     """Parse YAML text; raise SpecError with the position of any problem."""
+    _check_shape(text, file)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -79,6 +119,7 @@ def load_text(text: str, file: str) -> Doc:
         return Doc({}, {(): Loc(file, 1, 1)}, {})
     doc = Doc(None, {}, {})
     issues: list[Issue] = []
+    doc.budget = MAX_YAML_VALUES
     doc.value = _convert(node, (), file, doc, issues, _Loader(""))
     if issues:
         raise SpecError(issues)
@@ -93,6 +134,17 @@ def _convert(
     node: yaml.Node, path: Path, file: str, doc: Doc, issues: list[Issue], ctor: yaml.SafeLoader
 ) -> Any:
     doc.locs[path] = _loc(file, node.start_mark)
+    doc.budget -= 1
+    if doc.budget < 0:
+        raise SpecError(
+            [
+                Issue(
+                    _loc(file, node.start_mark),
+                    f"the document expands to more than {MAX_YAML_VALUES:,} values (YAML "
+                    "aliases repeat everything they point at); a config is far smaller",
+                )
+            ]
+        )
     if isinstance(node, yaml.MappingNode):
         if node.tag != _PLAIN + "map":
             return _bad_tag(node, path, file, issues)
@@ -149,8 +201,22 @@ def _bad_tag(node: yaml.Node, path: Path, file: str, issues: list[Issue]) -> Non
 
 def load_file(path: str) -> Doc:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        if os.path.exists(path) and not os.path.isdir(path):
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise SpecError([Issue(None, f"{path} is not a regular file (a pipe, device?)")])
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise SpecError(
+                [
+                    Issue(
+                        None,
+                        f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is "
+                        "a few KiB (data belongs in data files)",
+                    )
+                ]
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError([Issue(None, f"config file not found: {path}")]) from None
     except IsADirectoryError:

@@ -10,11 +10,21 @@ import torch
 from dltrain.engine import checkpoint as ck
 from dltrain.errors import CheckpointError, DltrainIOError
 
+STATE = {
+    "global_step": 0,
+    "epoch": 0,
+    "batch": 0,
+    "spec": {},
+    "preprocessing": {},
+    "dltrain": "0",
+    "torch": "0",
+}
+
 
 def _save(root, step, value=1.0):
     files = {
         "model.safetensors": ck.tensors_bytes({"w": torch.full((4, 3), value)}),
-        "state.json": json.dumps({"step": step}).encode(),
+        "state.json": json.dumps(STATE | {"global_step": step}).encode(),
     }
     return ck.commit(root, f"step-{step:08d}", files)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...errors import DltrainError, NonFiniteError
+from ...errors import DltrainError, DltrainIOError, NonFiniteError
 from ...fsutil import atomic_write_text
 from .. import checkpoint as ck
 from .schedules import improved
@@ -131,17 +131,31 @@ class MetricsLog(Callback):
         if not self.path.exists():
             return
         done = self.trainer.epoch
-        kept = [
-            ln
-            for ln in self.path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["epoch"] <= done
-        ]
+        kept, torn = [], 0
+        try:
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise DltrainIOError(f"cannot read {self.path}: {e.strerror or e}") from None
+        for ln in text.splitlines():
+            try:
+                entry = json.loads(ln)
+                keep = isinstance(entry, dict) and int(entry["epoch"]) <= done
+            except (ValueError, KeyError, TypeError):  # a line a crash tore mid-append
+                torn += 1
+                continue
+            if keep:
+                kept.append(ln)
+        if torn:
+            self.trainer.message(f"warning: dropped {torn} unreadable line(s) of {self.path}")
         atomic_write_text(self.path, "".join(x + "\n" for x in kept))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         line = {"epoch": epoch + 1, "step": self.trainer.global_step, **logs}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as e:
+            raise DltrainIOError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def last(self) -> dict[str, Any]:
         lines = self.path.read_text().splitlines() if self.path.exists() else []

@@ -7,11 +7,14 @@ step appears once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...errors import DltrainIOError
 from .callbacks import Callback
 
 
@@ -134,19 +137,54 @@ class TensorBoard(Callback):
         self.logdir, self.spec, self.config_text, self.resumed = logdir, spec, config_text, resumed
         self.tb: TBLogger | None = None
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A full disk or a read-only file system is exit 6 naming the directory."""
+        try:
+            yield
+        except OSError as e:
+            raise DltrainIOError(
+                f"cannot write TensorBoard events in {self.logdir}: {e.strerror or e}; "
+                "free space, or set logging.tensorboard: false"
+            ) from None
+
     def on_train_begin(self) -> None:
+        with self._writing():
+            self._begin()
+
+    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if logs and self.tb is not None:
+            with self._writing():
+                lr = self.trainer.opt.lr
+                self.tb.scalars("train", {"loss": logs["loss"], "learning_rate": lr}, step)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        with self._writing():
+            self._epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        with self._writing():
+            self._train_end(logs)
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            with self._writing():
+                self.tb.w.flush()
+
+    def close(self) -> None:
+        tb, self.tb = self.tb, None
+        if tb is not None:
+            with contextlib.suppress(OSError):  # never masks the error that ended training
+                tb.close()
+
+    def _begin(self) -> None:
         tr = self.trainer
         purge = tr.global_step + 1 if self.resumed else (0 if self.logdir.exists() else None)
         self.tb = TBLogger(self.logdir, purge)
         if not self.resumed:
             self.tb.text("config", self.config_text)
 
-    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
-        if logs and self.tb is not None:
-            lr = self.trainer.opt.lr
-            self.tb.scalars("train", {"loss": logs["loss"], "learning_rate": lr}, step)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+    def _epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         tr, tb, log = self.trainer, self.tb, self.spec.logging
         assert tb is not None
         step = tr.global_step
@@ -172,7 +210,7 @@ class TensorBoard(Callback):
             cm = ms.confusion_matrix().numpy()
             tb.image("confusion_matrix", confusion_image(cm, data.classes), step)
 
-    def on_train_end(self, logs: dict[str, float]) -> None:
+    def _train_end(self, logs: dict[str, float]) -> None:
         if self.tb is None:
             return
         s = self.spec
@@ -184,12 +222,3 @@ class TensorBoard(Callback):
             "seed": s.seed,
         }
         self.tb.hparams(hp, {k: v for k, v in logs.items() if isinstance(v, float)})
-
-    def flush(self) -> None:
-        if self.tb is not None:
-            self.tb.w.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
