@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 from .errors import DltrainIOError
+
+# -- fault injection (tests only) --------------------------------------------------------------
+_FAULT_HITS: dict[str, int] = {}
+
+
+def fault(point: str) -> None:
+    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|erofs|kill> breaks a save at one step; with
+    DLTRAIN_TEST_FAULT_SKIP=N the first N saves pass that point (tests only)."""
+    spec = os.environ.get("DLTRAIN_TEST_FAULT")
+    if not spec:
+        return
+    where, _, action = spec.rpartition(":")
+    if where != point:
+        return
+    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
+    if _FAULT_HITS[point] <= int(os.environ.get("DLTRAIN_TEST_FAULT_SKIP", "0")):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES, "erofs": errno.EROFS}[action]
+    raise OSError(code, os.strerror(code), point)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -27,6 +50,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def make_dir(path: Path) -> None:
     """mkdir -p; OSError becomes exit code 6 naming the path."""
     try:
+        fault("mkdir")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DltrainIOError(f"cannot create {path}: {e.strerror or e}") from None

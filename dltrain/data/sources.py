@@ -209,10 +209,10 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{path}: the file is empty; it needs a header row") from None
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise DataError(
-                f"{path}:1: unreadable header ({e}); save the file as UTF-8 CSV"
-            ) from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
+        except csv.Error as e:
+            raise DataError(f"{path}:1: unreadable header ({e})") from None
         header = [h.strip() for h in header]
         if src.label_column not in header:
             raise DataError(
@@ -250,6 +250,20 @@ def _csv(src: Any, base_dir: str, task: str) -> Dataset:
     return Dataset(x, y, names, path, lines=lines)
 
 
+def not_utf8(path: str) -> DataError:
+    """The data error for a text file that is not UTF-8, naming the first bad line."""
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(
+                    f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); save the file as UTF-8"
+                )
+    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
+
+
 def csv_rows(reader: Any, path: str) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) of the non-blank rows; bytes that are not UTF-8 are a data error
     naming the line."""
@@ -258,10 +272,8 @@ def csv_rows(reader: Any, path: str) -> Iterator[tuple[int, list[str]]]:
             row = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f"{path}:{reader.line_num + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8"
-            ) from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: {e}") from None
         if row and any(c.strip() for c in row):

@@ -13,12 +13,10 @@ anything is allocated.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from ..errors import DltrainIOError
+from ..fsutil import fault as _fault
 
 # reading lives in checkpoint_read; `checkpoint.verify(...)` etc. stay one namespace
 from .checkpoint_read import (
@@ -45,27 +44,6 @@ from .checkpoint_read import (
     sniff,
     verify,
 )
-
-# -- fault injection (tests only) --------------------------------------------------------------
-_FAULT_HITS: dict[str, int] = {}
-
-
-def _fault(point: str) -> None:
-    """DLTRAIN_TEST_FAULT=<point>:<enospc|eacces|erofs|kill> breaks a save at one step; with
-    DLTRAIN_TEST_FAULT_SKIP=N the first N saves pass that point (tests only)."""
-    spec = os.environ.get("DLTRAIN_TEST_FAULT")
-    if not spec:
-        return
-    where, _, action = spec.rpartition(":")
-    if where != point:
-        return
-    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
-    if _FAULT_HITS[point] <= int(os.environ.get("DLTRAIN_TEST_FAULT_SKIP", "0")):
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    code = {"enospc": errno.ENOSPC, "eacces": errno.EACCES, "erofs": errno.EROFS}[action]
-    raise OSError(code, os.strerror(code), point)
 
 
 # -- writing -----------------------------------------------------------------------------------

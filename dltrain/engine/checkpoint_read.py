@@ -152,11 +152,11 @@ def read_regular(path: Path, limit: int, inside: Path | None = None) -> bytes:
         raise CheckpointError(f"{path} is {st.st_size:,} bytes, more than {limit:,} allowed")
     try:
         with open(real, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(st.st_size + 1)  # (read(n) reserves n bytes up front)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror}") from None
-    if len(data) > limit:
-        raise CheckpointError(f"{path} grew past {limit:,} bytes while being read")
+    if len(data) != st.st_size:
+        raise CheckpointError(f"{path} changed size while being read")
     return data
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..engine import checkpoint as ck
 from ..errors import ConfigError, DltrainIOError
+from ..fsutil import fault
 from ..run.inference import load_checkpoint
 
 FORMATS = ("onnx", "safetensors")
@@ -31,6 +32,7 @@ def export_checkpoint(src: str, fmt: str, output: str) -> Path:
         data = to_onnx(loaded)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         try:
+            fault("export")
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)

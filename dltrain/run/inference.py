@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from ..data.files import warn
 from ..data.prepare import Preprocessor
 from ..engine import checkpoint as ck
 from ..engine.layers.base import RunContext, keras_shape, to_channels_last
@@ -44,7 +45,7 @@ def load_checkpoint(path: str | Path) -> Loaded:
     p = Path(path)
     if p.is_dir() and (p / "spec.json").exists():
         return _load_bundle(p)
-    ckpt = ck.resolve(path)
+    ckpt = ck.resolve(path, warn)
     state = ck.read_state(ckpt)
     try:
         spec = RunSpec.model_validate(state["spec"])

@@ -142,8 +142,10 @@ def apply_override(doc: Doc, text: str) -> None:
             idx: str | int = int(seg)
         elif isinstance(cur, dict):
             idx = seg
-            if not last and seg not in cur:
+            if not last and seg not in cur:  # a new key: errors about it point at the --set
                 cur[seg] = {}
+                doc.locs[tuple(parts) + (seg,)] = Loc(origin, 1, 1)
+                doc.key_locs[tuple(parts) + (seg,)] = Loc(origin, 1, 1)
         else:
             raise SpecError(
                 [
@@ -157,8 +159,18 @@ def apply_override(doc: Doc, text: str) -> None:
         if last:
             cur[idx] = value_doc.value  # type: ignore[index]
         else:
-            if isinstance(cur[idx], str):  # a shorthand (`optimizer: adam`) gets keys
+            here = tuple(parts)
+            if isinstance(cur[idx], str) and _takes_shorthand(here):  # `optimizer: adam`
                 cur[idx] = {"type": cur[idx]}  # type: ignore[index]
+            elif not isinstance(cur[idx], (dict, list)):  # type: ignore[index]
+                raise SpecError(
+                    [
+                        Issue(
+                            Loc(origin, 1, 1),
+                            f"{path_str(parts)} is a single value, it has no key '{segs[i + 1]}'",
+                        )
+                    ]
+                )
             cur = cur[idx]  # type: ignore[index]
     prefix = tuple(parts)
     for table in (doc.locs, doc.key_locs):
@@ -170,6 +182,13 @@ def apply_override(doc: Doc, text: str) -> None:
 
 
 # -- shorthands --------------------------------------------------------------------------------
+def _takes_shorthand(path: Path) -> bool:
+    """Keys whose value may be a bare type name (`optimizer: adam`, `loss: mse`, ...)."""
+    return path in (("optimizer",), ("loss",), ("optimizer", "schedule")) or (
+        len(path) == 2 and path[0] in ("metrics", "callbacks") and isinstance(path[1], int)
+    )
+
+
 def _typed(doc: Doc, path: Path, value: Any, aliases: dict[str, str], lower: bool) -> Any:
     """'adam' -> {type: adam}; aliases (mse -> mean_squared_error) and case folded."""
     if isinstance(value, str):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DltrainIOError
+from ...fsutil import fault
 from .callbacks import Callback
 
 
@@ -141,6 +142,7 @@ class TensorBoard(Callback):
     def _writing(self) -> Iterator[None]:
         """A full disk or a read-only file system is exit 6 naming the directory."""
         try:
+            fault("tensorboard")
             yield
         except OSError as e:
             raise DltrainIOError(
