@@ -89,15 +89,16 @@ def _check_shape(text: str, file: str) -> None:
                             )
                         ]
                     )
-    except yaml.MarkedYAMLError:
+    except yaml.YAMLError:
         return  # the composer below reports syntax errors with their position
 
 
 def load_text(text: str, file: str) -> Doc:
     """Parse YAML text; raise SpecError with the position of any problem."""
     _check_shape(text, file)
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # (its reader refuses control characters right here)
         node = loader.get_single_node()
     except yaml.composer.ComposerError as e:
         mark = e.problem_mark
@@ -113,8 +114,21 @@ def load_text(text: str, file: str) -> Doc:
         mark = e.problem_mark or e.context_mark
         what = (e.problem or "invalid YAML").strip()
         raise SpecError([Issue(_loc(file, mark), f"YAML syntax error: {what}")]) from None
+    except yaml.reader.ReaderError as e:  # a control character YAML does not allow
+        raise SpecError(
+            [
+                Issue(
+                    Loc(file, 1, 1),
+                    f"character {e.character!r} at offset {e.position} is "
+                    "not allowed in YAML; remove it",
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as e:
+        raise SpecError([Issue(Loc(file, 1, 1), f"YAML error: {e}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return Doc({}, {(): Loc(file, 1, 1)}, {})
     doc = Doc(None, {}, {})

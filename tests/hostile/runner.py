@@ -59,14 +59,14 @@ def run_case(argv: list[str], cwd: str, timeout: float, env: dict | None = None)
             except MemoryError:
                 escaped, code = "MemoryError", -2
             except BaseException as e:  # what typer would have printed as a traceback
-                import click
-
-                if isinstance(e, click.exceptions.Exit):
-                    code = e.exit_code
-                elif isinstance(e, click.ClickException):
-                    code = e.exit_code
+                kind = type(e).__name__
+                exit_code = getattr(e, "exit_code", None)
+                if kind == "Exit" and isinstance(exit_code, int):
+                    code = exit_code
+                elif isinstance(exit_code, int) and hasattr(e, "format_message"):
+                    code = exit_code  # a usage error, printed by typer as a message
                     err.write(e.format_message())
-                elif isinstance(e, click.exceptions.Abort):
+                elif kind == "Abort":
                     escaped, code = "Abort", 1
                 else:
                     escaped, code = traceback.format_exc(), 1
