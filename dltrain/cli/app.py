@@ -57,6 +57,12 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except OSError as e:  # the last resort: I/O paths raise DltrainIOError themselves
+            if STATE["debug"]:
+                raise
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            err.print(f"[bold red]error:[/] I/O error{where}: {e.strerror or e}", markup=True)
+            raise typer.Exit(6) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -92,13 +92,12 @@ def prepare_data(
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. Second: stop at once.
-
-    Installed before anything else, so a signal during setup is remembered too."""
+    """First SIGINT/SIGTERM while training: finish the step, save, exit 130/143. A second
+    one, or any during setup (loading data, building the model: nothing to save yet), stops
+    at once."""
 
     def __init__(self) -> None:
         self.tr: Trainer | None = None
-        self.pending: int | None = None
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
@@ -108,15 +107,13 @@ class _Signals:
 
     def attach(self, tr: Trainer) -> None:
         self.tr = tr
-        tr.stop_signal = self.pending
 
     def _handle(self, signum: int, frame: Any) -> None:
-        current = self.tr.stop_signal if self.tr is not None else self.pending
-        if current is not None:
+        if self.tr is None:  # setup, data loading: nothing to save yet, stop now
             raise Interrupted(signum, None)
-        self.pending = signum
-        if self.tr is not None:
-            self.tr.stop_signal = signum
+        if self.tr.stop_signal is not None:
+            raise Interrupted(signum, None)
+        self.tr.stop_signal = signum
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self.old.items():

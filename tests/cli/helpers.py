@@ -26,3 +26,17 @@ def dltrain(
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait for a sign from a running process: a file it writes (e.g. RUN/config.yaml,
+    written once setup is done and training starts). Polls; fails if the process ends."""
+    import time
+
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended ({proc.returncode}) before {path} appeared")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)

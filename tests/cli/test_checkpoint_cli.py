@@ -6,12 +6,11 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import ROOT, dltrain
+from tests.cli.helpers import ROOT, dltrain, wait_for_file
 
 CONFIG = """\
 name: small
@@ -196,7 +195,7 @@ def test_two_sigints_stop_at_once_and_leave_no_partial_checkpoint(tmp_path, cfg)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(4.0)
+    wait_for_file(tmp_path / "r" / "config.yaml", p)  # setup done: training has started
     p.send_signal(signal.SIGINT)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)

@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import ROOT, dltrain
+from tests.cli.helpers import ROOT, dltrain, wait_for_file
 
 CONFIG = """\
 name: resume
@@ -142,7 +142,7 @@ def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):
     run = tmp_path / "term"
     cmd, env = _train_cmd(cfg, run)
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.0)
+    wait_for_file(run / "config.yaml", p)  # setup done: training has started
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     if p.returncode == 0:
