@@ -74,7 +74,7 @@ class Graph:
         if name in simple:
             return self.op(simple[name], [x], base)
         if name == "leaky_relu":
-            return self.op("LeakyRelu", [x], base, alpha=0.01)
+            return self.op("LeakyRelu", [x], base, alpha=0.2)  # Keras's activation default
         if name in ("softmax", "log_softmax"):
             return self.op("Softmax" if name == "softmax" else "LogSoftmax", [x], base, axis=1)
         if name in ("silu", "swish"):

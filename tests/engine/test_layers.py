@@ -128,15 +128,31 @@ def test_conv1d():
     "k,s,pad,torch_kw,out",
     [
         (4, 2, "same", dict(padding=1), (10, 10, 4)),
-        (3, 2, "same", dict(padding=1, output_padding=1), (10, 10, 4)),
+        # Keras crops floor((k - s) / 2) = 0 at the top/left and the rest (1) at the end
+        (3, 2, "same", dict(crop_end=1), (10, 10, 4)),
         (3, 2, "valid", dict(), (11, 11, 4)),
     ],
 )
 def test_conv2d_transpose(k, s, pad, torch_kw, out):
+    crop = torch_kw.pop("crop_end", 0)
+    conv = nn.ConvTranspose2d(3, 4, k, s, **torch_kw).double()
+    torch_layer = conv
+    if crop:
+
+        class Cropped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight, self.bias = conv.weight, conv.bias
+
+            def forward(self, x):
+                y = conv(x)
+                return y[:, :, : y.shape[2] - crop, : y.shape[3] - crop]
+
+        torch_layer = Cropped()
     check_layer(
         {"type": "Conv2DTranspose", "filters": 4, "kernel_size": k, "strides": s, "padding": pad},
         [5, 5, 3],
-        nn.ConvTranspose2d(3, 4, k, s, **torch_kw).double(),
+        torch_layer,
         3 * 4 * k * k + 4,
         out,
         kb,
@@ -314,3 +330,102 @@ def test_spec_package_does_not_import_torch():
     code = "import sys, dltrain.spec; dltrain.spec.json_schema(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_conv2d_transpose_same_matches_keras_impulse():
+    """#18's repro: an impulse at [0, 0], kernel 1..9 (3x3, stride 2, same): Keras (TF) puts
+    the kernel at the top-left; the off-by-one crop put its centre there."""
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [2, 2, 1],
+            "layers": [
+                {
+                    "type": "Conv2DTranspose",
+                    "filters": 1,
+                    "kernel_size": 3,
+                    "strides": 2,
+                    "padding": "same",
+                    "use_bias": False,
+                }
+            ],
+        }
+    )
+    model = compile_model(spec, dtype=D)
+    model.layers[0].params["kernel"].data.copy_(torch.arange(1.0, 10.0, dtype=D).view(1, 1, 3, 3))
+    x = torch.zeros(1, 1, 2, 2, dtype=D)
+    x[0, 0, 0, 0] = 1
+    want = torch.tensor([[1, 2, 3, 0], [4, 5, 6, 0], [7, 8, 9, 0], [0, 0, 0, 0]], dtype=D)
+    assert torch.equal(model(Tensor(x)).data[0, 0], want)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize(
+    "k,s", [(1, 1), (2, 1), (3, 1), (2, 2), (3, 2), (4, 2), (5, 2), (3, 3), (5, 3), (1, 2)]
+)
+@pytest.mark.parametrize("n", [3, 4])
+def test_conv2d_transpose_is_the_adjoint_of_conv2d(padding, k, s, n):
+    """Keras's definition: Conv2DTranspose is the adjoint of the Conv2D with the same
+    padding and strides, <T x, y> = <x, C y>, for odd and even kernels and strides."""
+    g = torch.Generator().manual_seed(k * 10 + s)
+    t = compile_model(
+        ModelSpec.model_validate(
+            {
+                "input_shape": [n, n + 1, 2],
+                "layers": [
+                    {
+                        "type": "Conv2DTranspose",
+                        "filters": 3,
+                        "kernel_size": k,
+                        "strides": s,
+                        "padding": padding,
+                        "use_bias": False,
+                    }
+                ],
+            }
+        ),
+        dtype=D,
+    )
+    out = keras_shape(t.output_shape)
+    if padding == "same":
+        assert out[:2] == (n * s, (n + 1) * s)
+    c = compile_model(
+        ModelSpec.model_validate(
+            {
+                "input_shape": list(out),
+                "layers": [
+                    {
+                        "type": "Conv2D",
+                        "filters": 2,
+                        "kernel_size": k,
+                        "strides": s,
+                        "padding": padding,
+                        "use_bias": False,
+                    }
+                ],
+            }
+        ),
+        dtype=D,
+    )
+    if keras_shape(c.output_shape)[:2] != (n, n + 1):
+        pytest.skip("this valid conv does not map back onto the input size")
+    w = torch.randn(t.layers[0].params["kernel"].shape, dtype=D, generator=g)
+    t.layers[0].params["kernel"].data.copy_(w)
+    c.layers[0].params["kernel"].data.copy_(w)  # (in, out) of T is (out, in) of C
+    x = torch.randn(1, 2, n, n + 1, dtype=D, generator=g)
+    y = torch.randn(1, 3, *out[:2], dtype=D, generator=g)
+    lhs = (t(Tensor(x)).data * y).sum()
+    rhs = (x * c(Tensor(y)).data).sum()
+    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
+
+
+def test_leaky_relu_activation_has_keras_slope():
+    """`activation: leaky_relu` on any layer is Keras's activation: slope 0.2 (not 0.01)."""
+    lin = nn.Linear(5, 4).double()
+    check_layer(
+        {"type": "Dense", "units": 4, "activation": "leaky_relu"},
+        [5],
+        nn.Sequential(lin, nn.LeakyReLU(0.2)),
+        24,
+        (4,),
+        lambda L, t: kb(L, t[0]),
+    )

@@ -68,6 +68,8 @@ model:
     - {type: BatchNormalization}
     - {type: LeakyReLU, negative_slope: 0.2}
     - {type: Conv2DTranspose, filters: 3, kernel_size: 3, strides: 2, activation: tanh}
+    - {type: Conv2DTranspose, filters: 3, kernel_size: 5, strides: 2, padding: same,
+       activation: leaky_relu}
     - {type: GlobalAveragePooling2D}
     - {type: Dense, units: 2, activation: log_softmax}
     - {type: Activation, activation: relu}

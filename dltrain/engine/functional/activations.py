@@ -105,9 +105,18 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
     return make(out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax")
 
 
+# Keras's activation `leaky_relu` has slope 0.2 (its LeakyReLU layer 0.3; torch's 0.01)
+KERAS_LEAKY_SLOPE = 0.2
+
+
+def keras_leaky_relu(input: Tensor, inplace: bool = False) -> Tensor:
+    return leaky_relu(input, KERAS_LEAKY_SLOPE, inplace)
+
+
+# Keras activation names -> their math with Keras's defaults
 ACTIVATIONS: dict[str, Callable[..., Tensor]] = {
     "relu": relu,
-    "leaky_relu": leaky_relu,
+    "leaky_relu": keras_leaky_relu,
     "elu": elu,
     "gelu": gelu,
     "sigmoid": sigmoid,

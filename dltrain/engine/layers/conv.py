@@ -152,18 +152,30 @@ class Conv2DTranspose(Layer):
         c_in = shape[0]
         k, s = pair(sp.kernel_size), pair(sp.strides)
         self.s = s
-        if sp.output_padding is None:
-            # Keras: 'same' gives n * s; 'valid' gives n * s + max(k - s, 0)
-            total = [ki - si for ki, si in zip(k, s)]
+        op = None if sp.output_padding is None else pair(sp.output_padding)
+        if op is not None and any(o >= si for o, si in zip(op, s)):
+            raise ShapeError(f"output_padding {list(op)} must be smaller than strides {s}")
+        # Keras/TF: the adjoint of a Conv2D with the same padding. The output length O is
+        # Keras's; the full transposed length is L = (n - 1) s + k, of which 'same' crops
+        # floor(P / 2) at the top/left (P: the padding of the forward 'same' conv from O)
+        # and the rest at the bottom/right; torch crops symmetrically, so the odd row goes
+        # by a slice (self.cut), and missing rows come from output_padding (self.opad).
+        self.pad, self.opad, self.cut = [], [], []
+        outs = []
+        for i, (n, ki, si) in enumerate(zip(shape[1:], k, s)):
+            extra = op[i] if op is not None else None
             if sp.padding == "same":
-                self.pad = [max(-(-t // 2), 0) for t in total]
-                self.opad = [2 * p - t for p, t in zip(self.pad, total)]
+                out = n * si if extra is None else (n - 1) * si + ki - 2 * (ki // 2) + extra
+                total = max((-(-out // si) - 1) * si + ki - out, 0)
+                top = total // 2
             else:
-                self.pad = [0, 0]
-                self.opad = [max(si - ki, 0) for ki, si in zip(k, s)]
-        else:
-            self.opad = list(pair(sp.output_padding))
-            self.pad = [ki // 2 if sp.padding == "same" else 0 for ki in k]
+                out = n * si + max(ki - si, 0) if extra is None else (n - 1) * si + ki + extra
+                top = 0
+            d = (n - 1) * si + ki - 2 * top - out
+            self.pad.append(top)
+            self.opad.append(max(-d, 0))
+            self.cut.append(max(d, 0))
+            outs.append(out)
         if any(o >= si for o, si in zip(self.opad, s)):
             raise ShapeError(f"output_padding {self.opad} must be smaller than strides {s}")
         rf = math.prod(k)
@@ -175,16 +187,19 @@ class Conv2DTranspose(Layer):
             self.add_param(
                 "bias", (sp.filters,), sp.bias_initializer, sp.filters * rf, c_in * rf, ctx
             )
-        out = tuple(
-            (n - 1) * si - 2 * p + ki + o
-            for n, si, p, ki, o in zip(shape[1:], s, self.pad, k, self.opad)
-        )
-        return (sp.filters,) + out
+        if any(o <= 0 for o in outs):
+            raise ShapeError(f"output size {outs} is not positive")
+        self.out_hw = tuple(outs)
+        return (sp.filters,) + self.out_hw
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return F.conv_transpose2d(
+        y = F.conv_transpose2d(
             xs[0], self.params["kernel"], self.params.get("bias"), self.s, self.pad, self.opad
         )
+        if any(self.cut):  # the bottom/right row that 'same' crops beyond the top/left one
+            h, w = self.out_hw
+            y = y[:, :, :h, :w]
+        return y
 
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
         ins = [xs[0], self.onnx_weight(g, "kernel")]
@@ -195,7 +210,7 @@ class Conv2DTranspose(Layer):
             ins,
             self.name,
             strides=list(self.s),
-            pads=self.pad + self.pad,
+            pads=self.pad + [p + c for p, c in zip(self.pad, self.cut)],
             output_padding=list(self.opad),
         )
         return g.activation(self.activation, y, self.name)
