@@ -25,8 +25,19 @@ STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        out.print(f"dltrain {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
     allow_nonfinite: bool = typer.Option(
         False,

@@ -25,9 +25,18 @@ def predict(
         "-o",
         help=".npy for probabilities (or values); .csv for the predicted label too.",
     ),
+    header: str = typer.Option(
+        "auto",
+        "--header",
+        help="CSV input: auto (the first row is a header when it is not all numbers), "
+        "true or false.",
+    ),
 ) -> None:
     """Predict with a trained model on raw, unscaled inputs."""
+    from ..errors import ConfigError
     from ..run.evaluate import predict_file
 
-    n = predict_file(str(run), str(input), str(output))
-    out.print(f"wrote {n} predictions to {output}")
+    if header not in ("auto", "true", "false"):
+        raise ConfigError(f"--header {header}: use auto, true or false")
+    n = predict_file(str(run), str(input), str(output), header)
+    out.print(f"read {n} samples from {input}; wrote {n} predictions to {output}")

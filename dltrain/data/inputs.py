@@ -14,17 +14,17 @@ from .images import IMAGE_EXTENSIONS, read_image
 from .sources import csv_rows, numeric, read_npz
 
 
-def read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
+def read_inputs(path: str, spec: Any, pre: Any = None, header: str = "auto") -> np.ndarray:
     """Raw samples from `path`, unscaled, as the user has them. A model trained on a text
     folder reads text: a .txt file (a sample per line) or a folder of .txt files. No samples
     is a data error: predict never writes an empty output."""
-    x = _read_inputs(path, spec, pre)
+    x = _read_inputs(path, spec, pre, header)
     if len(x) == 0:
         raise DataError(f"{path}: no samples to predict")
     return x
 
 
-def _read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
+def _read_inputs(path: str, spec: Any, pre: Any, header: str) -> np.ndarray:
     text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
     if text is not None:
         return _texts(path, text, pre.input_shape[0])
@@ -57,7 +57,7 @@ def _read_inputs(path: str, spec: Any, pre: Any = None) -> np.ndarray:
             raise DataError(f"{path}: not a readable .npy file ({e or 'empty'})") from None
         return numeric(a, path, "the array")
     if low.endswith(".csv"):
-        return _csv(path, spec)
+        return _csv(path, spec, header)
     raise DataError(f"{path}: unknown input type; use .npz, .npy, .csv or image files")
 
 
@@ -74,22 +74,41 @@ def _images(paths: list[str], spec: Any) -> np.ndarray:
     return np.stack(out)
 
 
-def _csv(path: str, spec: Any) -> np.ndarray:
+def _csv(path: str, spec: Any, has_header: str = "auto") -> np.ndarray:
+    """Feature rows of a CSV. With a header (`auto`: the first row is one when any of its
+    fields is not a number) the training's feature columns are picked by name; without,
+    every column is a feature, in the training's order. No row is ever dropped silently."""
     src = spec.data.train
     label = getattr(src, "label_column", None)
     wanted = getattr(src, "feature_columns", None)
     delim = getattr(src, "delimiter", ",")
+    width = int(np.prod(spec.model.input_shape))
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter=delim)
         rows_in = csv_rows(reader, path)
-        header = [h.strip() for h in next(rows_in, (0, []))[1]]
-        cols = wanted or [h for h in header if h != label]
-        missing = [c for c in cols if c not in header]
-        if missing:
-            raise DataError(f"{path}:1: missing feature columns {', '.join(missing)}")
+        first_line, first = next(rows_in, (0, []))
+        named = has_header == "true" or (
+            has_header == "auto" and not all(_is_float(c) for c in first)
+        )
+        pending = [] if named else [(first_line, first)]
+        if named:
+            header = [h.strip() for h in first]
+            cols = wanted or [h for h in header if h != label]
+            missing = [c for c in cols if c not in header]
+            if missing:
+                raise DataError(f"{path}:1: missing feature columns {', '.join(missing)}")
+        else:
+            header = [str(i) for i in range(len(first))]
+            cols = header
+            if first and len(first) != width:
+                raise DataError(
+                    f"{path}:{first_line}: {len(first)} columns but the model takes {width} "
+                    "features; without a header row every column is a feature (give the "
+                    "header row, or --header true if the first row is one)"
+                )
         idx = [header.index(c) for c in cols]
         rows = []
-        for _, row in rows_in:
+        for _, row in [*pending, *rows_in]:
             if len(row) != len(header):
                 raise DataError(
                     f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)}"

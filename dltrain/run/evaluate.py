@@ -94,9 +94,9 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     return res
 
 
-def predict_file(path: str, input_path: str, output: str) -> int:
+def predict_file(path: str, input_path: str, output: str, header: str = "auto") -> int:
     loaded = load_checkpoint(path)
-    raw = read_inputs(input_path, loaded.spec, loaded.pre)
+    raw = read_inputs(input_path, loaded.spec, loaded.pre, header)
     probs = predict_array(loaded, raw, origin=input_path)
     low = output.lower()
     if low.endswith(".npy"):

@@ -13,6 +13,13 @@ def test_the_app_has_its_commands_at_import():
         assert cmd in res.output, cmd
 
 
+def test_version():
+    from dltrain import __version__
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+
+
 def test_a_model_with_every_layer_frozen_is_a_config_error(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "data: {train: {type: synthetic, samples: 16, features: 4, classes: 2}}\n"
