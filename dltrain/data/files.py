@@ -29,3 +29,17 @@ def regular_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
         else:
             warn(f"skipping {path}: not a regular file")
     return out
+
+
+def check_regular(path: str) -> None:
+    """DataError unless `path` is a regular file (opening a FIFO would block forever)."""
+    from ..errors import DataError
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path} is not a regular file (a pipe, device or directory?)")

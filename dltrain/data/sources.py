@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .files import check_regular
 
 MAX_NPZ_BYTES = 8 * 1024**3  # uncompressed size beyond which an archive is refused
 
@@ -197,6 +198,7 @@ def _number(text: str, path: str, line: int, column: str) -> float:
 
 def _csv(src: Any, base_dir: str, task: str) -> Dataset:
     path = _path(base_dir, src.path)
+    check_regular(path)
     try:
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
@@ -371,8 +373,7 @@ _IDX_TYPES: dict[int, Any] = {
 
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (MNIST's format), gzipped or not."""
-    if not os.path.isfile(path):
-        raise DataError(f"data file not found: {path}")
+    check_regular(path)
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":

@@ -8,13 +8,14 @@ text's tokens from most to least frequent (ties in code-point order), up to
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 
 import numpy as np
 
 from ..errors import DataError
-from .files import regular_files
+from .files import check_regular, regular_files
 
 PAD, UNK = "", "[UNK]"
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -22,6 +23,8 @@ NO_SPACE_BEFORE = re.compile(r"\s+([.,;:!?)\]}'])")
 
 
 def read_text(path: str, allow_empty: bool = False) -> str:
+    if os.path.exists(path):
+        check_regular(path)
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -293,6 +293,47 @@ def lab(tmp_path_factory):
     case(
         "bad_label_index", ["train", "c3.yaml", "-q", "--run-dir", "r4"], 3, "sample 5 ", bad_label
     )
+
+    def fifo_images(d, c):
+        from PIL import Image
+
+        for cls in ("a", "b"):
+            (d / "imgs" / cls).mkdir(parents=True)
+            for i in range(6):
+                px = np.full((8, 8), 20 * i + (120 if cls == "b" else 0), np.uint8)
+                Image.fromarray(px).save(d / "imgs" / cls / f"{i}.png")
+        os.mkfifo(d / "imgs" / "a" / "blocking.png")
+        img_cfg = CONFIG.replace("{type: npz, path: data.npz}", "{type: image_folder, path: imgs}")
+        img_cfg = img_cfg.replace("input_shape: [4]", "input_shape: [8, 8, 1]")
+        img_cfg = img_cfg.replace("layers:\n", "layers:\n    - {type: Flatten}\n")
+        (d / "img.yaml").write_text(img_cfg)
+
+    case(
+        "fifo_in_image_folder",
+        ["train", "img.yaml", "-q", "--run-dir", "r6"],
+        0,
+        "skipping",
+        fifo_images,
+    )
+
+    def fifo_csv(d, c):
+        os.mkfifo(d / "d.csv")
+        (d / "csv.yaml").write_text(csv_cfg)
+
+    case(
+        "fifo_as_csv",
+        ["train", "csv.yaml", "-q", "--run-dir", "r7"],
+        3,
+        "not a regular file",
+        fifo_csv,
+    )
+    case(
+        "fifo_as_config",
+        ["validate", "f.yaml"],
+        2,
+        "not a regular file",
+        lambda d, c: os.mkfifo(d / "f.yaml"),
+    )
     sgd = [
         "train",
         "c.yaml",
@@ -383,6 +424,9 @@ CASE_NAMES = [
     "diverging_lr",
     "set_unknown_key",
     "set_into_a_value",
+    "fifo_in_image_folder",
+    "fifo_as_csv",
+    "fifo_as_config",
 ]
 
 
@@ -414,3 +458,19 @@ def test_details(lab, results):
     # nothing escaped a case's own directory: the lab holds only case dirs and our files
     root = Path(cases["yaml_laughs"]["cwd"]).parent
     assert not (root / "x").exists() and not Path("/x").exists()
+
+
+def test_a_signal_during_setup_stops_at_once():
+    """Before training starts (data loading, model building) there is nothing to save: the
+    first SIGTERM/SIGINT stops the run at once (it used to wait for the first step)."""
+    import signal
+
+    from dltrain.engine.train.callbacks import Interrupted
+    from dltrain.run.train import _Signals
+
+    with pytest.raises(Interrupted) as e, _Signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**6):  # the handler raises at the next bytecode
+            pass
+        pytest.fail("the signal was not honoured")
+    assert e.value.exit_code == 143
