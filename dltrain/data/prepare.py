@@ -136,6 +136,44 @@ def check_finite(ds: Dataset, what: str) -> None:
         raise DataError(f"{ds.where(r)} ({what}): the target is not finite")
 
 
+def classification_targets(
+    ds: Dataset, n_classes: int, what: str, loss: str, flat_output: bool = True
+) -> Dataset:
+    """Labels checked against the loss before training (exit 3, naming the shapes):
+    categorical_crossentropy takes one-hot or probability rows (N, classes), as Keras does,
+    or integer classes; sparse_categorical_crossentropy takes integer classes. One-hot
+    integer rows become float32 probabilities."""
+    y, origin = ds.y, ds.origin.split(" (")[0]
+    if flat_output and y.ndim == 2 and y.shape[1] != 1:
+        if loss != "categorical_crossentropy":
+            raise DataError(
+                f"{origin} ({what}): labels of shape {tuple(y.shape)} look one-hot, but "
+                f"{loss} takes integer class ids of shape ({len(y)},); use loss: "
+                "categorical_crossentropy, or give class ids"
+            )
+        if y.shape[1] != n_classes:
+            raise DataError(
+                f"{origin} ({what}): one-hot labels of shape {tuple(y.shape)} but the model "
+                f"has {n_classes} output classes (shape ({len(y)}, {n_classes}) expected)"
+            )
+        rows = y.astype(np.float64)
+        bad = (rows < 0).any(1) | (np.abs(rows.sum(1) - 1) > 1e-3)
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            raise DataError(
+                f"{ds.where(i)} ({what}): the label row {rows[i].tolist()[:12]} is not one-hot "
+                "or a probability distribution (non-negative, summing to 1)"
+            )
+        return replace(ds, y=y.astype(np.float32))
+    if np.issubdtype(y.dtype, np.floating) and y.ndim == 1:
+        raise DataError(
+            f"{origin} ({what}): labels are floats of shape {tuple(y.shape)}; class labels "
+            "are integers 0..C-1 (or one-hot rows with categorical_crossentropy)"
+        )
+    check_labels(ds, n_classes, what)
+    return ds
+
+
 def check_labels(ds: Dataset, n_classes: int, what: str) -> None:
     if ds.y.ndim != 1:
         if np.issubdtype(ds.y.dtype, np.integer):  # a class per step (language models)

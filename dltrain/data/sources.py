@@ -303,14 +303,22 @@ def _npz(src: Any, base_dir: str, task: str) -> Dataset:
         if key not in arrays:
             raise DataError(f"{path}: no array '{key}' (it has: {', '.join(arrays) or 'none'})")
     x, y = numeric(arrays[src.x_key], path, src.x_key), numeric(arrays[src.y_key], path, src.y_key)
-    if task == "classification":
+    if task == "classification" and y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind == "f":
+        # one-hot or probability rows (Keras's categorical targets); checked against the loss
+        y = y.astype(np.float32)
+        classes = [str(i) for i in range(y.shape[1])]
+    elif task == "classification":
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(
-                f"{path}: labels '{src.y_key}' have dtype {y.dtype}; class "
-                "labels must be integers 0..C-1"
+                f"{path}: labels '{src.y_key}' have dtype {y.dtype} and shape {y.shape}; class "
+                "labels are integers 0..C-1, or one-hot rows (N, C) for "
+                "categorical_crossentropy"
             )
         y = y.astype(np.int64)
-        classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
+        if y.ndim == 2 and y.shape[1] > 1 and set(np.unique(y).tolist()) <= {0, 1}:
+            classes = [str(i) for i in range(y.shape[1])]  # one-hot rows
+        else:
+            classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
     else:
         y = y.astype(np.float32)
         classes = []

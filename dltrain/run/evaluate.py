@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data.inputs import read_inputs
-from ..data.prepare import check_finite, check_labels, load_splits, model_input
+from ..data.prepare import check_finite, classification_targets, load_splits, model_input
 from ..data.sources import Dataset, numeric, read_npz
 from ..engine.train.losses import build_loss
 from ..engine.train.metrics import MetricState
@@ -68,7 +68,9 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     check_finite(ds, split)
     n_out = model.output_shape[0]
     if spec.task == "classification":
-        check_labels(ds, max(n_out, 2), split)
+        ds = classification_targets(
+            ds, max(n_out, 2), split, spec.loss.type, len(model.output_shape) == 1
+        )
     x = model_input(ds.x, pre, ds.origin, torch.device("cpu"))
     y = torch.from_numpy(np.ascontiguousarray(ds.y))
     ms = MetricState(list(spec.metrics), spec.task, n_out, "cpu")

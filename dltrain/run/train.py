@@ -17,7 +17,7 @@ import yaml
 from .. import __version__
 from ..data.prepare import (
     Preprocessor,
-    check_labels,
+    classification_targets,
     config_dir,
     load_splits,
     make_preprocessor,
@@ -70,11 +70,26 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
 
 
 def prepare_data(
-    spec: RunSpec, config_path: str | None, device: torch.device, pre: Preprocessor | None = None
+    spec: RunSpec,
+    config_path: str | None,
+    device: torch.device,
+    pre: Preprocessor | None = None,
+    output_shape: tuple[int, ...] | None = None,
 ) -> tuple[TrainData, Preprocessor, Any]:
+    """Splits, preprocessing and model-ready tensors; with the model's `output_shape`, the
+    labels are checked against it and the loss first (data errors before any tensor)."""
     if spec.gan is not None:  # the data are the discriminator's inputs
         spec = spec.model_copy(update={"model": spec.gan.discriminator})
     splits = load_splits(spec, config_dir(config_path))
+    if spec.task == "classification" and output_shape is not None:
+        n_classes = max(output_shape[0], 2)
+        for name, what in (("train", "training"), ("validation", "validation"), ("test", "test")):
+            ds = getattr(splits, name)
+            if ds is not None:
+                ds = classification_targets(
+                    ds, n_classes, what, spec.loss.type, len(output_shape) == 1
+                )
+                setattr(splits, name, ds)
     pre = pre or make_preprocessor(spec, splits.train)
 
     def tensors(ds: Any) -> tuple[Any, torch.Tensor]:
@@ -210,19 +225,14 @@ def _train(
     gan = spec.task == "gan"
     saved_pre = state and (state["data_preprocessing"] if gan else state["preprocessing"])
     data, data_pre, splits = prepare_data(
-        spec, config, device, Preprocessor.from_json(saved_pre) if saved_pre else None
+        spec,
+        config,
+        device,
+        Preprocessor.from_json(saved_pre) if saved_pre else None,
+        model.output_shape,
     )
     # predict and export feed a GAN's generator noise, unscaled
     pre = Preprocessor(list(spec.model.input_shape)) if gan else data_pre
-    if spec.task == "classification":
-        n_classes = max(model.output_shape[0], 2)
-        for ds, what in (
-            (splits.train, "training"),
-            (splits.validation, "validation"),
-            (splits.test, "test"),
-        ):
-            if ds is not None:
-                check_labels(ds, n_classes, what)
     if spec.model.load_weights is not None and state is None:
         from .weights import load_initial_weights
 

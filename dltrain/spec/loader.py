@@ -214,6 +214,45 @@ def normalize(doc: Doc) -> None:
     for key, aliases in (("metrics", METRIC_ALIASES), ("callbacks", {})):
         if isinstance(v.get(key), list):
             v[key] = [_typed(doc, (key, i), m, aliases, True) for i, m in enumerate(v[key])]
+    for root in (("model",), ("gan", "discriminator")):
+        _first_layer_input(doc, root)
+
+
+def _first_layer_input(doc: Doc, root: Path) -> None:
+    """Keras 2/3 Sequential style: `input_dim: 100` or `input_shape: [28, 28, 1]` on the
+    first layer is the model's input_shape."""
+    model: Any = doc.value
+    for key in root:
+        model = model.get(key) if isinstance(model, dict) else None
+    layers = model.get("layers") if isinstance(model, dict) else None
+    if not isinstance(layers, list):
+        return
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            continue
+        for key in ("input_dim", "input_shape"):
+            if key not in layer:
+                continue
+            where = doc.key_locs.get(root + ("layers", i, key))
+            if i > 0:
+                raise SpecError(
+                    [Issue(where, f"{key} belongs on the first layer (or model.input_shape)")]
+                )
+            value = layer.pop(key)
+            shape = [value] if key == "input_dim" else value
+            if "input_shape" in model and model["input_shape"] != shape:
+                raise SpecError(
+                    [
+                        Issue(
+                            where,
+                            f"{key}: {value} disagrees with model.input_shape "
+                            f"{model['input_shape']}; keep one of them",
+                        )
+                    ]
+                )
+            model["input_shape"] = shape
+            if where is not None:
+                doc.locs[root + ("input_shape",)] = where
 
 
 # -- validation --------------------------------------------------------------------------------
