@@ -37,7 +37,7 @@ from ..engine.train.callbacks import (
 from ..engine.train.gan import GanTrainer
 from ..engine.train.tblog import TensorBoard
 from ..engine.train.trainer import TrainData, Trainer
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DltrainError
 from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load
 from .inference import LOAD_OPTIONS
@@ -165,9 +165,11 @@ def train_run(
                 return _train(
                     sig, spec, model, device, config, rdir, resume, allow_changes, progress, log
                 )
-        except (ConfigError, DataError):
-            if fresh is not None and not ck.list_checkpoints(rdir / "checkpoints"):
-                shutil.rmtree(fresh, ignore_errors=True)  # a run that never started leaves nothing
+        except DltrainError:
+            # a run that never started (config.yaml is written as training begins) leaves
+            # nothing behind in a directory it created
+            if fresh is not None and not (rdir / "config.yaml").exists():
+                shutil.rmtree(fresh, ignore_errors=True)
             raise
 
 
