@@ -13,7 +13,7 @@ from rich.console import Console
 from ..errors import DltrainError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for the user's shell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Train neural networks from YAML specs.",

@@ -230,8 +230,11 @@ def batch_norm_act_fwd_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CPU path: aten's native batch norm over the batch (no running statistics: the
     caller updates them from mean and rstd), then the activation."""
-    z, mean, rstd = torch.ops.aten.native_batch_norm(x, w, b, None, None, True, 0.0, eps)
-    return _act(z, act, slope), mean, rstd
+    acc = torch.promote_types(x.dtype, torch.float32)  # bf16 inputs, fp32 weights
+    z, mean, rstd = torch.ops.aten.native_batch_norm(
+        _as(x, acc), _as(w, acc), _as(b, acc), None, None, True, 0.0, eps
+    )
+    return _as(_act(z, act, slope), x.dtype), mean, rstd
 
 
 def batch_norm_act_bwd_reference(
@@ -244,16 +247,21 @@ def batch_norm_act_bwd_reference(
     act: str,
     slope: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gz = dy
+    acc = mean.dtype
+    xa, wa, gz = _as(x, acc), _as(w, acc), _as(dy, acc)
     if act != "none":  # through the activation: z recomputed from the saved statistics
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        z = (x - mean.view(shape)) * (rstd * w).view(shape) + b.view(shape)
-        gz = dy * (z > 0) if act == "relu" else torch.where(z > 0, dy, dy * slope)
+        z = (xa - mean.view(shape)) * (rstd * wa).view(shape) + _as(b, acc).view(shape)
+        gz = gz * (z > 0) if act == "relu" else torch.where(z > 0, gz, gz * slope)
     # training-mode backward reads the saved statistics only (eps is not used)
     dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        gz, x, w, None, None, mean, rstd, True, 0.0, [True, True, True]
+        gz, xa, wa, None, None, mean, rstd, True, 0.0, [True, True, True]
     )
-    return dx, dw, db
+    return _as(dx, x.dtype), _as(dw, w.dtype), _as(db, b.dtype)
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 batch_norm_act_forward = dispatch(batch_norm_act_fwd, batch_norm_act_fwd_reference)

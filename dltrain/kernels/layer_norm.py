@@ -10,6 +10,8 @@ handles a contiguous group of rows and writes its partial sums to its own row of
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from . import dispatch
@@ -120,9 +122,13 @@ def layer_norm_bwd(
 def layer_norm_fwd_reference(
     x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The CPU path: aten's native layer norm (one pass, any float dtype)."""
-    y, mean, rstd = torch.ops.aten.native_layer_norm(x, [x.shape[1]], w, b, eps)
-    return y, mean.reshape(-1), rstd.reshape(-1)
+    """The CPU path: aten's native layer norm, in float32 or wider (bf16 inputs with fp32
+    weights, as the kernel takes them)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    y, mean, rstd = torch.ops.aten.native_layer_norm(
+        _as(x, acc), [x.shape[1]], _as(w, acc), _as(b, acc), eps
+    )
+    return _as(y, x.dtype), mean.reshape(-1), rstd.reshape(-1)
 
 
 def layer_norm_bwd_reference(
@@ -134,10 +140,26 @@ def layer_norm_bwd_reference(
     rstd: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     mask = [True, w is not None, b is not None]
+    acc = mean.dtype
     dx, dw, db = torch.ops.aten.native_layer_norm_backward(
-        dy, x, [x.shape[1]], mean[:, None], rstd[:, None], w, b, mask
+        _as(dy, acc),
+        _as(x, acc),
+        [x.shape[1]],
+        mean[:, None],
+        rstd[:, None],
+        _as(w, acc),
+        _as(b, acc),
+        mask,
     )
-    return dx, dw, db
+    return (
+        _as(dx, x.dtype),
+        None if w is None else _as(dw, w.dtype),
+        None if b is None else _as(db, b.dtype),
+    )
+
+
+def _as(t: Any, dtype: torch.dtype) -> Any:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 # one row per program: rows longer than this take the reference (the kernel holds a row in

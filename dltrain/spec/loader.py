@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from .blocks import expand_layers, zoo_blocks  # noqa: F401  (zoo_blocks: re-exported)
 from .errors import Issue, SpecError, path_str, suggest
 from .fields import describe_kind, fields_at
+from .layer_base import LAYER_SPECS, type_name
 from .rules import cross_check
 from .schema import LOSS_ALIASES, METRIC_ALIASES, ModelSpec, RunSpec
 from .yamlpos import Doc, Loc, Path, load_file, load_text
@@ -218,6 +219,9 @@ def normalize(doc: Doc) -> None:
         _first_layer_input(doc, root)
 
 
+_SPEC_FIELDS = {type_name(c): set(c.model_fields) for c in LAYER_SPECS}
+
+
 def _first_layer_input(doc: Doc, root: Path) -> None:
     """Keras 2/3 Sequential style: `input_dim: 100` or `input_shape: [28, 28, 1]` on the
     first layer is the model's input_shape."""
@@ -230,8 +234,9 @@ def _first_layer_input(doc: Doc, root: Path) -> None:
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict):
             continue
+        own = _SPEC_FIELDS.get(str(layer.get("type")), set())
         for key in ("input_dim", "input_shape"):
-            if key not in layer:
+            if key not in layer or key in own:  # Embedding's input_dim is its own argument
                 continue
             where = doc.key_locs.get(root + ("layers", i, key))
             if i > 0:

@@ -107,3 +107,12 @@ def test_reduce_on_plateau():
     restored = Schedule(spec, 0.1, 100, 10)
     restored.load(s.state())
     assert restored.lr(0) == s.lr(0)
+
+
+def test_sample_grids_are_large_enough_to_see():
+    import numpy as np
+
+    from dltrain.engine.train.tblog import tile
+
+    grid = tile(np.zeros((16, 8, 8, 1), np.float32), 0.0, 1.0)
+    assert grid.shape[1] >= 512 and grid.dtype == np.uint8

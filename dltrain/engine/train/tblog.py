@@ -110,11 +110,15 @@ def confusion_image(cm: np.ndarray, names: list[str]) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def tile(images: np.ndarray, low: float = -1.0, high: float = 1.0, scale: int = 4) -> np.ndarray:
-    """(N, H, W, C) images with values in [low, high] -> one uint8 HWC grid, each image
-    enlarged `scale` times (nearest), one pixel of gap."""
+def tile(
+    images: np.ndarray, low: float = -1.0, high: float = 1.0, min_width: int = 512
+) -> np.ndarray:
+    """(N, H, W, C) images with values in [low, high] -> one uint8 HWC grid at least
+    `min_width` pixels wide (8x8 digits are unreadable at their size): each image enlarged
+    by a whole factor (nearest), one pixel of gap."""
     n, h, w, c = images.shape
     cols = int(np.ceil(np.sqrt(n)))
+    scale = max(1, -(-min_width // (cols * w)))
     rows = -(-n // cols)
     unit = np.clip((images - low) / (high - low), 0, 1)
     x = (unit * 255).round().astype(np.uint8).repeat(scale, 1).repeat(scale, 2)
