@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from . import dispatch
+from . import dispatch, triton_available
 
-try:
+if triton_available():  # imported only where a kernel can run (about 1 s of start-up)
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover
+else:
     triton = None
 
 BM, BN = 16, 16

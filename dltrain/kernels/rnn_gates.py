@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import torch
 
-try:
+from . import triton_available
+
+if triton_available():  # imported only where a kernel can run (about 1 s of start-up)
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover
+else:
     triton = None
 
 if triton is not None:

@@ -16,6 +16,9 @@ def dltrain(
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.setdefault("DLTRAIN_THREADS", "2")
+    # the CLI runs on CPU: no Triton interpreter (conftest sets it for the kernel tests),
+    # so the command starts as it does for users, without importing Triton
+    full_env.pop("TRITON_INTERPRET", None)
     if env:
         full_env.update(env)
     return subprocess.run(

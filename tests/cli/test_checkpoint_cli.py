@@ -71,7 +71,14 @@ def test_failed_save_exits_6_and_keeps_the_previous_checkpoint(tmp_path, cfg, ac
     ck.verify(root / "step-00000004")
 
 
-@pytest.mark.parametrize("point", ["write:model.safetensors", "manifest", "rename"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param("write:model.safetensors", marks=pytest.mark.slow),
+        pytest.param("manifest", marks=pytest.mark.slow),
+        "rename",  # the last moment of a save; the other two points run under -m slow
+    ],
+)
 def test_kill_during_save_then_resume_is_bit_exact(tmp_path, cfg, reference, point):
     env = {"DLTRAIN_TEST_FAULT": f"{point}:kill", "DLTRAIN_TEST_FAULT_SKIP": "2"}
     res = dltrain("train", str(cfg), "-q", "--run-dir", "r", cwd=tmp_path, env=env)

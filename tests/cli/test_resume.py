@@ -154,6 +154,7 @@ def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):
     assert _final_files(run) == _final_files(reference)
 
 
+@pytest.mark.slow  # resume is bit-exact by kill -9 and SIGTERM in the default suite
 def test_stop_after_epoch_k_then_continue_is_bit_exact(tmp_path, cfg, reference):
     run = tmp_path / "k"
     res = dltrain(

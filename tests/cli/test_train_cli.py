@@ -8,7 +8,10 @@ import pytest
 from tests.cli.helpers import ROOT, dltrain
 
 
-@pytest.mark.parametrize("name,target", [("digits_mlp", 0.975), ("digits_cnn", 0.985)])
+@pytest.mark.parametrize(
+    "name,target",
+    [pytest.param("digits_mlp", 0.975, marks=pytest.mark.slow), ("digits_cnn", 0.985)],
+)
 def test_digits_reach_their_accuracy(tmp_path, name, target):
     cfg = ROOT / "configs" / f"{name}.yaml"
     res = dltrain("train", str(cfg), "--quiet", cwd=tmp_path)

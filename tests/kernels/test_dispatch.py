@@ -138,7 +138,7 @@ def test_training_loss_curves_agree(config, overrides, tmp_path):
     from dltrain.run.train import train_run
     from tests.cli.helpers import ROOT
 
-    steps = ["train.epochs=6", "train.steps_per_epoch=1", "logging.tensorboard=false"]
+    steps = ["train.epochs=4", "train.steps_per_epoch=1", "logging.tensorboard=false"]
     curves = []
     for mode in ("reference", "triton"):
         with kernels.using(mode):
@@ -149,7 +149,7 @@ def test_training_loss_curves_agree(config, overrides, tmp_path):
                 log=lambda m: None,
             )
         curves.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
-    assert len(curves[0]) == len(curves[1]) == 6
+    assert len(curves[0]) == len(curves[1]) == 4
     for a, b in zip(*curves):
         assert a["step"] == b["step"]
         for key in ("loss", "val_loss"):
