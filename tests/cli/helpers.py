@@ -10,15 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def cli_env(**extra: str) -> dict:
+    """The environment a `dltrain` subprocess gets in tests: the repo on PYTHONPATH, and no
+    Triton interpreter (conftest sets it for the kernel tests; the CLI runs on CPU and
+    starts as it does for users, without importing Triton)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TRITON_INTERPRET", None)
+    env.update(extra)
+    return env
+
+
 def dltrain(
     *args: str, cwd: Path | str | None = None, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env = cli_env()
     full_env.setdefault("DLTRAIN_THREADS", "2")
-    # the CLI runs on CPU: no Triton interpreter (conftest sets it for the kernel tests),
-    # so the command starts as it does for users, without importing Triton
-    full_env.pop("TRITON_INTERPRET", None)
     if env:
         full_env.update(env)
     return subprocess.run(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import ROOT, dltrain, wait_for_file
+from tests.cli.helpers import cli_env, dltrain, wait_for_file
 
 CONFIG = """\
 name: small
@@ -183,7 +183,7 @@ def test_pickle_planted_in_a_checkpoint_never_runs(tmp_path, cfg, reference):
 
 
 def test_two_sigints_stop_at_once_and_leave_no_partial_checkpoint(tmp_path, cfg):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = cli_env()
     p = subprocess.Popen(
         [
             sys.executable,

@@ -3,7 +3,6 @@ weights and optimizer state byte-identical to an uninterrupted run (CPU), with s
 dropout, augmentation, a warmup schedule and gradient accumulation on. TensorBoard is read
 back with its own EventAccumulator."""
 
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import ROOT, dltrain, wait_for_file
+from tests.cli.helpers import cli_env, dltrain, wait_for_file
 
 CONFIG = """\
 name: resume
@@ -56,7 +55,7 @@ def _final_files(run: Path) -> dict:
 
 
 def _train_cmd(cfg, run):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DLTRAIN_THREADS="1")
+    env = cli_env(DLTRAIN_THREADS="1")
     return [
         sys.executable,
         "-m",
@@ -80,9 +79,13 @@ def _steps(tbdir: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)], acc
 
 
-@pytest.fixture
-def reference(tmp_path, cfg):
-    run = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run, shared by the module's tests (they compare against it)."""
+    d = tmp_path_factory.mktemp("reference")
+    cfg = d / "resume.yaml"
+    cfg.write_text(CONFIG)
+    run = d / "ref"
     t0 = time.monotonic()
     res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), env={"DLTRAIN_THREADS": "1"})
     assert res.returncode == 0, res.stderr

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.cli.helpers import ROOT
+from tests.cli.helpers import ROOT, cli_env
 
 CONFIG = """\
 name: small
@@ -364,7 +364,7 @@ def results(lab):
         for c in cases.values()
     ]
     (root / "cases.json").write_text(json.dumps(todo))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DLTRAIN_THREADS="2")
+    env = cli_env(DLTRAIN_THREADS="2")
     proc = subprocess.run(
         [
             sys.executable,

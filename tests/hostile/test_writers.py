@@ -3,14 +3,13 @@ is refused at once (exit 6) naming the holder's PID; a killed holder never block
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
 from dltrain.fsutil import RunLock
-from tests.cli.helpers import ROOT, dltrain
+from tests.cli.helpers import cli_env, dltrain
 
 CONFIG = """\
 data: {train: {type: synthetic, samples: 2000, features: 20, classes: 3}}
@@ -36,7 +35,7 @@ def _holder_pid(lock, proc, deadline=120.0) -> str:
 
 def test_second_writer_is_refused_and_a_dead_holder_never_blocks(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DLTRAIN_THREADS="1")
+    env = cli_env(DLTRAIN_THREADS="1")
     first = subprocess.Popen(
         [sys.executable, "-m", "dltrain", "train", "c.yaml", "-q", "--run-dir", "R"],
         cwd=tmp_path,
