@@ -49,11 +49,14 @@ def _read_inputs(path: str, spec: Any, pre: Any, header: str) -> np.ndarray:
             return numeric(value, path, key)
         raise DataError(f"{path}: holds {', '.join(arrays)}; name the inputs 'x' or keep one array")
     if low.endswith(".npy"):
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # np.load would guess (a zip becomes an .npz)
+                raise DataError(f"{path}: not a .npy file (no NUMPY header)")
         try:
             a = np.load(path, allow_pickle=False)
         except ValueError as e:
             raise DataError(f"{path}: cannot read without pickle ({e})") from None
-        except (OSError, EOFError) as e:  # empty or truncated
+        except (OSError, EOFError) as e:  # truncated
             raise DataError(f"{path}: not a readable .npy file ({e or 'empty'})") from None
         return numeric(a, path, "the array")
     if low.endswith(".csv"):

@@ -267,7 +267,9 @@ def lab(tmp_path_factory):
         return setup
 
     case("npy_strings", [*pr, "in.npy", "-o", "o.npy"], 3, "dtype", npy_array(np.array(["a", "b"])))
-    case("npy_zero_bytes", [*pr, "in.npy", "-o", "o.npy"], 3, "not a readable", npy(b""))
+    case("npy_zero_bytes", [*pr, "in.npy", "-o", "o.npy"], 3, "not a .npy file", npy(b""))
+    # found by the fuzzer: np.load takes a zip header for an .npz and raised BadZipFile
+    case("npy_zip_bytes", [*pr, "in.npy", "-o", "o.npy"], 3, "not a .npy file", npy(b"PK\x03\x04"))
     case(
         "npy_empty",
         [*pr, "in.npy", "-o", "o.npy"],
@@ -417,6 +419,7 @@ CASE_NAMES = [
     "csv_not_utf8",
     "npy_strings",
     "npy_zero_bytes",
+    "npy_zip_bytes",
     "npy_empty",
     "evaluate_missing_npz",
     "complex_npz",
