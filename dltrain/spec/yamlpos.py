@@ -66,28 +66,22 @@ def _check_shape(text: str, file: str) -> None:
             if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_YAML_DEPTH:
-                    raise SpecError(
-                        [
-                            Issue(
-                                _loc(file, ev.start_mark),
-                                f"nested more than {MAX_YAML_DEPTH} levels deep; a config is "
-                                "a few levels of mappings and lists",
-                            )
-                        ]
+                    raise _error(
+                        file,
+                        ev.start_mark,
+                        f"nested more than {MAX_YAML_DEPTH} levels deep; a config is a few "
+                        "levels of mappings and lists",
                     )
             elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
             elif isinstance(ev, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_YAML_ALIASES:
-                    raise SpecError(
-                        [
-                            Issue(
-                                _loc(file, ev.start_mark),
-                                f"more than {MAX_YAML_ALIASES} uses of YAML aliases (*name); "
-                                "write the values out or use blocks",
-                            )
-                        ]
+                    raise _error(
+                        file,
+                        ev.start_mark,
+                        f"more than {MAX_YAML_ALIASES} uses of YAML aliases (*name); write the "
+                        "values out or use blocks",
                     )
     except yaml.YAMLError:
         return  # the composer below reports syntax errors with their position
@@ -140,6 +134,10 @@ def load_text(text: str, file: str) -> Doc:
     return doc
 
 
+def _error(file: str, mark: Any, text: str) -> SpecError:
+    return SpecError([Issue(_loc(file, mark), text)])
+
+
 def _loc(file: str, mark: Any) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
 
@@ -150,14 +148,11 @@ def _convert(
     doc.locs[path] = _loc(file, node.start_mark)
     doc.budget -= 1
     if doc.budget < 0:
-        raise SpecError(
-            [
-                Issue(
-                    _loc(file, node.start_mark),
-                    f"the document expands to more than {MAX_YAML_VALUES:,} values (YAML "
-                    "aliases repeat everything they point at); a config is far smaller",
-                )
-            ]
+        raise _error(
+            file,
+            node.start_mark,
+            f"the document expands to more than {MAX_YAML_VALUES:,} values (YAML aliases "
+            "repeat everything they point at); a config is far smaller",
         )
     if isinstance(node, yaml.MappingNode):
         if node.tag != _PLAIN + "map":
