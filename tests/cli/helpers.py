@@ -37,13 +37,16 @@ def dltrain(
     )
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for_file(
+    path: Path, proc: subprocess.Popen, timeout: float = 180, nonempty: bool = False
+) -> None:
     """Wait for a sign from a running process: a file it writes (e.g. RUN/config.yaml,
-    written once setup is done and training starts). Polls; fails if the process ends."""
+    written once setup is done and training starts; with `nonempty`, once it holds
+    something). Polls; fails if the process ends first."""
     import time
 
     t0 = time.monotonic()
-    while not path.exists():
+    while not path.exists() or (nonempty and not path.stat().st_size):
         if proc.poll() is not None:
             raise AssertionError(f"the process ended ({proc.returncode}) before {path} appeared")
         if time.monotonic() - t0 > timeout:

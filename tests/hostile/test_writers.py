@@ -6,10 +6,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from dltrain.fsutil import RunLock
-from tests.cli.helpers import cli_env, dltrain
+from tests.cli.helpers import cli_env, dltrain, wait_for_file
 
 CONFIG = """\
 data: {train: {type: synthetic, samples: 2000, features: 20, classes: 3}}
@@ -20,17 +19,6 @@ optimizer: adam
 train: {epochs: 1000, batch_size: 8}
 logging: {tensorboard: false}
 """
-
-
-def _holder_pid(lock, proc, deadline=120.0) -> str:
-    """Wait for the first run's sign: its PID written into the lock file."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline:
-        if lock.exists() and lock.read_text().strip():
-            return lock.read_text().strip()
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)  # polling for the sign, not waiting a fixed time
-    raise AssertionError("the first run never took its lock")
 
 
 def test_second_writer_is_refused_and_a_dead_holder_never_blocks(tmp_path):
@@ -45,8 +33,9 @@ def test_second_writer_is_refused_and_a_dead_holder_never_blocks(tmp_path):
         text=True,
     )
     try:
-        pid = _holder_pid(tmp_path / "R" / ".lock", first)
-        assert pid == str(first.pid)
+        lock = tmp_path / "R" / ".lock"
+        wait_for_file(lock, first, nonempty=True)  # the first run's sign: its PID in the lock
+        assert lock.read_text().strip() == str(first.pid)
         second = dltrain("train", "c.yaml", "-q", "--run-dir", "R", cwd=tmp_path)
         assert second.returncode == 6, second.stderr
         assert f"PID {first.pid}" in second.stderr and "Traceback" not in second.stderr

@@ -196,7 +196,7 @@ class ModelCheckpoint(Callback):
         files["state.json"] = json.dumps(meta, indent=1).encode()
         ck.commit(self.root, name, files)
         ck.prune(self.root, self.spec.checkpoint.keep_last, {self.best.get("name", "")})
-        tr.saved.append(name)
+        tr.last_saved = name
         return name
 
     def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:

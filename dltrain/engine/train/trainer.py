@@ -112,7 +112,7 @@ class Trainer:
         self.stop_signal: int | None = None  # set by a signal handler: save and stop
         self.stop_training = False  # set by callbacks (early stopping): end after this epoch
         self.callbacks: list[Callback] = []
-        self.saved: list[str] = []  # checkpoints committed by this process
+        self.last_saved: str | None = None  # the last checkpoint this process committed
         self.resumed_from: str | None = None
         self.last_validation: tuple[MetricState, torch.Tensor | None] | None = None
         self.epoch_grads: dict[str, torch.Tensor] = {}
@@ -247,7 +247,7 @@ class Trainer:
         )
 
     def resumable_hint(self) -> str:
-        last = self.saved[-1] if self.saved else self.resumed_from
+        last = self.last_saved or self.resumed_from
         if last is None:
             return "; no checkpoint was written before it, so a new run starts from scratch"
         return f"; the last checkpoint ({last}) is resumable with --resume"
