@@ -144,9 +144,11 @@ def train_run(
     progress: Callback | None = None,
     log: Log = print,
     spec: RunSpec | None = None,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train the run described by `config` (already loaded as `spec`, or loaded here with
-    `overrides`); returns the run directory."""
+    `overrides`); returns the run directory. `extra_callbacks` decide (stop training) after
+    the run's own decisions and before its writers."""
     with _Signals() as sig:
         spec = spec or load(config, overrides)
         threads = os.environ.get("DLTRAIN_THREADS")
@@ -163,7 +165,17 @@ def train_run(
         try:
             with RunLock(rdir):
                 return _train(
-                    sig, spec, model, device, config, rdir, resume, allow_changes, progress, log
+                    sig,
+                    spec,
+                    model,
+                    device,
+                    config,
+                    rdir,
+                    resume,
+                    allow_changes,
+                    progress,
+                    log,
+                    extra_callbacks,
                 )
         except DltrainError:
             # a run that never started (config.yaml is written as training begins) leaves
@@ -206,6 +218,7 @@ def _train(
     allow_changes: Sequence[str],
     progress: Callback | None,
     log: Log,
+    extra: Sequence[Callback],
 ) -> Path:
     root = rdir / "checkpoints"
     existing = ck.list_checkpoints(root)
@@ -273,7 +286,7 @@ def _train(
     }
     if gan:
         run_state["data_preprocessing"] = data_pre.to_json()
-    tr.fit(_callbacks(spec, rdir, run_state, config_text, state is not None, progress))
+    tr.fit(_callbacks(spec, rdir, run_state, config_text, state is not None, progress, extra))
     return rdir
 
 
@@ -284,15 +297,17 @@ def _callbacks(
     config_text: str,
     resumed: bool,
     progress: Callback | None,
+    extra: Sequence[Callback] = (),
 ) -> list[Callback]:
     """The run's callbacks, in the order they act: decisions, then writers, then progress."""
     cbs: list[Callback] = [ReduceLROnPlateau()]
-    if spec.logging.tensorboard:
-        cbs.append(TensorBoard(rdir / "tensorboard", spec, config_text, resumed))
-    cbs.append(MetricsLog(rdir / "metrics.jsonl"))
     es = next((c for c in spec.callbacks if c.type == "early_stopping"), None)
     if es is not None:
         cbs.append(EarlyStopping(es))
+    cbs += extra
+    if spec.logging.tensorboard:
+        cbs.append(TensorBoard(rdir / "tensorboard", spec, config_text, resumed))
+    cbs.append(MetricsLog(rdir / "metrics.jsonl"))
     cbs.append(ModelCheckpoint(rdir / "checkpoints", spec, run_state))
     if progress is not None:
         cbs.append(progress)

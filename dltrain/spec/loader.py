@@ -117,6 +117,28 @@ def _merged(base: Doc, over: Doc) -> Doc:
 
 
 # -- --set overrides ---------------------------------------------------------------------------
+_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def key_segments(key: str, origin: str) -> list[str]:
+    """'model.layers[1].units' (or 'model.layers.1.units') -> ['model', 'layers', '1', 'units']."""
+    segs: list[str] = []
+    for part in key.split("."):
+        m = _SEGMENT.fullmatch(part)
+        if m is None:
+            raise SpecError(
+                [
+                    Issue(
+                        Loc(origin, 1, 1),
+                        f"'{key}' is not a key path; write it like model.layers[1].units",
+                    )
+                ]
+            )
+        segs.append(m.group(1))
+        segs += re.findall(r"\[(\d+)\]", m.group(2))
+    return segs
+
+
 def apply_override(doc: Doc, text: str) -> None:
     """Set `a.b.0.c=value` in the document; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
@@ -126,7 +148,7 @@ def apply_override(doc: Doc, text: str) -> None:
     value_doc = load_text(raw, origin)
     parts: list[str | int] = []
     cur = doc.value
-    segs = key.strip().split(".")
+    segs = key_segments(key.strip(), origin)
     for i, seg in enumerate(segs):
         last = i == len(segs) - 1
         if isinstance(cur, list):
