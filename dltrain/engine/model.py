@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..spec import ModelSpec
 from ..spec.errors import Issue, SpecError, suggest
+from ..spec.names import default_names, legacy_names
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .layers.base import (
     LAYERS,
@@ -114,7 +113,23 @@ class Model:
         out.update(dict(self.named_buffers()))
         return out
 
+    def upgrade_keys(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors saved under dltrain 0.1's default layer names (dense_1, dense_2 where Keras
+        says dense, dense_1), renamed; any other set of names is returned as it is."""
+        own = self.state_tensors()
+        if set(tensors) == set(own):
+            return tensors
+        rename = dict(zip(legacy_names(self.spec.layers), default_names(self.spec.layers)))
+
+        def new(key: str) -> str:
+            layer, dot, rest = key.partition(".")
+            return rename.get(layer, layer) + dot + rest
+
+        renamed = {new(k): t for k, t in tensors.items()}
+        return renamed if set(renamed) == set(own) else tensors
+
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+        tensors = self.upgrade_keys(tensors)
         own = self.state_tensors()
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))
@@ -141,15 +156,6 @@ class Model:
         return trainable, frozen
 
 
-def _default_name(spec: Any, counts: dict[str, int]) -> str:
-    """Keras's default layer names: snake case of the type plus a counter (dense_2,
-    conv2d_transpose_1, re_lu_1, batch_normalization_3)."""
-    base = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", spec.type)
-    base = re.sub("([a-z])([A-Z])", r"\1_\2", base).lower()
-    counts[base] = counts.get(base, 0) + 1
-    return f"{base}_{counts[base]}"
-
-
 def compile_model(
     spec: ModelSpec,
     seed: int = 0,
@@ -168,10 +174,10 @@ def compile_model(
     names: dict[str, int] = {"input": 0}
     shapes: list[Shape] = [engine_shape(tuple(spec.input_shape))]
     nodes: list[Node] = []
-    counts: dict[str, int] = {}
     issues: list[Issue] = []
+    layer_names = default_names(spec.layers)
     for i, lspec in enumerate(spec.layers):
-        name = lspec.name or _default_name(lspec, counts)
+        name = layer_names[i]
         where = source.loc(("layers", i)) if source else None
         label = f"layer {i} '{name}' ({lspec.type})"
         cls = LAYERS[lspec.type]

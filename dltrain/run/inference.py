@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path) -> Loaded:
 def load_weights_checked(model: Model, ckpt: Path) -> None:
     """model.safetensors of a verified checkpoint or bundle into `model`: every weight
     present, of the model's dtype, and finite unless --allow-nonfinite."""
-    tensors = ck.read_tensors(ckpt / "model.safetensors")
+    tensors = model.upgrade_keys(ck.read_tensors(ckpt / "model.safetensors"))
     ck.check_weights(ckpt, tensors, model.state_tensors(), not LOAD_OPTIONS.allow_nonfinite)
     try:
         model.load_state_tensors(tensors)

@@ -268,6 +268,7 @@ def _train(
     if ckpt is not None and state is not None:
         saved = ck.read_state_dict(ckpt, state)
         own = tr.model.state_tensors()
+        saved["model"] = tr.model.upgrade_keys(saved["model"])
         ck.check_weights(ckpt, saved["model"], own, not LOAD_OPTIONS.allow_nonfinite)
         tr.load_state_dict(saved)
         tr.resumed_from = ckpt.name

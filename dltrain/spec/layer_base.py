@@ -54,7 +54,7 @@ class LayerBase(BaseModel):
     name: str | None = Field(
         None,
         description="Layer name, unique in the model; others can "
-        "name it in `inputs`. Default: type and index, e.g. dense_2.",
+        "name it in `inputs`. Default: as Keras 3 names it: dense, dense_1, ...",
     )
     inputs: list[str] | None = Field(
         None,

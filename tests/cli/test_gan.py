@@ -84,7 +84,7 @@ def test_one_step_matches_autograd(tmp_path, d_act):
     g_ours = ck.read_tensors(last / "model.safetensors")
     d_ours = ck.read_tensors(last / "discriminator.safetensors")
     g_ref, d_ref = _reference_step(spec, torch.from_numpy(real))
-    names = ["dense_1.kernel", "dense_1.bias", "dense_2.kernel", "dense_2.bias"]
+    names = ["dense.kernel", "dense.bias", "dense_1.kernel", "dense_1.bias"]
     for name, want in zip(names, g_ref):
         torch.testing.assert_close(g_ours[name], want, rtol=1e-5, atol=1e-6)
     for name, want in zip(names, d_ref):

@@ -106,8 +106,8 @@ def test_tensorboard_has_scalars_histograms_images(reference):
     ):
         assert t in tags["scalars"], t
     assert len(acc.Scalars("epoch/val_loss")) == 16
-    assert any(t.startswith("weights/conv2d_1.kernel") for t in tags["histograms"])
-    assert any(t.startswith("gradients/dense_1.kernel") for t in tags["histograms"])
+    assert any(t.startswith("weights/conv2d.kernel") for t in tags["histograms"])
+    assert any(t.startswith("gradients/dense.kernel") for t in tags["histograms"])
     assert "samples/pred_true" in tags["images"] and "confusion_matrix" in tags["images"]
     assert any("config" in t for t in tags["tensors"])
 
@@ -189,4 +189,4 @@ def test_stop_after_epoch_k_then_continue_is_bit_exact(tmp_path, cfg, reference)
             run / "checkpoints" / ck.list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"
         )
     )
-    assert "batch_normalization_1.moving_mean" in final
+    assert "batch_normalization.moving_mean" in final

@@ -158,3 +158,46 @@ def test_masked_steps_match_packed_sequences(kind, reverse):
         x,
         *weights(gates, 3, 4),
     )
+
+
+# -- oneDNN's fused LSTM (CPU, float32): the path torch.nn.LSTM takes ---------------------------
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n,t,d,h", [(3, 1, 5, 7), (2, 13, 4, 9)])
+def test_lstm_onednn_matches_torch_float32(monkeypatch, reverse, n, t, d, h):
+    from dltrain.engine.functional import recurrent as R
+
+    calls = []
+    real = R._lstm_onednn
+    monkeypatch.setattr(R, "_lstm_onednn", lambda *a: calls.append(1) or real(*a))
+    x = r(n, t, d, seed=1).float()
+    w = [v.float() for v in weights(4, d, h)]
+
+    def oracle(x, *w):
+        m = torch.nn.LSTM(d, h, batch_first=True)
+        params = dict(zip(["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"], w))
+        return functional_call(m, params, (x.flip(1) if reverse else x,))[0].flip(
+            1 if reverse else []
+        )
+
+    check(lambda x, *w: lstm(x, *w, reverse=reverse), oracle, x, *w, rtol=1e-5)
+    assert calls, "the oneDNN path was not taken"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_onednn_and_step_loop_agree(bias):
+    """The same float32 LSTM through oneDNN and through the step loop (the fallback, which
+    the float64 tests above check against torch.nn)."""
+    from dltrain.engine import Tensor
+    from dltrain.engine.functional.recurrent import onednn
+
+    x = r(4, 13, 6, seed=3).float()
+    w = [v.float() for v in weights(4, 6, 5)][: 3 if bias else 2]
+    outs = []
+    for enabled in (True, False):
+        with onednn(enabled):
+            ins = [Tensor(v.clone(), requires_grad=True) for v in (x, *w)]
+            y = lstm(*ins)
+            (y * Tensor(r(*y.shape, seed=9).float())).sum().backward()
+            outs.append([y.data] + [i.grad for i in ins])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

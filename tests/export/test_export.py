@@ -260,8 +260,8 @@ def test_bundle_loads_in_plain_pytorch(iris_run, tmp_path):
     net = torch.nn.Sequential(
         torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Softmax(-1)
     )
-    net[0].weight.data, net[0].bias.data = w["dense_1.kernel"], w["dense_1.bias"]
-    net[2].weight.data, net[2].bias.data = w["dense_2.kernel"], w["dense_2.bias"]
+    net[0].weight.data, net[0].bias.data = w["dense.kernel"], w["dense.bias"]
+    net[2].weight.data, net[2].bias.data = w["dense_1.kernel"], w["dense_1.bias"]
     x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4
     xs = (torch.tensor(x) - torch.tensor(pre["offset"])) * torch.tensor(pre["scale"])
     with torch.no_grad():

@@ -71,13 +71,13 @@ CASES = [
             "    - {type: Dense, units: 3",
             "    - {type: Conv2D, filters: 2, kernel_size: 3}\n    - {type: Dense, units: 3",
         ),
-        ":8:7: layer 1 'conv2d_1' (Conv2D): Conv2D needs a (height, width, channels) input per "
+        ":8:7: layer 1 'conv2d' (Conv2D): Conv2D needs a (height, width, channels) input per "
         "sample, got shape (8,); add a Reshape first (input shape (8,))",
     ),
     (
         "missing input layer",
         GOOD.replace("{type: Dense, units: 3,", "{type: Dense, inputs: [hiden], units: 3,"),
-        ":8:30: layer 1 'dense_2' (Dense): inputs names 'hiden', which is not a layer before it",
+        ":8:30: layer 1 'dense_1' (Dense): inputs names 'hiden', which is not a layer before it",
     ),
     (
         "python tag",

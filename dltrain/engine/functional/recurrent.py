@@ -38,13 +38,14 @@ against each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
 from ...kernels import rnn_gates as K_rnn
 from ...kernels import use_triton
-from ..tensor import Tensor, make
+from ..tensor import GRAD_MODE, Tensor, make
 from .nn import linear
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -177,6 +178,71 @@ def rnn(
     return make(out.transpose(0, 1), (p, w_hh), vjp, "rnn")
 
 
+# oneDNN's fused LSTM primitive (what torch.nn.LSTM runs on CPU), called as primitive math on
+# plain tensors; `onednn(False)` forces the step loop (tests, benchmarks)
+_ONEDNN = {"enabled": bool(torch.backends.mkldnn.is_available())}
+
+
+@contextlib.contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    old = _ONEDNN["enabled"]
+    _ONEDNN["enabled"] = enabled and bool(torch.backends.mkldnn.is_available())
+    try:
+        yield
+    finally:
+        _ONEDNN["enabled"] = old
+
+
+def _onednn_applies(
+    X: torch.Tensor, acts: tuple[str, str], h_mask: torch.Tensor | None, mask: torch.Tensor | None
+) -> bool:
+    """oneDNN's LSTM takes the standard cell (tanh, sigmoid) without recurrent dropout or a
+    padding mask; those run the step loop below."""
+    return (
+        _ONEDNN["enabled"]
+        and X.device.type == "cpu"
+        and X.dtype in (torch.float32, torch.bfloat16)
+        and acts == ("tanh", "sigmoid")
+        and h_mask is None
+        and mask is None
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+    )
+
+
+def _lstm_onednn(
+    input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+    reverse: bool,
+) -> Tensor:  # fmt: skip
+    """One direction of an LSTM through aten's mkldnn_rnn_layer and its backward. The
+    primitive returns its workspace (what its backward reads) only in torch's grad mode,
+    which records nothing here: no tensor requires grad."""
+    X = input.data.transpose(0, 1).contiguous()  # (T, N, D)
+    Wi, Wh = w_ih.data, w_hh.data
+    H = Wh.shape[1]
+    zero = Wi.new_zeros(4 * H)
+    bi = b_ih.data if b_ih is not None else zero
+    bh = b_hh.data if b_hh is not None else zero
+    h0 = X.new_zeros(X.shape[1], H)
+    parents = tuple(t for t in (input, w_ih, w_hh, b_ih, b_hh) if t is not None)
+    train = GRAD_MODE.enabled and any(t.requires_grad for t in parents)
+    args = (reverse, [], 2, H, 1, True, False, False, train)
+    with torch.enable_grad() if train else torch.no_grad():
+        out, hy, cy, ws = torch.ops.aten.mkldnn_rnn_layer(X, Wi, Wh, bi, bh, h0, h0, *args)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dx, dwi, dwh, dbi, dbh, _, _ = torch.ops.aten.mkldnn_rnn_layer_backward(
+            X, Wi, Wh, bi, bh, h0, h0, out, hy, cy, g.transpose(0, 1).contiguous(),
+            None, None, reverse, 2, H, 1, True, True, False, [], False, ws,
+        )  # fmt: skip
+        grads = [dx.transpose(0, 1), dwi, dwh]
+        grads += [dbi] if b_ih is not None else []
+        grads += [dbh] if b_hh is not None else []
+        return tuple(grads)
+
+    return make(out.transpose(0, 1), parents, vjp, "lstm")
+
+
 def lstm(
     input: Tensor,
     w_ih: Tensor,
@@ -189,8 +255,12 @@ def lstm(
     h_mask: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> Tensor:
-    """LSTM over (N, T, D) -> (N, T, H), torch's gate order and math."""
+    """LSTM over (N, T, D) -> (N, T, H), torch's gate order and math. On CPU the standard
+    cell without recurrent dropout or a mask runs oneDNN's fused primitive (as torch.nn.LSTM
+    does); everything else runs the step loop."""
     _check(input, w_hh, 4, "lstm")
+    if _onednn_applies(input.data, (activation, recurrent_activation), h_mask, mask):
+        return _lstm_onednn(input, w_ih, w_hh, b_ih, b_hh, reverse)
     a, da_ = _act(activation)
     r, dr_ = _act(recurrent_activation)
     p = _project(input, w_ih, b_ih, b_hh)

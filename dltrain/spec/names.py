@@ -1,0 +1,54 @@
+"""Keras 3's default layer names: the type in snake case, then a counter that starts with
+no suffix (dense, dense_1, dense_2; conv2d_transpose, re_lu, batch_normalization_1), skipping
+names the config gives explicitly so every name stays unique."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+
+def snake(type_name: str) -> str:
+    """'Conv2DTranspose' -> 'conv2d_transpose', 'ReLU' -> 're_lu' (Keras's to_snake_case)."""
+    base = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", type_name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", base).lower()
+
+
+def default_names(layers: Sequence[Any]) -> list[str]:
+    """Each layer's name (specs or their JSON dicts, with `type` and `name`)."""
+    taken = {_get(ls, "name") for ls in layers if _get(ls, "name")}
+    counts: dict[str, int] = {}
+    out = []
+    for ls in layers:
+        name = _get(ls, "name")
+        if not name:
+            base = snake(_get(ls, "type"))
+            while True:
+                n = counts.get(base, 0)
+                counts[base] = n + 1
+                name = base if n == 0 else f"{base}_{n}"
+                if name not in taken:
+                    break
+            taken.add(name)
+        out.append(name)
+    return out
+
+
+def legacy_names(layers: Sequence[Any]) -> list[str]:
+    """The names dltrain 0.1 gave (dense_1, dense_2: the counter started at 1), to read
+    checkpoints it wrote."""
+    counts: dict[str, int] = {}
+    out = []
+    for ls in layers:
+        name = _get(ls, "name")
+        if not name:
+            base = snake(_get(ls, "type"))
+            counts[base] = counts.get(base, 0) + 1
+            name = f"{base}_{counts[base]}"
+        out.append(name)
+    return out
+
+
+def _get(ls: Any, key: str) -> Any:
+    return ls.get(key) if isinstance(ls, dict) else getattr(ls, key, None)
