@@ -226,7 +226,7 @@ def _lstm_onednn(
     h0 = X.new_zeros(X.shape[1], H)
     parents = tuple(t for t in (input, w_ih, w_hh, b_ih, b_hh) if t is not None)
     train = GRAD_MODE.enabled and any(t.requires_grad for t in parents)
-    args = (reverse, [], 2, H, 1, True, False, False, train)
+    args: tuple[object, ...] = (reverse, [], 2, H, 1, True, False, False, train)
     with torch.enable_grad() if train else torch.no_grad():
         out, hy, cy, ws = torch.ops.aten.mkldnn_rnn_layer(X, Wi, Wh, bi, bh, h0, h0, *args)
 
