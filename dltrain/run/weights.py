@@ -49,7 +49,9 @@ def load_initial_weights(
         )
     loaded, skipped = [], []
     for name in wanted:
-        keys = by_layer.get(name, [])
+        if name not in by_layer:
+            continue  # reported above
+        keys = by_layer[name]
         bad = [k for k in keys if k not in tensors or tensors[k].shape != own[k].shape]
         if bad:
             k = bad[0]
@@ -66,9 +68,31 @@ def load_initial_weights(
             for k in keys:
                 own[k].copy_(tensors[k].to(own[k].dtype))
         loaded.append(name)
+    done = {k for name in loaded for k in by_layer.get(name, [])}
+    fresh = [n for n in by_layer if n not in loaded]  # in model order
+    unused = sorted(k for k in tensors if k not in done)
+    if spec.strict and (fresh or unused or skipped):
+        problems.append(
+            "strict: true, but "
+            + "; ".join(
+                part
+                for part in (
+                    f"layers keep fresh weights: {', '.join(fresh)}" if fresh else "",
+                    f"entries of the file are unused: {_listed(unused)}" if unused else "",
+                )
+                if part
+            )
+        )
     if problems:
         raise ConfigError("\n".join(f"{where}: {p}" for p in problems))
     log(
-        f"loaded the weights of {len(loaded)} layer(s) from {path}"
+        f"loaded the weights of {len(loaded)} layer(s) from {path}: {', '.join(loaded)}"
         + (f"; skipped (shapes differ): {', '.join(skipped)}" if skipped else "")
+        + (f"; kept fresh weights: {', '.join(fresh)}" if fresh else "")
+        + (f"; unused in the file: {_listed(unused)}" if unused else "")
     )
+
+
+def _listed(keys: list[str], n: int = 8) -> str:
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more

@@ -328,6 +328,11 @@ class LoadWeightsSpec(Spec):
     skip_mismatch: bool = Field(
         False, description="Skip layers whose weight shapes differ instead of failing (Keras)."
     )
+    strict: bool = Field(
+        False,
+        description="Every layer with weights must load and every entry of the file must be "
+        "used (as torch's load_state_dict(strict=True)); otherwise both are reported.",
+    )
 
 
 class ModelSpec(Spec):

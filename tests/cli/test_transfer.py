@@ -72,7 +72,11 @@ def test_frozen_layers_keep_the_loaded_weights(source):
         "bn.moving_variance",
     ):
         assert torch.equal(wa[k], wb[k]), k
-    assert any("loaded the weights of 2 layer(s)" in m for m in msgs)
+    report = next(m for m in msgs if "loaded the weights of 2 layer(s)" in m)
+    # what loaded, what kept fresh weights, and what in the file went unused
+    assert ": conv, bn;" in report
+    assert "kept fresh weights: new_head" in report
+    assert "unused in the file: head.bias, head.kernel" in report
     fresh = train_run(
         str(config(d, "c", frozen="trainable: false", head="new_head")),
         [],
@@ -152,3 +156,18 @@ def test_skip_mismatch_loads_the_rest(source, tmp_path):
     )
     assert torch.equal(weights(b)["conv.kernel"], weights(a)["conv.kernel"])
     assert any("skipped (shapes differ): head" in m for m in msgs)
+
+
+def test_strict_refuses_fresh_layers_and_unused_entries(source, tmp_path):
+    d, a = source
+    cfg = config(d, "strict", load="load_weights: {path: a, strict: true}", head="new_head")
+    r = dltrain("train", str(cfg), "--run-dir", str(tmp_path / "s"))
+    assert r.returncode == 2, r.stderr
+    assert "strict: true" in r.stderr and "fresh weights: new_head" in r.stderr
+    assert "unused: head.bias, head.kernel" in r.stderr
+    assert not (tmp_path / "s").exists()
+    # the same model as the source: strict loads it all
+    same = config(d, "strict_ok", load="load_weights: {path: a, strict: true}")
+    r = dltrain("train", str(same), "--run-dir", str(tmp_path / "t"), "--set", "train.epochs=1")
+    assert r.returncode == 0, r.stderr
+    assert "loaded the weights of 3 layer(s)" in r.stderr
