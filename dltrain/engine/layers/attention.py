@@ -148,6 +148,15 @@ def _steps_last(g: OnnxGraph, x: str, base: str) -> str:
 class MultiHeadAttention(Layer):
     n_inputs = -1  # query; query and value; query, value and key (Keras's call order)
 
+    def keras_layout(self, key: str, w: np.ndarray) -> np.ndarray:
+        """Keras keeps the heads as an axis: query/key/value kernels (D, heads, dim), the
+        output kernel (heads, dim, D), biases (heads, dim)."""
+        if key == "output_kernel":
+            return np.ascontiguousarray(w.reshape(-1, w.shape[-1]).T)
+        if key.endswith("kernel"):
+            return np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+        return w.reshape(-1)
+
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         for shape in shapes:
             need_rank(self, shape, 2, "sequence (steps, features)")
@@ -235,6 +244,7 @@ class TokenAndPositionEmbedding(Layer):
 
 class _TransformerBlock(Layer):
     causal = False
+    keras_refusal = "a KerasHub block; its Keras weights are not converted yet"
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes

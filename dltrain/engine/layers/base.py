@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
+import numpy as np
 import torch
 
 from ...errors import ExportError
@@ -168,6 +169,32 @@ class Layer:
             f"layer '{self.name}' ({self.spec.type}) cannot be exported to ONNX"
             + (f": {self.onnx_refusal}" if self.onnx_refusal else " yet")
         )
+
+    # -- Keras weights -------------------------------------------------------------------
+    # the reason this layer's Keras weights cannot be converted, where they cannot
+    keras_refusal: ClassVar[str | None] = None
+
+    def keras_keys(self) -> list[str]:
+        """This layer's weights in the order of Keras's `get_weights()` (the layouts agree
+        unless `from_keras` says otherwise)."""
+        return list(self.params) + list(self.buffers)
+
+    def from_keras(self, ws: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Keras's variables of this layer (get_weights() order and layouts) as this layer's
+        weights by key, in dltrain's layouts. ValueError names what does not fit."""
+        if self.keras_refusal:
+            raise ValueError(f"{self.spec.type} '{self.name}': {self.keras_refusal}")
+        keys = self.keras_keys()
+        if len(ws) != len(keys):
+            raise ValueError(
+                f"{self.spec.type} '{self.name}' has {len(keys)} Keras variable(s) "
+                f"({', '.join(keys) or 'none'}), the file holds {len(ws)}"
+            )
+        return {k: self.keras_layout(k, np.asarray(w)) for k, w in zip(keys, ws)}
+
+    def keras_layout(self, key: str, w: np.ndarray) -> np.ndarray:
+        """One Keras variable in dltrain's layout (Dense-style kernels transposed)."""
+        return w.T if key.endswith("kernel") and w.ndim == 2 else w
 
     def onnx_weight(self, g: OnnxGraph, key: str) -> str:
         """The parameter `key` as an ONNX initializer named after it."""

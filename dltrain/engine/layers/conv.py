@@ -52,6 +52,9 @@ def _out_size(n: int, k: int, s: int, p: int, d: int = 1) -> int:
 class _ConvND(Layer):
     nd = 2
 
+    def keras_layout(self, key: str, w: np.ndarray) -> np.ndarray:
+        return _keras_kernel(w) if key == "kernel" else w
+
     @property
     def output_unsaved(self) -> bool:  # the convolution's backward reads x and W, not y
         return self.activation in (None, "linear")
@@ -131,6 +134,12 @@ class _ConvND(Layer):
         return g.activation(self.activation, y, self.name)
 
 
+def _keras_kernel(w: np.ndarray) -> np.ndarray:
+    """Keras's (k..., in, out) -> torch's (out, in, k...) (Conv2DTranspose: Keras's
+    (k..., out, in) -> torch's (in, out, k...), the same axis move)."""
+    return np.ascontiguousarray(np.moveaxis(w, (-1, -2), (0, 1)))
+
+
 @register(S.Conv2DSpec)
 class Conv2D(_ConvND):
     nd = 2
@@ -144,6 +153,7 @@ class Conv1D(_ConvND):
 @register(S.Conv2DTransposeSpec)
 class Conv2DTranspose(Layer):
     output_unsaved = _ConvND.output_unsaved
+    keras_layout = _ConvND.keras_layout
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes

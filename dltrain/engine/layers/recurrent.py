@@ -207,8 +207,24 @@ class GRU(_Recurrent):
     gates = 3
     separate_recurrent_bias = True
     onnx_op = "GRU"
-    onnx_gate_order = [1, 0, 2]  # torch r, z, n -> ONNX z, r, h
+    onnx_gate_order = [1, 0, 2]  # torch r, z, n -> ONNX z, r, h (Keras's order too)
     onnx_attrs = {"linear_before_reset": 1}
+
+    def keras_keys(self) -> list[str]:
+        # Keras (reset_after=True) holds both biases in one (2, 3 * units) variable
+        return ["kernel", "recurrent_kernel"] + (["bias"] if "bias" in self.params else [])
+
+    def from_keras(self, ws: list[np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().from_keras(ws)
+        if "bias" in out:
+            b = out.pop("bias")
+            if b.shape != (2, self.gates * self.spec.units):
+                raise ValueError(
+                    f"GRU '{self.name}': Keras bias of shape {b.shape}; dltrain's GRU is "
+                    "Keras's reset_after=True, whose bias is (2, 3 * units)"
+                )
+            out["bias"], out["recurrent_bias"] = b[0], b[1]
+        return {k: _reorder(v, [1, 0, 2]) for k, v in out.items()}  # z, r, h -> r, z, n
 
     def run(
         self, x: Tensor, reverse: bool, h_mask: torch.Tensor | None, mask: torch.Tensor | None
@@ -241,6 +257,16 @@ class Bidirectional(Layer):
         if self.spec.merge_mode != "concat":
             return out
         return (2 * out[0],) + out[1:]
+
+    def from_keras(self, ws: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Keras's Bidirectional holds the forward layer's variables, then the backward's."""
+        half = len(ws) // 2
+        out = {}
+        for side, layer, part in zip(
+            ("forward", "backward"), self.directions, (ws[:half], ws[half:])
+        ):
+            out.update({f"{side}_{k}": v for k, v in layer.from_keras(part).items()})
+        return out
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         x = xs[0].permute(0, 2, 1)

@@ -1,0 +1,271 @@
+"""Keras itself as the oracle: the same layers, built from the same YAML vocabulary (each
+case's dict is both a dltrain layer spec and the keyword arguments of `keras.layers.<type>`),
+with Keras's random weights converted by each unit's `from_keras`, must give Keras's outputs.
+
+Keras 3 runs on its torch backend here (a test-only dependency); the module is skipped with a
+message where Keras is not installed. Inference mode throughout (training-mode math, the
+gradients, is checked against torch.autograd in tests/engine).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras", reason="Keras 3 is the layer oracle: pip install keras")
+
+from dltrain.engine import Tensor  # noqa: E402
+from dltrain.engine.layers.base import RunContext  # noqa: E402
+from dltrain.engine.model import compile_model  # noqa: E402
+from dltrain.spec.schema import ModelSpec  # noqa: E402
+
+if keras.backend.backend() != "torch":  # pragma: no cover
+    pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
+
+
+def keras_layer(d: dict) -> keras.layers.Layer:
+    kw = {k: v for k, v in d.items() if k != "type"}
+    if "layer" in kw:
+        kw["layer"] = keras_layer(kw["layer"])
+    return getattr(keras.layers, d["type"])(**kw)
+
+
+def run_both(
+    layers: list[dict], input_shape: list[int], x: np.ndarray, seed: int = 0, int_input=False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Keras's output, dltrain's output) of the same layers with the same weights."""
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": input_shape,
+            "input_dtype": "int64" if int_input else "float32",
+            "layers": layers,
+        }
+    )
+    model = compile_model(spec)
+    klayers = [keras_layer(d) for d in layers]
+    inp = keras.Input(tuple(input_shape), dtype="int64" if int_input else "float32")
+    out = inp
+    for kl in klayers:
+        out = kl(out, out) if isinstance(kl, keras.layers.MultiHeadAttention) else kl(out)
+    kmodel = keras.Model(inp, out)
+    rng = np.random.default_rng(seed)
+    state = {}
+    for ours, kl in zip(model.layers, klayers):
+        ws = []
+        for v in kl.weights:
+            w = rng.normal(0.0, 0.5, tuple(v.shape)).astype(np.float32)
+            if "variance" in v.path:
+                w = np.abs(w) + 0.5
+            ws.append(w)
+        kl.set_weights(ws)
+        for k, w in ours.from_keras(kl.get_weights()).items():
+            state[f"{ours.name}.{k}"] = torch.from_numpy(np.ascontiguousarray(w))
+    model.load_state_tensors(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = keras.ops.convert_to_numpy(kmodel(x, training=False))
+    xin = torch.from_numpy(np.moveaxis(x, -1, 1) if x.ndim >= 3 and not int_input else x)
+    got = model(Tensor(xin), RunContext(training=False)).data.numpy()
+    if got.ndim >= 3:
+        got = np.moveaxis(got, 1, -1)
+    return want, got
+
+
+def close(want: np.ndarray, got: np.ndarray, what: str, atol: float = 2e-5) -> None:
+    assert want.shape == got.shape, f"{what}: Keras {want.shape}, dltrain {got.shape}"
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=what)
+
+
+def rand(*shape: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# -- padding arithmetic, exhaustively for small kernels -----------------------------------------
+def test_conv2d_padding_strides_dilations():
+    x = rand(2, 7, 6, 2)
+    n = 0
+    for k in (1, 2, 3, 4):
+        for s in (1, 2, 3):
+            for dil in (1, 2):
+                if s > 1 and dil > 1:  # Keras refuses strides > 1 with dilation > 1
+                    continue
+                for pad in ("valid", "same"):
+                    if pad == "valid" and (k - 1) * dil + 1 > 6:
+                        continue
+                    layer = {"type": "Conv2D", "filters": 3, "kernel_size": k, "strides": s,
+                             "padding": pad, "dilation_rate": dil}  # fmt: skip
+                    close(*run_both([layer], [7, 6, 2], x), str(layer))
+                    n += 1
+    assert n > 30
+
+
+def test_conv2d_rectangular_kernels_and_strides():
+    x = rand(2, 8, 7, 3)
+    for k, s in (([2, 3], [1, 2]), ([3, 2], [2, 1]), ([1, 4], [3, 2])):
+        for pad in ("valid", "same"):
+            layer = {"type": "Conv2D", "filters": 2, "kernel_size": k, "strides": s,
+                     "padding": pad, "activation": "relu"}  # fmt: skip
+            close(*run_both([layer], [8, 7, 3], x), str(layer))
+
+
+def test_conv1d_padding_strides_dilations_causal():
+    x = rand(2, 9, 3)
+    for k in (1, 2, 3, 5):
+        for s in (1, 2):
+            for dil in (1, 2):
+                if s > 1 and dil > 1:
+                    continue
+                for pad in ("valid", "same", "causal"):
+                    layer = {"type": "Conv1D", "filters": 4, "kernel_size": k, "strides": s,
+                             "padding": pad, "dilation_rate": dil}  # fmt: skip
+                    close(*run_both([layer], [9, 3], x), str(layer))
+
+
+def test_conv2d_transpose_padding_and_strides():
+    x = rand(2, 4, 3, 2)
+    for k in (1, 2, 3, 4, 5):
+        for s in (1, 2, 3):
+            for pad in ("valid", "same"):
+                layer = {"type": "Conv2DTranspose", "filters": 3, "kernel_size": k,
+                         "strides": s, "padding": pad}  # fmt: skip
+                close(*run_both([layer], [4, 3, 2], x), str(layer))
+
+
+def test_conv2d_transpose_impulse_lands_top_left():
+    """The issue's repro: Keras puts a 3x3/stride-2/same kernel at the top-left."""
+    layer = {"type": "Conv2DTranspose", "filters": 1, "kernel_size": 3, "strides": 2,
+             "padding": "same", "use_bias": False}  # fmt: skip
+    x = np.zeros((1, 2, 2, 1), np.float32)
+    x[0, 0, 0, 0] = 1.0
+    close(*run_both([layer], [2, 2, 1], x), "impulse")
+
+
+@pytest.mark.parametrize("kind", ["MaxPooling2D", "AveragePooling2D"])
+def test_pooling_2d(kind):
+    x = rand(2, 7, 6, 3)
+    for p in (1, 2, 3):
+        for s in (None, 1, 2, 3):
+            for pad in ("valid", "same"):
+                layer = {"type": kind, "pool_size": p, "strides": s, "padding": pad}
+                want, got = run_both([layer], [7, 6, 3], x)
+                if kind == "AveragePooling2D" and pad == "same" and _uneven(7, 6, p, s or p):
+                    # Keras's torch backend pads 'same' average pooling with replicated edge
+                    # values and counts them; TensorFlow and JAX (Keras's definition) average
+                    # the real values only, as dltrain does: compare with that definition
+                    want = _tf_avg_pool(x, p, s or p)
+                close(want, got, str(layer))
+
+
+def _uneven(h: int, w: int, p: int, s: int) -> bool:
+    return any(max((-(-n // s) - 1) * s + p - n, 0) > 0 for n in (h, w))
+
+
+def _tf_avg_pool(x: np.ndarray, p: int, s: int) -> np.ndarray:
+    """TensorFlow's 'same' average pooling: the mean of the window's real values."""
+    n, h, w, c = x.shape
+    oh, ow = -(-h // s), -(-w // s)
+    ph = max((oh - 1) * s + p - h, 0) // 2
+    pw = max((ow - 1) * s + p - w, 0) // 2
+    out = np.zeros((n, oh, ow, c), np.float32)
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0 = i * s - ph, j * s - pw
+            win = x[:, max(r0, 0) : min(r0 + p, h), max(c0, 0) : min(c0 + p, w)]
+            out[:, i, j] = win.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["MaxPooling1D", "AveragePooling1D"])
+def test_pooling_1d(kind):
+    x = rand(2, 9, 3)
+    for p in (1, 2, 3):
+        for s in (None, 1, 2):
+            for pad in ("valid", "same"):
+                if kind == "AveragePooling1D" and pad == "same" and p > 1:
+                    continue  # the torch backend's replicated-edge counting, as above
+                layer = {"type": kind, "pool_size": p, "strides": s, "padding": pad}
+                close(*run_both([layer], [9, 3], x), str(layer))
+
+
+# -- the other layers ---------------------------------------------------------------------------
+CASES = [
+    ([{"type": "Dense", "units": 5, "activation": "relu"}], [7]),
+    ([{"type": "Dense", "units": 5, "use_bias": False}], [4, 6]),
+    ([{"type": "Dense", "units": 3, "activation": "leaky_relu"}], [5]),
+    ([{"type": "Dense", "units": 3, "activation": "elu"}], [5]),
+    ([{"type": "Dense", "units": 3, "activation": "gelu"}], [5]),
+    ([{"type": "Dense", "units": 3, "activation": "softplus"}], [5]),
+    ([{"type": "Dense", "units": 3, "activation": "silu"}], [5]),
+    ([{"type": "Dense", "units": 4, "activation": "softmax"}], [5]),
+    ([{"type": "BatchNormalization"}], [6]),
+    ([{"type": "BatchNormalization", "epsilon": 0.01}], [5, 4, 3]),
+    ([{"type": "BatchNormalization", "center": False, "scale": False}], [5, 4, 3]),
+    ([{"type": "LayerNormalization"}], [5, 6]),
+    ([{"type": "LayerNormalization", "epsilon": 0.1}], [6]),
+    ([{"type": "Dropout", "rate": 0.5}], [6]),
+    ([{"type": "Flatten"}], [3, 4, 2]),
+    ([{"type": "Reshape", "target_shape": [4, 6]}], [3, 8]),
+    ([{"type": "RepeatVector", "n": 3}], [5]),
+    ([{"type": "Activation", "activation": "tanh"}], [5]),
+    ([{"type": "ReLU"}], [5]),
+    ([{"type": "ReLU", "max_value": 0.5, "negative_slope": 0.1}], [5]),
+    ([{"type": "LeakyReLU"}], [5]),
+    ([{"type": "LeakyReLU", "negative_slope": 0.05}], [5]),
+    ([{"type": "ELU", "alpha": 0.7}], [5]),
+    ([{"type": "Softmax"}], [4, 5]),
+    ([{"type": "GlobalAveragePooling2D"}], [4, 5, 3]),
+    ([{"type": "GlobalAveragePooling1D"}], [6, 3]),
+    ([{"type": "GlobalMaxPooling1D"}], [6, 3]),
+    ([{"type": "ZeroPadding2D", "padding": 1}], [3, 4, 2]),
+    ([{"type": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]}], [3, 4, 2]),
+    ([{"type": "UpSampling2D", "size": 2}], [3, 4, 2]),
+    ([{"type": "UpSampling2D", "size": [2, 3]}], [3, 4, 2]),
+    ([{"type": "MultiHeadAttention", "num_heads": 2, "key_dim": 3}], [5, 4]),
+    ([{"type": "MultiHeadAttention", "num_heads": 3, "key_dim": 2, "value_dim": 4}], [5, 6]),
+]
+for _rnn in ("SimpleRNN", "LSTM", "GRU"):
+    for _seq in (False, True):
+        for _back in (False, True):
+            CASES.append(
+                (
+                    [{"type": _rnn, "units": 4, "return_sequences": _seq, "go_backwards": _back}],
+                    [6, 3],
+                )
+            )
+    for _mode in ("concat", "sum", "mul", "ave"):
+        _inner = {"type": _rnn, "units": 3, "return_sequences": _mode != "sum"}
+        CASES.append(([{"type": "Bidirectional", "layer": _inner, "merge_mode": _mode}], [5, 2]))
+    CASES.append(([{"type": _rnn, "units": 5, "activation": "relu"}], [1, 3]))
+    CASES.append(([{"type": _rnn, "units": 5}], [13, 2]))
+
+
+@pytest.mark.parametrize("layers,shape", CASES, ids=[str(c[0][0]) for c in CASES])
+def test_layer_matches_keras(layers, shape):
+    x = rand(3, *shape)
+    close(*run_both(layers, shape, x), str(layers))
+
+
+@pytest.mark.parametrize("rnn", ["SimpleRNN", "LSTM", "GRU"])
+def test_embedding_mask_zero_into_recurrent(rnn):
+    """Padded sequences: Embedding(mask_zero) feeding a recurrent layer, as Keras masks them."""
+    layers = [
+        {"type": "Embedding", "input_dim": 10, "output_dim": 4, "mask_zero": True},
+        {"type": rnn, "units": 3},
+    ]
+    x = np.array([[3, 5, 1, 0, 0], [2, 0, 0, 0, 0], [9, 8, 7, 6, 5]], np.int64)
+    close(*run_both(layers, [5], x, int_input=True), rnn)
+
+
+def test_gru_without_reset_after_is_refused_clearly():
+    from dltrain.engine.layers.recurrent import GRU
+
+    spec = ModelSpec.model_validate({"input_shape": [4, 2], "layers": [{"type": "GRU", "units": 3}]})
+    layer = compile_model(spec).layers[0]
+    assert isinstance(layer, GRU)
+    with pytest.raises(ValueError, match="reset_after=True"):
+        layer.from_keras([np.zeros((2, 9)), np.zeros((3, 9)), np.zeros(9)])
