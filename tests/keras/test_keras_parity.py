@@ -264,7 +264,9 @@ def test_embedding_mask_zero_into_recurrent(rnn):
 def test_gru_without_reset_after_is_refused_clearly():
     from dltrain.engine.layers.recurrent import GRU
 
-    spec = ModelSpec.model_validate({"input_shape": [4, 2], "layers": [{"type": "GRU", "units": 3}]})
+    spec = ModelSpec.model_validate(
+        {"input_shape": [4, 2], "layers": [{"type": "GRU", "units": 3}]}
+    )
     layer = compile_model(spec).layers[0]
     assert isinstance(layer, GRU)
     with pytest.raises(ValueError, match="reset_after=True"):
