@@ -29,8 +29,15 @@ def load_initial_weights(
     model: Model, spec: Any, cfg_dir: str, where: str, log: Callable[[str], None]
 ) -> None:
     """Copy the matching weights of `spec` (a LoadWeightsSpec) into the model in place."""
+    from .keras_weights import is_keras_file, keras_tensors
+
     path = Path(spec.path if os.path.isabs(spec.path) else os.path.join(cfg_dir, spec.path))
-    tensors = _read(path)
+    if is_keras_file(path):
+        if not path.exists():
+            raise ConfigError(f"{where}: {path} does not exist")
+        tensors = keras_tensors(path, model, where)
+    else:
+        tensors = _read(path)
     own = model.state_tensors()
     by_layer: dict[str, list[str]] = {}
     for key in own:

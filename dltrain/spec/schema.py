@@ -320,7 +320,8 @@ class LoadWeightsSpec(Spec):
     path: str = Field(
         description="Where the weights come from, relative to the config file: a run "
         "directory (its best checkpoint, else the newest), a checkpoint, an exported bundle "
-        "or a .safetensors file with weights named <layer>.<weight>."
+        "a .safetensors file with weights named <layer>.<weight>, or a Keras weights file "
+        "(Keras 3 .weights.h5 or .keras, Keras 2 .h5) matched by layer name."
     )
     layers: list[str] | None = Field(
         None, description="Layers to load; default every layer whose name is in the file."

@@ -34,7 +34,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("n", [4, pytest.param(8, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n", [3, pytest.param(8, marks=pytest.mark.slow)])
 def test_study_two_jobs_best_config_reproduces(tmp_path: Path, n: int) -> None:
     """n trials, two at a time: the intervals overlap in the storage, every trial is a run
     directory, the baseline (the config's own values) is trial 0, the best is at least as

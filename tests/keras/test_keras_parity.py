@@ -271,3 +271,91 @@ def test_gru_without_reset_after_is_refused_clearly():
     assert isinstance(layer, GRU)
     with pytest.raises(ValueError, match="reset_after=True"):
         layer.from_keras([np.zeros((2, 9)), np.zeros((3, 9)), np.zeros(9)])
+
+
+# -- names and weight files -----------------------------------------------------------------
+MODEL = [
+    {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+    {"type": "BatchNormalization"},
+    {"type": "MaxPooling2D", "pool_size": 2},
+    {"type": "Conv2D", "filters": 3, "kernel_size": 2, "padding": "same"},
+    {"type": "Reshape", "target_shape": [9, 3]},
+    {"type": "Bidirectional", "layer": {"type": "GRU", "units": 4}},
+    {"type": "Dense", "units": 5, "activation": "relu"},
+    {"type": "Dropout", "rate": 0.2},
+    {"type": "Dense", "units": 3, "activation": "softmax"},
+]
+
+
+def _keras_model(layers, shape):
+    keras.backend.clear_session()  # a fresh session's names: dense, dense_1, ...
+    kmodel = keras.Sequential([keras.Input(tuple(shape))] + [keras_layer(d) for d in layers])
+    rng = np.random.default_rng(5)
+    kmodel.set_weights(
+        [
+            (np.abs(w) + 0.5 if "variance" in v.path else w)
+            for v in kmodel.weights
+            for w in [rng.normal(0, 0.5, tuple(v.shape)).astype(np.float32)]
+        ]
+    )
+    return kmodel
+
+
+def test_default_names_are_keras_3s():
+    kmodel = _keras_model(MODEL, [8, 8, 1])
+    ours = compile_model(ModelSpec.model_validate({"input_shape": [8, 8, 1], "layers": MODEL}))
+    assert [layer.name for layer in ours.layers] == [layer.name for layer in kmodel.layers]
+
+
+@pytest.mark.parametrize("fmt", ["weights.h5", "keras", "legacy.h5"])
+def test_keras_weight_files_load_and_predict_what_keras_predicts(tmp_path, fmt):
+    from dltrain.run.weights import load_initial_weights
+    from dltrain.spec.schema import LoadWeightsSpec
+
+    kmodel = _keras_model(MODEL, [8, 8, 1])
+    path = tmp_path / f"model.{fmt}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "weights.h5":
+            kmodel.save_weights(path)
+        else:  # a .keras archive; legacy.h5: Keras 2's HDF5 (model_weights/, layer_names)
+            kmodel.save(path)
+    spec = ModelSpec.model_validate({"input_shape": [8, 8, 1], "layers": MODEL})
+    model = compile_model(spec)
+    msgs = []
+    load = LoadWeightsSpec(path=str(path), strict=True)
+    load_initial_weights(model, load, str(tmp_path), "cfg.yaml:3:3", msgs.append)
+    assert "loaded the weights of 6 layer(s)" in msgs[0], msgs
+    x = rand(4, 8, 8, 1, seed=7)
+    want = keras.ops.convert_to_numpy(kmodel(x, training=False))
+    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
+    close(want, got, fmt)
+
+
+def test_keras_file_that_does_not_fit_is_a_config_error(tmp_path):
+    from dltrain.errors import ConfigError
+    from dltrain.run.weights import load_initial_weights
+    from dltrain.spec.schema import LoadWeightsSpec
+
+    kmodel = _keras_model([{"type": "Dense", "units": 3}], [4])
+    kmodel.save_weights(tmp_path / "m.weights.h5")
+    spec = ModelSpec.model_validate(
+        {"input_shape": [4], "layers": [{"type": "Dense", "units": 3, "use_bias": False}]}
+    )
+    with pytest.raises(ConfigError, match=r"cfg.yaml:3:3: .*Dense 'dense' has 1 Keras variable"):
+        load_initial_weights(
+            compile_model(spec),
+            LoadWeightsSpec(path=str(tmp_path / "m.weights.h5")),
+            str(tmp_path),
+            "cfg.yaml:3:3",
+            print,
+        )
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(ConfigError, match="cannot read it as Keras weights"):
+        load_initial_weights(
+            compile_model(spec),
+            LoadWeightsSpec(path=str(tmp_path / "junk.h5")),
+            str(tmp_path),
+            "cfg.yaml:3:3",
+            print,
+        )
