@@ -90,6 +90,7 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
         scope: str | None,
         depth: int,
         block_input: _BlockInput | None = None,
+        frozen: bool = False,
     ) -> None:
         for j, layer in enumerate(items):
             src = base + (j,)
@@ -135,7 +136,7 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                                 for n in layer["inputs"]
                             ],
                         )
-                    emit(dict(layer), src)
+                    emit(dict(layer, trainable=False) if frozen else dict(layer), src)
                 continue
             use = layer.get("use")
             if isinstance(use, str) and use.startswith("zoo:") and use not in blocks:
@@ -165,7 +166,18 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                 continue
             block = blocks[use]
             defaults = dict(block.get("params") or {}) if isinstance(block, dict) else {}
-            args = {k: v for k, v in layer.items() if k not in ("type", "use", "name")}
+            args = {
+                k: v for k, v in layer.items() if k not in ("type", "use", "name", "trainable")
+            }
+            trainable = layer.get("trainable", True)
+            if not isinstance(trainable, bool):
+                issues.append(
+                    Issue(
+                        doc.locs.get(src + ("trainable",), where),
+                        f"a Block's trainable is true or false, got {trainable!r}",
+                    )
+                )
+                continue
             for k in args:
                 if k not in defaults:
                     issues.append(
@@ -175,17 +187,31 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                         )
                     )
             bparams = {**defaults, **args}
+            scoped = block.get("scoped", True) if isinstance(block, dict) else True
+            if not scoped and reps > 1 and not layer.get("name"):
+                issues.append(
+                    Issue(
+                        where,
+                        f"block '{use}' names its layers as Keras does (scoped: false), so "
+                        f"repeat: {reps} would repeat those names; use it once per name",
+                    )
+                )
+                continue
             for _ in range(reps):
                 counters[str(use)] = counters.get(str(use), 0) + 1
                 inst = layer.get("name") or f"{str(use).removeprefix('zoo:')}_{counters[str(use)]}"
-                full = inst if scope is None else f"{scope}/{inst}"
+                if scoped or layer.get("name"):
+                    full: str | None = inst if scope is None else f"{scope}/{inst}"
+                else:  # Keras applications' names, as they are
+                    full = scope
                 walk(
                     block.get("layers") or [],
                     root + ("blocks", str(use), "layers"),
                     bparams,
                     full,
                     depth + 1,
-                    name_block_input(full),
+                    name_block_input(full or inst),
+                    frozen or not trainable,
                 )
 
     def name_block_input(inst: str) -> _BlockInput:

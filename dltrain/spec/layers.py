@@ -273,6 +273,7 @@ class BlockUseSpec(LayerBase):
         description="Insert a block defined under model.blocks; other keys set the block's params."
     )
     use: str = Field(description="Name of the block.")
+    # `name:` prefixes the block's layer names; `trainable: false` freezes every layer in it
 
 
 LAYER_TYPES = tuple(type_name(c) for c in LAYER_SPECS)

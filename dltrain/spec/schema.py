@@ -314,6 +314,13 @@ class BlockSpec(Spec):
         description="The block's layers; inputs: [block_input] reads what the block reads.",
     )
     description: str | None = Field(None, description="What the block is.")
+    scoped: bool = Field(
+        True,
+        description="Prefix the names of the block's layers with the instance's name "
+        "(block/layer), so the block can be used many times. false: the layers keep the "
+        "names the block gives them (Keras applications' names), prefixed only when the "
+        "instance has a `name:`.",
+    )
 
 
 class LoadWeightsSpec(Spec):
@@ -362,7 +369,8 @@ class ModelSpec(Spec):
             if layer.name is not None:
                 if layer.name in seen or layer.name == "input":
                     raise ValueError(
-                        f"layer name '{layer.name}' is used twice (or is the reserved name 'input')"
+                        f"layer name '{layer.name}' is used twice (or is the reserved name "
+                        "'input'); a block used twice needs a `name:` on each use (a prefix)"
                     )
                 seen.add(layer.name)
         return self

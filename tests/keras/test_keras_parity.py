@@ -359,3 +359,46 @@ def test_keras_file_that_does_not_fit_is_a_config_error(tmp_path):
             "cfg.yaml:3:3",
             print,
         )
+
+
+def test_keras_vgg16_weights_load_into_the_zoo_block_frozen_with_a_new_head(tmp_path):
+    """keras.applications.VGG16(weights=None, include_top=False).save_weights(...) loads
+    into zoo:vgg16_features by Keras's layer names; the base predicts what Keras predicts."""
+    from dltrain.run.weights import load_initial_weights
+    from dltrain.spec import load_model
+
+    keras.backend.clear_session()
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)  # small weights: 13 ReLU convolutions stay in range
+    base.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in base.weights])
+    base.save_weights(tmp_path / "vgg16.weights.h5")
+    cfg = tmp_path / "transfer.yaml"
+    cfg.write_text(
+        "model:\n"
+        "  input_shape: [32, 32, 3]\n"
+        "  load_weights: {path: vgg16.weights.h5}\n"
+        "  layers:\n"
+        "    - {type: Block, use: zoo:vgg16_features, trainable: false}\n"
+        "    - {type: Flatten}\n"
+        "    - {type: Dense, units: 2, activation: softmax, name: head}\n"
+    )
+    mspec = load_model(str(cfg))
+    model = compile_model(mspec)
+    msgs = []
+    load_initial_weights(
+        model, mspec.load_weights, str(tmp_path), "transfer.yaml", msgs.append
+    )
+    assert "loaded the weights of 13 layer(s)" in msgs[0] and "fresh weights: head" in msgs[0]
+    frozen = [layer for layer in model.layers if layer.name.startswith("block")]
+    assert len(frozen) == 18 and not any(
+        p.requires_grad for la in frozen for p in la.params.values()
+    )
+    assert model.layers[-1].params["kernel"].requires_grad
+    x = rand(2, 32, 32, 3, seed=4)
+    want = keras.ops.convert_to_numpy(base(x, training=False))
+    t = Tensor(torch.from_numpy(np.moveaxis(x, -1, 1)))
+    run = RunContext()
+    for node in model.nodes[:18]:  # the base: the block's 18 layers
+        t = node.layer.forward([t], run)
+    got = np.moveaxis(t.data.numpy(), 1, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
