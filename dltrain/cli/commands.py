@@ -1,3 +1,13 @@
 """Imports every command module so each registers itself on the app."""
 
-from . import bench, config_cmds, evaluate, export, generate, predict, train, tune  # noqa: F401
+from . import (  # noqa: F401
+    bench,
+    config_cmds,
+    evaluate,
+    export,
+    generate,
+    import_cmd,
+    predict,
+    train,
+    tune,
+)

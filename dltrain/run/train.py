@@ -145,10 +145,12 @@ def train_run(
     log: Log = print,
     spec: RunSpec | None = None,
     extra_callbacks: Sequence[Callback] = (),
+    import_weights: Any = None,
 ) -> Path:
     """Train the run described by `config` (already loaded as `spec`, or loaded here with
     `overrides`); returns the run directory. `extra_callbacks` decide (stop training) after
-    the run's own decisions and before its writers."""
+    the run's own decisions and before its writers. With `import_weights` (a
+    LoadWeightsSpec) nothing trains: the run gets those weights as its first checkpoint."""
     with _Signals() as sig:
         spec = spec or load(config, overrides)
         threads = os.environ.get("DLTRAIN_THREADS")
@@ -176,6 +178,7 @@ def train_run(
                     progress,
                     log,
                     extra_callbacks,
+                    import_weights,
                 )
         except DltrainError:
             # a run that never started (config.yaml is written as training begins) leaves
@@ -219,6 +222,7 @@ def _train(
     progress: Callback | None,
     log: Log,
     extra: Sequence[Callback],
+    import_weights: Any = None,
 ) -> Path:
     root = rdir / "checkpoints"
     existing = ck.list_checkpoints(root)
@@ -248,9 +252,11 @@ def _train(
     )
     # predict and export feed a GAN's generator noise, unscaled
     pre = Preprocessor(list(spec.model.input_shape)) if gan else data_pre
-    if spec.model.load_weights is not None and state is None:
-        from .weights import load_initial_weights
+    from .weights import load_initial_weights
 
+    if import_weights is not None:
+        load_initial_weights(model, import_weights, os.getcwd(), import_weights.path, log)
+    elif spec.model.load_weights is not None and state is None:
         src = spec._source
         loc = src.loc(("model", "load_weights")) if src else None
         load_initial_weights(
@@ -287,6 +293,11 @@ def _train(
     }
     if gan:
         run_state["data_preprocessing"] = data_pre.to_json()
+    if import_weights is not None:  # a run made from weights: its first checkpoint, no steps
+        saver = ModelCheckpoint(rdir / "checkpoints", spec, run_state)
+        tr.callbacks, saver.trainer = [saver], tr
+        log(f"imported {import_weights.path} as {rdir / 'checkpoints' / saver.save()}")
+        return rdir
     tr.fit(_callbacks(spec, rdir, run_state, config_text, state is not None, progress, extra))
     return rdir
 

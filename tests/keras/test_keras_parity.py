@@ -385,9 +385,7 @@ def test_keras_vgg16_weights_load_into_the_zoo_block_frozen_with_a_new_head(tmp_
     mspec = load_model(str(cfg))
     model = compile_model(mspec)
     msgs = []
-    load_initial_weights(
-        model, mspec.load_weights, str(tmp_path), "transfer.yaml", msgs.append
-    )
+    load_initial_weights(model, mspec.load_weights, str(tmp_path), "transfer.yaml", msgs.append)
     assert "loaded the weights of 13 layer(s)" in msgs[0] and "fresh weights: head" in msgs[0]
     frozen = [layer for layer in model.layers if layer.name.startswith("block")]
     assert len(frozen) == 18 and not any(
@@ -402,3 +400,48 @@ def test_keras_vgg16_weights_load_into_the_zoo_block_frozen_with_a_new_head(tmp_
         t = node.layer.forward([t], run)
     got = np.moveaxis(t.data.numpy(), 1, -1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_import_makes_a_run_from_keras_weights_that_predicts_what_keras_predicts(tmp_path):
+    """`dltrain import` (no training): predict and evaluate work on the converted model."""
+    from tests.cli.helpers import dltrain
+
+    cfg = tmp_path / "iris.yaml"
+    cfg.write_text(
+        "data: {train: {type: builtin, name: iris}, validation_split: 0.2, scaling: none}\n"
+        "model:\n"
+        "  input_shape: [4]\n"
+        "  layers:\n"
+        "    - {type: Dense, units: 16, activation: relu}\n"
+        "    - {type: Dense, units: 3, activation: softmax}\n"
+        "loss: sparse_categorical_crossentropy\n"
+        "optimizer: adam\n"
+    )
+    kmodel = _keras_model(
+        [{"type": "Dense", "units": 16, "activation": "relu"},
+         {"type": "Dense", "units": 3, "activation": "softmax"}], [4]
+    )  # fmt: skip
+    kmodel.save_weights(tmp_path / "iris.weights.h5")
+    run = tmp_path / "run"
+    r = dltrain("import", str(tmp_path / "iris.weights.h5"), str(cfg), "-o", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "loaded the weights of 2 layer(s)" in r.stderr and "imported" in r.stderr
+    x = rand(6, 4, seed=2)
+    np.save(tmp_path / "x.npy", x)
+    r = dltrain("predict", str(run), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.npy"))
+    assert r.returncode == 0, r.stderr
+    want = keras.ops.convert_to_numpy(kmodel(x, training=False))
+    close(want, np.load(tmp_path / "p.npy"), "imported run")
+    r = dltrain("evaluate", str(run), "--data", "validation", "--json")
+    assert r.returncode == 0, r.stderr
+    # a file that does not hold every layer is refused unless --partial
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(
+        cfg.read_text().replace(
+            "    - {type: Dense, units: 3",
+            "    - {type: Dense, units: 16, name: extra}\n    - {type: Dense, units: 3",
+        )
+    )
+    r = dltrain("import", str(tmp_path / "iris.weights.h5"), str(bigger), "-o", str(tmp_path / "b"))
+    assert r.returncode == 2 and "fresh weights: extra" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()
