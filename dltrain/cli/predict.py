@@ -13,11 +13,16 @@ from .app import app, guarded, out
 @guarded
 def predict(
     run: Path = typer.Argument(..., help="Run directory or checkpoint."),
-    input: Path = typer.Option(
-        ...,
+    input: str = typer.Option(
+        None,
         "--input",
         "-i",
-        help="Raw inputs: .npz (one array or key x), .npy, .csv, an image or a folder of images.",
+        help="Raw inputs: .npz (one array or key x), .npy, .csv, an image or a folder of "
+        "images; for a text model a .txt file (a sample per line) or a folder of .txt files; "
+        "- reads standard input (CSV rows, or text lines).",
+    ),
+    text: list[str] = typer.Option(
+        None, "--text", help="A text to classify (repeatable), for models that read text."
     ),
     output: Path = typer.Option(
         ...,
@@ -38,5 +43,12 @@ def predict(
 
     if header not in ("auto", "true", "false"):
         raise ConfigError(f"--header {header}: use auto, true or false")
-    n = predict_file(str(run), str(input), str(output), header)
-    out.print(f"read {n} samples from {input}; wrote {n} predictions to {output}")
+    if (input is None) == (not text):
+        raise ConfigError(
+            "give the inputs with --input FILE (or -i - for standard input) or --text"
+        )
+    notes: list[str] = []
+    n = predict_file(str(run), input or "", str(output), header, text or None, notes)
+    src = "--text" if text else ("standard input" if input == "-" else input)
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    out.print(f"read {n} samples from {src}{extra}; wrote {n} predictions to {output}")

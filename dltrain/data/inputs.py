@@ -13,21 +13,59 @@ from .files import regular_files
 from .images import IMAGE_EXTENSIONS, read_image
 from .sources import csv_rows, numeric, read_npz
 
+STDIN_LIMIT = 1 << 30
 
-def read_inputs(path: str, spec: Any, pre: Any = None, header: str = "auto") -> np.ndarray:
-    """Raw samples from `path`, unscaled, as the user has them. A model trained on a text
-    folder reads text: a .txt file (a sample per line) or a folder of .txt files. No samples
-    is a data error: predict never writes an empty output."""
-    x = _read_inputs(path, spec, pre, header)
+
+def read_inputs(
+    path: str,
+    spec: Any,
+    pre: Any = None,
+    header: str = "auto",
+    texts: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> np.ndarray:
+    """Raw samples from `path` ('-': standard input), unscaled, as the user has them, or the
+    given `texts`. A model trained on text reads text: a .txt file (a sample per line; blank
+    lines are skipped and counted in `notes`), a folder of .txt files, or the texts. No
+    samples is a data error: predict never writes an empty output."""
+    notes = notes if notes is not None else []
+    text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
+    if texts is not None:
+        if text is None:
+            raise DataError("--text: this model does not read text; give its inputs with --input")
+        x = _encode(texts, text, pre.input_shape[0])
+    elif text is not None:
+        x = _texts(path, text, pre.input_shape[0], notes)
+    elif path == "-":
+        x = _stdin_csv(spec, pre, header)
+    else:
+        x = _read_inputs(path, spec, pre, header)
     if len(x) == 0:
-        raise DataError(f"{path}: no samples to predict")
+        raise DataError(f"{'standard input' if path == '-' else path}: no samples to predict")
     return x
 
 
+def _stdin_bytes() -> bytes:
+    import sys
+
+    data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
+    if len(data) > STDIN_LIMIT:
+        raise DataError(f"standard input: more than {STDIN_LIMIT >> 20} MiB; use a file")
+    return data
+
+
+def _stdin_csv(spec: Any, pre: Any, header: str) -> np.ndarray:
+    """CSV rows from standard input (the only stdin form of numeric inputs)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "stdin.csv")
+        with open(p, "wb") as f:
+            f.write(_stdin_bytes())
+        return _read_inputs(p, spec, pre, header)
+
+
 def _read_inputs(path: str, spec: Any, pre: Any, header: str) -> np.ndarray:
-    text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
-    if text is not None:
-        return _texts(path, text, pre.input_shape[0])
     if os.path.isdir(path):
         files = regular_files(path, IMAGE_EXTENSIONS)
         if not files:
@@ -139,21 +177,35 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def _texts(path: str, text: dict[str, Any], steps: int) -> np.ndarray:
-    from .text import encode_documents, read_text
+def _texts(path: str, text: dict[str, Any], steps: int, notes: list[str]) -> np.ndarray:
+    from .text import read_text
 
     if os.path.isdir(path):
         files = regular_files(path, (".txt",))
         if not files:
             raise DataError(f"{path}: no .txt files to predict")
-        docs = [read_text(f, allow_empty=True) for f in files]
+        return _encode([read_text(f, allow_empty=True) for f in files], text, steps)
+    if path == "-":
+        try:
+            lines = _stdin_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"standard input: not UTF-8 text ({e.reason})") from None
     elif path.lower().endswith(".txt"):
         if not os.path.isfile(path):
             raise DataError(f"input file not found: {path}")
-        docs = read_text(path).splitlines()
+        lines = read_text(path).splitlines()
     else:
         raise DataError(
-            f"{path}: this model reads text; give a .txt file (a sample per line) or a folder "
-            "of .txt files"
+            f"{path}: this model reads text; give a .txt file (a sample per line), a folder "
+            "of .txt files, --input - (lines on standard input) or --text"
         )
+    docs = [ln for ln in lines if ln.strip()]
+    if len(docs) < len(lines):
+        notes.append(f"skipped {len(lines) - len(docs)} blank line(s)")
+    return _encode(docs, text, steps)
+
+
+def _encode(docs: list[str], text: dict[str, Any], steps: int) -> np.ndarray:
+    from .text import encode_documents
+
     return encode_documents(docs, text["vocabulary"], steps, text["level"], text["lowercase"])

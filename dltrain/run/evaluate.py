@@ -96,9 +96,18 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
     return res
 
 
-def predict_file(path: str, input_path: str, output: str, header: str = "auto") -> int:
+def predict_file(
+    path: str,
+    input_path: str,
+    output: str,
+    header: str = "auto",
+    texts: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> int:
+    """Predictions for the inputs at `input_path` ('-': standard input) or for `texts`,
+    written to `output`; returns their number (what was skipped goes to `notes`)."""
     loaded = load_checkpoint(path)
-    raw = read_inputs(input_path, loaded.spec, loaded.pre, header)
+    raw = read_inputs(input_path, loaded.spec, loaded.pre, header, texts, notes)
     probs = predict_array(loaded, raw, origin=input_path)
     low = output.lower()
     if low.endswith(".npy"):

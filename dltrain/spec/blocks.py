@@ -166,9 +166,7 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                 continue
             block = blocks[use]
             defaults = dict(block.get("params") or {}) if isinstance(block, dict) else {}
-            args = {
-                k: v for k, v in layer.items() if k not in ("type", "use", "name", "trainable")
-            }
+            args = {k: v for k, v in layer.items() if k not in ("type", "use", "name", "trainable")}
             trainable = layer.get("trainable", True)
             if not isinstance(trainable, bool):
                 issues.append(

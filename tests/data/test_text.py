@@ -2,6 +2,8 @@
 (exit 3 for data, 2 for configs), per-step metrics, and `dltrain generate`."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from dltrain.data.sources import Dataset
 from dltrain.data.text import build_vocabulary, decode, encode, tokenize, windows
 from dltrain.engine.train.metrics import MetricState
 from dltrain.spec.schema import AccuracySpec, PerplexitySpec, TopKAccuracySpec
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import cli_env, dltrain
 
 TEXT = "the cat sat on the mat. the dog sat on the log!\n" * 8
 
@@ -242,11 +244,24 @@ def test_text_folder_trains_and_predicts_text(tmp_path):
     assert res.returncode == 0, res.stderr
     ev = json.loads(dltrain("evaluate", "run", "--json", cwd=tmp_path).stdout)
     assert ev["accuracy"] >= 0.9
-    (tmp_path / "in.txt").write_text("the film was great\nit was awful\n")
+    (tmp_path / "in.txt").write_text("the film was great\n\nit was awful\n  \n")
     res = dltrain("predict", "run", "-i", "in.txt", "-o", "out.csv", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "read 2 samples from in.txt (skipped 2 blank line(s))" in res.stdout
     labels = [row.split(",")[0] for row in (tmp_path / "out.csv").read_text().split()[1:]]
     assert labels == ["pos", "neg"]
+    # the same texts on the command line and on standard input
+    res = dltrain("predict", "run", "--text", "the film was great", "--text", "it was awful",
+                  "-o", "t.csv", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "t.csv").read_text() == (tmp_path / "out.csv").read_text()
+    res = subprocess.run(
+        [sys.executable, "-m", "dltrain", "predict", "run", "-i", "-", "-o", "s.csv"],
+        input="the film was great\nit was awful\n", capture_output=True, text=True,
+        cwd=tmp_path, env=cli_env(),
+    )  # fmt: skip
+    assert res.returncode == 0 and "from standard input" in res.stdout, res.stderr
+    assert (tmp_path / "s.csv").read_text() == (tmp_path / "out.csv").read_text()
     (tmp_path / "many").mkdir()
     (tmp_path / "many" / "a.txt").write_text("good good")
     res = dltrain("predict", "run", "-i", "many", "-o", "m.npy", cwd=tmp_path)
