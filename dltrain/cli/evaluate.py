@@ -16,7 +16,11 @@ from .app import app, guarded, out
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory or checkpoint."),
     data: str = typer.Option(
-        "test", "--data", help="test, validation, train, or an .npz file with arrays x and y."
+        "test",
+        "--data",
+        help="test, validation, train, an .npz file with arrays x and y, or a file or folder "
+        "like the training data's (a CSV with its label column, a class-subfolder folder of "
+        "images or texts; class names map onto the run's)",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object of metric name to value."

@@ -43,7 +43,7 @@ def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
         y = y.astype(np.int64 if spec.task == "classification" else np.float32)
         return Dataset(x, y, loaded.pre.classes, which), which
     if which not in ("test", "validation", "train"):
-        raise DataError(f"--data {which}: use test, validation, train or an .npz file")
+        return _like_training(loaded, which), which
     splits = load_splits(spec, loaded.state.get("config_dir") or os.getcwd())
     order = {"test": ["test", "validation"], "validation": ["validation"], "train": ["train"]}
     for name in order[which]:
@@ -54,6 +54,41 @@ def _dataset(loaded: Any, which: str) -> tuple[Dataset, str]:
         f"the run has no {which} split (set data.test or data.test_split, or "
         "data.validation / validation_split)"
     )
+
+
+def _like_training(loaded: Any, path: str) -> Dataset:
+    """A file or folder of the training source's kind (its label column, its text
+    vocabulary), with its class names mapped onto the run's."""
+    from ..data.sources import load_source
+
+    spec, pre = loaded.spec, loaded.pre
+    src = spec.data.train
+    if "path" not in type(src).model_fields or src.type == "text":
+        raise DataError(
+            f"--data {path}: this run trained on {src.type} data; use test, validation, train "
+            "or an .npz file with arrays x and y"
+        )
+    if not os.path.exists(path):
+        raise DataError(f"--data {path}: no such file or folder")
+    vocab = (pre.text or {}).get("vocabulary")
+    ds = load_source(
+        src.model_copy(update={"path": os.path.abspath(path)}),
+        os.getcwd(),
+        spec.task,
+        tuple(spec.model.input_shape),
+        vocabulary=vocab,
+    )
+    if spec.task == "classification" and ds.classes and pre.classes and ds.classes != pre.classes:
+        unknown = [c for c in ds.classes if c not in pre.classes]
+        if unknown:
+            raise DataError(
+                f"--data {path}: class(es) {', '.join(map(str, unknown[:5]))} are not among the "
+                f"run's classes ({', '.join(map(str, pre.classes[:10]))})"
+            )
+        remap = np.array([pre.classes.index(c) for c in ds.classes], dtype=np.int64)
+        ds.y = remap[ds.y]
+        ds.classes = list(pre.classes)
+    return ds
 
 
 def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:

@@ -32,11 +32,21 @@ def run(tmp_path, rows, extra="", path="d.csv", cfg=CSV_CONFIG, write=True):
     return res
 
 
-def test_good_csv_trains(tmp_path):
-    res = dltrain  # noqa: F841
+def test_good_csv_trains_and_evaluates_on_another_csv(tmp_path):
     (tmp_path / "d.csv").write_text(GOOD_ROWS)
     (tmp_path / "c.yaml").write_text(CSV_CONFIG.format(path="d.csv", extra=""))
     assert dltrain("train", "c.yaml", "-q", cwd=tmp_path).returncode == 0
+    # evaluate --data takes a CSV like the training one (its label column), and names the
+    # row of a bad value in it
+    from dltrain.errors import DataError
+    from dltrain.run.evaluate import evaluate_checkpoint
+
+    (tmp_path / "e.csv").write_text("a,b,label\n1,1,1\n2,2,2\n3,0,0\n")
+    res = evaluate_checkpoint(str(tmp_path / "runs" / "bad"), str(tmp_path / "e.csv"))
+    assert res.n == 3 and res.metrics["loss"] > 0 and sum(res.confusion[0]) == 1
+    (tmp_path / "f.csv").write_text("a,b,label\n1,1,1\n2,x,2\n")
+    with pytest.raises(DataError, match="f.csv"):
+        evaluate_checkpoint(str(tmp_path / "runs" / "bad"), str(tmp_path / "f.csv"))
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,20 @@ def test_text_folder_trains_and_predicts_text(tmp_path):
     assert res.returncode == 0 and np.load(tmp_path / "m.npy").shape == (1, 2)
     res = dltrain("predict", "run", "-i", "in.csv", "-o", "x.npy", cwd=tmp_path)
     assert res.returncode == 3 and "this model reads text" in res.stderr
+    # evaluate on another folder of the same kind: its classes map onto the run's by name
+    from dltrain.errors import DataError
+    from dltrain.run.evaluate import evaluate_checkpoint
+
+    (tmp_path / "more" / "pos").mkdir(parents=True)
+    (tmp_path / "more" / "pos" / "1.txt").write_text("a great film")
+    (tmp_path / "more" / "pos" / "2.txt").write_text("it was good")
+    res2 = evaluate_checkpoint(str(tmp_path / "run"), str(tmp_path / "more"))
+    assert res2.n == 2 and res2.class_names == ["neg", "pos"]
+    assert [c["support"] for c in res2.per_class] == [0, 2]
+    (tmp_path / "more" / "meh").mkdir()
+    (tmp_path / "more" / "meh" / "1.txt").write_text("so so")
+    with pytest.raises(DataError, match="meh are not among the run's classes"):
+        evaluate_checkpoint(str(tmp_path / "run"), str(tmp_path / "more"))
 
 
 @pytest.mark.parametrize(
