@@ -33,12 +33,13 @@ def validate(
 def summary(
     config: Path = typer.Argument(..., help="Config file (only `model` is read)."),
     set_: list[str] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Layers, output shapes and parameter counts, like Keras's model.summary()."""
     from ..spec import load_model
     from .summary_table import print_summary
 
-    print_summary(load_model(str(config), set_ or []))
+    print_summary(load_model(str(config), set_ or []), as_json)
 
 
 @app.command()

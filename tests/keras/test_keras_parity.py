@@ -445,3 +445,26 @@ def test_import_makes_a_run_from_keras_weights_that_predicts_what_keras_predicts
     r = dltrain("import", str(tmp_path / "iris.weights.h5"), str(bigger), "-o", str(tmp_path / "b"))
     assert r.returncode == 2 and "fresh weights: extra" in r.stderr, r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_summary_json_matches_keras_summary(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    kmodel = _keras_model(MODEL, [8, 8, 1])
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"input_shape": [8, 8, 1], "layers": MODEL}}))
+    res = CliRunner().invoke(app, ["summary", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    want = [
+        {"name": la.name, "output_shape": list(la.output.shape), "params": la.count_params()}
+        for la in kmodel.layers
+    ]
+    keys = ("name", "output_shape", "params")
+    assert [{k: la[k] for k in keys} for la in got["layers"]] == want
+    assert got["total_params"] == kmodel.count_params()
