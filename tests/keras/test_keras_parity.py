@@ -468,3 +468,64 @@ def test_summary_json_matches_keras_summary(tmp_path):
     keys = ("name", "output_shape", "params")
     assert [{k: la[k] for k in keys} for la in got["layers"]] == want
     assert got["total_params"] == kmodel.count_params()
+
+
+@pytest.mark.parametrize("merge", ["Add", "Concatenate"])
+def test_merge_layers_match_keras(merge):
+    """Two branches from the input merged, as Keras's functional API writes it."""
+    layers = [
+        {"type": "Dense", "units": 4, "activation": "tanh", "name": "a"},
+        {"type": "Dense", "units": 4, "name": "b", "inputs": ["input"]},
+        {"type": merge, "inputs": ["a", "b"], "name": "m"},
+        {"type": "Dense", "units": 2, "name": "out"},
+    ]
+    model = compile_model(ModelSpec.model_validate({"input_shape": [5], "layers": layers}))
+    inp = keras.Input((5,))
+    a = keras.layers.Dense(4, activation="tanh", name="a")(inp)
+    b = keras.layers.Dense(4, name="b")(inp)
+    m = getattr(keras.layers, merge)(name="m")([a, b])
+    kmodel = keras.Model(inp, keras.layers.Dense(2, name="out")(m))
+    rng = np.random.default_rng(3)
+    state = {}
+    for name in ("a", "b", "out"):
+        kl = kmodel.get_layer(name)
+        kl.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in kl.weights])
+        ours = next(la for la in model.layers if la.name == name)
+        for k, w in ours.from_keras(kl.get_weights()).items():
+            state[f"{name}.{k}"] = torch.from_numpy(np.ascontiguousarray(w))
+    model.load_state_tensors(state)
+    x = rand(3, 5)
+    want = keras.ops.convert_to_numpy(kmodel(x, training=False))
+    got = model(Tensor(torch.from_numpy(x)), RunContext()).data.numpy()
+    close(want, got, merge)
+
+
+def test_masking_into_lstm_matches_keras():
+    layers = [{"type": "Masking", "mask_value": 0.0}, {"type": "LSTM", "units": 3}]
+    x = rand(3, 6, 2)
+    x[0, 4:] = 0.0  # padded steps
+    x[1, 2:] = 0.0
+    close(*run_both(layers, [6, 2], x), "Masking")
+
+
+def test_embedding_matches_keras():
+    x = np.array([[1, 4, 2], [0, 9, 3]], np.int64)
+    layers = [{"type": "Embedding", "input_dim": 10, "output_dim": 4}]
+    close(*run_both(layers, [3], x, int_input=True), "Embedding")
+
+
+def test_every_layer_type_keras_has_is_compared_here():
+    from dltrain.spec.layers import LAYER_TYPES
+
+    covered = {d["type"] for layers, _ in CASES for d in layers} | {
+        "Conv2D", "Conv1D", "Conv2DTranspose", "MaxPooling2D", "AveragePooling2D",
+        "MaxPooling1D", "AveragePooling1D", "Add", "Concatenate", "Masking", "Embedding",
+    }  # fmt: skip
+    in_keras = {t for t in LAYER_TYPES if hasattr(keras.layers, t)}
+    assert in_keras - covered == set()
+    # the KerasHub-style blocks are not in Keras itself (tests/engine checks them on torch)
+    assert set(LAYER_TYPES) - in_keras == {
+        "TokenAndPositionEmbedding",
+        "TransformerEncoder",
+        "TransformerDecoder",
+    }
