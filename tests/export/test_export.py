@@ -1,7 +1,6 @@
 """ONNX export checked by onnx.checker and onnxruntime against `dltrain predict`; the
 safetensors bundle; refusals. Every layer in the catalogue is exported by some model here."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from dltrain.engine.layers import LAYERS
 from dltrain.export import export_checkpoint
@@ -251,21 +249,20 @@ def test_bundle_reloads_and_predicts_identically(iris_run, tmp_path):
     assert res.returncode == 0 and np.array_equal(np.load(tmp_path / "p.npy"), a)
 
 
-def test_bundle_loads_in_plain_pytorch(iris_run, tmp_path):
-    """The README's few lines: a torch.nn model from the bundle, same probabilities."""
-    bundle = tmp_path / "bundle"
-    export_checkpoint(str(iris_run), "safetensors", str(bundle))
-    w = load_file(str(bundle / "model.safetensors"))
-    pre = json.loads((bundle / "preprocessing.json").read_text())
-    net = torch.nn.Sequential(
-        torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Softmax(-1)
-    )
-    net[0].weight.data, net[0].bias.data = w["dense.kernel"], w["dense.bias"]
-    net[2].weight.data, net[2].bias.data = w["dense_1.kernel"], w["dense_1.bias"]
-    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) + 4
-    xs = (torch.tensor(x) - torch.tensor(pre["offset"])) * torch.tensor(pre["scale"])
+def test_bundle_loads_in_plain_pytorch(iris_run, tmp_path, monkeypatch):
+    """The README's few lines, run as written: a torch.nn model from the bundle gives the
+    same probabilities as dltrain, from numpy float64 input as a user has it."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_file" in b]
+    export_checkpoint(str(iris_run), "safetensors", str(tmp_path / "iris-bundle"))
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).standard_normal((10, 4)) + 4  # float64
+    scope = {"raw_features": x}
     with torch.no_grad():
-        p = net(xs).numpy()
+        exec(compile(snippet, "README.md", "exec"), scope)
+    p = scope["probabilities"].numpy()
     np.testing.assert_allclose(p, predict_array(load_checkpoint(iris_run), x), atol=1e-6)
 
 
