@@ -14,18 +14,21 @@ from .limits import MAX_LAYERS, MAX_REPEAT
 from .yamlpos import Doc, Loc, Path, load_text
 
 _PARAM = re.compile(r"^\$\{(\w+)\}$")
+_INNER = re.compile(r"\$\{(\w+)\}")
 
 
 def _substitute(value: Any, params: dict[str, Any], issues: list[Issue], where: Loc | None):
-    if isinstance(value, str) and (m := _PARAM.match(value)):
-        if m.group(1) not in params:
-            issues.append(
-                Issue(
-                    where, f"unknown block parameter '{m.group(1)}'" + suggest(m.group(1), params)
-                )
-            )
+    """'${p}' becomes the parameter's value (its type kept); inside a longer string, its
+    text ('${id}_conv' -> 'conv2_block1_conv')."""
+    if isinstance(value, str) and "${" in value:
+        unknown = [n for n in _INNER.findall(value) if n not in params]
+        for n in unknown:
+            issues.append(Issue(where, f"unknown block parameter '{n}'" + suggest(n, params)))
+        if unknown:
             return value
-        return params[m.group(1)]
+        if m := _PARAM.match(value):
+            return params[m.group(1)]
+        return _INNER.sub(lambda m: str(params[m.group(1)]), value)
     if isinstance(value, dict):
         return {k: _substitute(v, params, issues, where) for k, v in value.items()}
     if isinstance(value, list):
@@ -124,12 +127,12 @@ def expand_layers(doc: Doc, root: Path = ("model",)) -> None:
                 for _ in range(reps):
                     if scope and layer.get("name"):
                         layer = dict(layer, name=f"{scope}/{layer['name']}")
-                    if scope and isinstance(layer.get("inputs"), list):
+                    if (scope or block_input) and isinstance(layer.get("inputs"), list):
                         layer = dict(
                             layer,
                             inputs=[
                                 f"{scope}/{n}"
-                                if n in local_names(items)
+                                if scope and n in local_names(items)
                                 else (
                                     block_input.name() if n == "block_input" and block_input else n
                                 )

@@ -529,3 +529,40 @@ def test_every_layer_type_keras_has_is_compared_here():
         "TransformerEncoder",
         "TransformerDecoder",
     }
+
+
+@pytest.mark.slow
+def test_keras_resnet50_names_and_weights_match_the_zoo(tmp_path):
+    """keras.applications.ResNet50(weights=None, include_top=False): the same layer names in
+    the same order, and its weight file loads into zoo:resnet50_features (strict) and
+    predicts what Keras predicts."""
+    from dltrain.run.weights import load_initial_weights
+    from dltrain.spec import load_model
+    from dltrain.spec.schema import LoadWeightsSpec
+
+    keras.backend.clear_session()
+    base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    ws = []
+    for v in base.weights:
+        w = rng.normal(0, 0.05, tuple(v.shape)).astype(np.float32)
+        if "variance" in v.path:
+            w = np.abs(w) + 1.0
+        ws.append(w)
+    base.set_weights(ws)
+    base.save_weights(tmp_path / "r50.weights.h5")
+    cfg = tmp_path / "r50.yaml"
+    cfg.write_text(
+        "model:\n  input_shape: [32, 32, 3]\n"
+        "  layers:\n    - {type: Block, use: zoo:resnet50_features}\n"
+    )
+    model = compile_model(load_model(str(cfg)))
+    assert [la.name for la in model.layers] == [la.name for la in base.layers[1:]]
+    msgs = []
+    load = LoadWeightsSpec(path=str(tmp_path / "r50.weights.h5"), strict=True)
+    load_initial_weights(model, load, str(tmp_path), "r50.yaml", msgs.append)
+    x = rand(2, 32, 32, 3, seed=4)
+    want = keras.ops.convert_to_numpy(base(x, training=False))
+    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
+    got = np.moveaxis(got, 1, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

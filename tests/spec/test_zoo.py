@@ -64,19 +64,39 @@ def test_small_blocks_compile(tmp_path, name):
 def test_block_input_feeds_the_identity_shortcut(tmp_path):
     spec = model_of(tmp_path, "resnet_identity", [8, 8, 256])
     add = next(layer for layer in spec.layers if layer.type == "Add")
-    assert add.inputs == ["resnet_identity_1/main", "input"]
+    assert add.inputs == ["input", "resnet_block_3_bn"]  # Keras's names: unscoped, ${id}_...
     p = tmp_path / "two.yaml"
     p.write_text(
-        "model:\n  input_shape: [8, 8, 64]\n  layers:\n"
-        "    - {type: Conv2D, filters: 256, kernel_size: 1}\n"
-        "    - {type: Block, use: zoo:resnet_identity}\n"
-        "    - {type: Block, use: zoo:resnet_identity, name: second}\n"
+        "model:\n  input_shape: [8, 8, 64]\n"
+        "  blocks:\n"
+        "    res:\n"
+        "      layers:\n"
+        "        - {type: Dense, units: 64, name: main}\n"
+        "        - {type: Add, inputs: [main, block_input]}\n"
+        "  layers:\n"
+        "    - {type: Conv2D, filters: 64, kernel_size: 1}\n"
+        "    - {type: Block, use: res}\n"
+        "    - {type: Block, use: res, name: second}\n"
     )
     layers = load_model(str(p)).layers
     adds = [la.inputs for la in layers if la.type == "Add"]
-    assert adds[0] == ["resnet_identity_1/main", "resnet_identity_1/input"]
-    assert layers[0].name == "resnet_identity_1/input"  # named only because a block reads it
-    assert adds[1] == ["second/main", layers[10].name]  # the first block's last ReLU
+    assert adds[0] == ["res_1/main", "res_1/input"]  # scoped per instance
+    assert layers[0].name == "res_1/input"  # named only because a block reads it
+    assert adds[1] == ["second/main", layers[2].name]  # the first block's Add
+
+
+def test_keras_named_blocks_used_twice_need_their_own_ids(tmp_path):
+    p = tmp_path / "twice.yaml"
+    p.write_text(
+        "model:\n  input_shape: [8, 8, 256]\n  layers:\n"
+        "    - {type: Block, use: zoo:resnet_identity, id: a}\n"
+        "    - {type: Block, use: zoo:resnet_identity, id: b}\n"
+    )
+    names = [la.name for la in load_model(str(p)).layers]
+    assert names[0] == "a_1_conv" and names[-1] == "b_out"
+    p.write_text(p.read_text().replace("id: b", "id: a"))
+    with pytest.raises(SpecError, match="'a_1_conv' is used twice"):
+        load_model(str(p))
 
 
 def test_misspelt_zoo_name_is_suggested(tmp_path):
