@@ -80,6 +80,27 @@ def load_source(
     """Read one `data.*` source; image folders are resized to `input_shape` (H, W, C) and,
     when larger than max_in_memory_mb decoded, streamed from disk by worker processes. A
     text source builds its vocabulary unless given the training text's."""
+    ds = _load_source(src, base_dir, task, input_shape, max_in_memory_mb, workers, vocabulary)
+    mode = getattr(src, "label_mode", None)
+    if mode == "binary" and len(ds.classes) != 2:
+        raise DataError(
+            f"{ds.origin}: label_mode: binary needs exactly 2 class folders, found "
+            f"{len(ds.classes)} ({', '.join(ds.classes[:8])})"
+        )
+    if mode == "categorical":  # one-hot rows, as Keras gives them
+        ds.y = np.eye(len(ds.classes), dtype=np.float32)[ds.y]
+    return ds
+
+
+def _load_source(
+    src: Any,
+    base_dir: str,
+    task: str,
+    input_shape: tuple[int, ...],
+    max_in_memory_mb: float,
+    workers: int,
+    vocabulary: list[str] | None,
+) -> Dataset:
     if src.type == "image_folder":
         from .images import read_image_folder, scan_image_folder
         from .stream import stream_image_folder

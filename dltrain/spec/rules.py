@@ -15,6 +15,21 @@ def cross_check(spec: RunSpec, src: Any) -> None:
     d, m = spec.data, spec.model
     text = d.train.type == "text"
     texts = ("text", "text_folder")
+    label_loss = {
+        "int": "sparse_categorical_crossentropy",
+        "categorical": "categorical_crossentropy",
+        "binary": "binary_crossentropy",
+    }
+    for key in ("train", "validation", "test"):
+        mode = getattr(getattr(d, key), "label_mode", None)
+        if mode is not None and spec.loss.type != label_loss[mode]:
+            issues.append(
+                Issue(
+                    src.loc(("data", key, "label_mode")),
+                    f"label_mode: {mode} gives labels for loss: {label_loss[mode]}, but the "
+                    f"loss is {spec.loss.type}; change one of them",
+                )
+            )
     for key in ("validation", "test"):
         other = getattr(d, key)
         if (

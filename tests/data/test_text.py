@@ -297,3 +297,33 @@ def test_text_folder_errors(tmp_path, kw, code, message):
     res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == code and message in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_label_mode_follows_keras_and_must_fit_the_loss(tmp_path):
+    """label_mode: categorical gives one-hot rows (for categorical_crossentropy), as Keras's
+    text_dataset_from_directory does; a label_mode that does not fit the loss is a config
+    error at its line; binary needs two classes."""
+    from dltrain.data.sources import load_source
+    from dltrain.errors import DataError
+    from dltrain.spec import load
+
+    write_folder(tmp_path)
+    cfg = (tmp_path / "c.yaml").read_text()
+    one_hot = cfg.replace("vocabulary_size: 30}", "vocabulary_size: 30, label_mode: categorical}")
+    (tmp_path / "c.yaml").write_text(
+        one_hot.replace("loss: sparse_categorical_crossentropy", "loss: categorical_crossentropy")
+    )
+    spec = load(str(tmp_path / "c.yaml"))
+    ds = load_source(spec.data.train, str(tmp_path), "classification", (8,))
+    assert ds.y.shape == (48, 2) and ds.y.dtype == np.float32
+    assert (ds.y.sum(1) == 1).all()
+    res = dltrain("train", "c.yaml", "-q", "--set", "train.epochs=1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "c.yaml").write_text(one_hot)
+    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    assert res.returncode == 2 and "c.yaml:3:" in res.stderr and "label_mode" in res.stderr
+    (tmp_path / "docs" / "meh").mkdir()
+    (tmp_path / "docs" / "meh" / "a.txt").write_text("so so")
+    binary = spec.data.train.model_copy(update={"label_mode": "binary"})
+    with pytest.raises(DataError, match="exactly 2 class folders, found 3"):
+        load_source(binary, str(tmp_path), "classification", (8,))
