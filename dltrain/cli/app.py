@@ -12,6 +12,24 @@ from rich.console import Console
 
 from ..errors import DltrainError
 
+
+def _flags_without_type() -> None:
+    """Typer's rich help prints '<bool>' beside flags (--quiet, --help), which take no
+    value; show them bare, as Click and argparse do."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover  (another Typer layout: keep its help as it is)
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
 app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion for the user's shell
     no_args_is_help=True,

@@ -10,7 +10,9 @@ import typer
 
 from .app import app, guarded, out
 
-SetOpt = typer.Option(None, "--set", help="Override a key: --set train.epochs=3 (repeatable).")
+SetOpt = typer.Option(
+    None, "--set", metavar="KEY=VALUE", help="Override a key: --set train.epochs=3 (repeatable)."
+)
 
 
 @app.command()

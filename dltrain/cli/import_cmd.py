@@ -19,7 +19,9 @@ def import_(
     ),
     config: Path = typer.Argument(..., help="Config whose model the weights fit."),
     output: Path = typer.Option(..., "--output", "-o", help="The run directory to create."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key (repeatable)."),
+    set_: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a config key (repeatable)."
+    ),
     partial: bool = typer.Option(
         False,
         "--partial",

@@ -22,7 +22,10 @@ def predict(
         "- reads standard input (CSV rows, or text lines).",
     ),
     text: list[str] = typer.Option(
-        None, "--text", help="A text to classify (repeatable), for models that read text."
+        None,
+        "--text",
+        metavar="TEXT",
+        help="A text to classify (repeatable), for models that read text.",
     ),
     output: Path = typer.Option(
         ...,

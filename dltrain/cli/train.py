@@ -15,7 +15,10 @@ from .app import app, err, guarded, out
 def train(
     config: Path = typer.Argument(..., help="Config file."),
     set_: list[str] = typer.Option(
-        None, "--set", help="Override a key: --set train.epochs=3 (repeatable)."
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key: --set train.epochs=3 (repeatable).",
     ),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>)."),
     resume: bool = typer.Option(
@@ -24,6 +27,7 @@ def train(
     allow: list[str] = typer.Option(
         None,
         "--allow-config-change",
+        metavar="KEY",
         help="A key that may differ from the resumed run (repeatable).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines, no progress bar."),

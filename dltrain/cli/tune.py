@@ -33,7 +33,10 @@ def tune(
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Trials run at once (processes)."),
     set_: list[str] = typer.Option(
-        None, "--set", help="Override a config key for every trial (repeatable)."
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key for every trial (repeatable).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:

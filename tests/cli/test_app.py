@@ -31,3 +31,13 @@ def test_a_model_with_every_layer_frozen_is_a_config_error(tmp_path):
     res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert "every layer is frozen" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_shows_flags_bare_and_no_python_types():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name in [None, *group.commands]:  # type: ignore[attr-defined]
+        res = CliRunner().invoke(app, [name, "--help"] if name else ["--help"])
+        assert res.exit_code == 0, name
+        assert "<bool>" not in res.output and "list[str]" not in res.output, name
