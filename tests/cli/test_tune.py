@@ -23,11 +23,19 @@ direction: maximize
 params:
   optimizer.learning_rate: {loguniform: [0.001, 0.1]}
   model.layers[0].units: {int: [4, 32]}
+pruner: {type: none}
 """
 
 
 def _study(study_dir: Path, name: str = "iris") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}")
+
+
+def _own_is_no_better(tmp_path: Path, epochs: list[str], study: optuna.Study) -> None:
+    own = tmp_path / "own"
+    r = dltrain("train", IRIS, "--run-dir", str(own), "-q", *epochs, env={"DLTRAIN_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert study.best_value >= max(m["val_accuracy"] for m in _metrics(own))
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -70,11 +78,10 @@ def test_study_two_jobs_best_config_reproduces(tmp_path: Path, n: int) -> None:
     best = res["best"]
     assert best["number"] == study.best_trial.number and best["value"] == study.best_value
     assert best["params"] == study.best_trial.params
-    # the config on its own does no better than the study's best
-    own = tmp_path / "own"
-    r = dltrain("train", IRIS, "--run-dir", str(own), "-q", *epochs, env={"DLTRAIN_THREADS": "1"})
-    assert r.returncode == 0, r.stderr
-    assert study.best_value >= max(m["val_accuracy"] for m in _metrics(own))
+    # the config on its own does no better than the study's best (trial 0 is the config's
+    # own values, so this is checked once, in the slow 8-trial study)
+    if n >= 8:
+        _own_is_no_better(tmp_path, epochs, study)
     # best.yaml: ready to train, and it reproduces the best trial's metric
     again = tmp_path / "again"
     r = dltrain("train", best["config"], "--run-dir", str(again), "-q",

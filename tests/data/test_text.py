@@ -2,8 +2,6 @@
 (exit 3 for data, 2 for configs), per-step metrics, and `dltrain generate`."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from dltrain.data.sources import Dataset
 from dltrain.data.text import build_vocabulary, decode, encode, tokenize, windows
 from dltrain.engine.train.metrics import MetricState
 from dltrain.spec.schema import AccuracySpec, PerplexitySpec, TopKAccuracySpec
-from tests.cli.helpers import cli_env, dltrain
+from tests.cli.helpers import dltrain
 
 TEXT = "the cat sat on the mat. the dog sat on the log!\n" * 8
 
@@ -251,16 +249,20 @@ def test_text_folder_trains_and_predicts_text(tmp_path):
     labels = [row.split(",")[0] for row in (tmp_path / "out.csv").read_text().split()[1:]]
     assert labels == ["pos", "neg"]
     # the same texts on the command line and on standard input
-    res = dltrain("predict", "run", "--text", "the film was great", "--text", "it was awful",
-                  "-o", "t.csv", cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    run, t_csv, s_csv = (str(tmp_path / n) for n in ("run", "t.csv", "s.csv"))
+    res2 = CliRunner().invoke(
+        app, ["predict", run, "--text", "the film was great", "--text", "it was awful", "-o", t_csv]
+    )
+    assert res2.exit_code == 0, res2.output
     assert (tmp_path / "t.csv").read_text() == (tmp_path / "out.csv").read_text()
-    res = subprocess.run(
-        [sys.executable, "-m", "dltrain", "predict", "run", "-i", "-", "-o", "s.csv"],
-        input="the film was great\nit was awful\n", capture_output=True, text=True,
-        cwd=tmp_path, env=cli_env(),
-    )  # fmt: skip
-    assert res.returncode == 0 and "from standard input" in res.stdout, res.stderr
+    res2 = CliRunner().invoke(
+        app, ["predict", run, "-i", "-", "-o", s_csv], input="the film was great\nit was awful\n"
+    )
+    assert res2.exit_code == 0 and "from standard input" in res2.output, res2.output
     assert (tmp_path / "s.csv").read_text() == (tmp_path / "out.csv").read_text()
     (tmp_path / "many").mkdir()
     (tmp_path / "many" / "a.txt").write_text("good good")

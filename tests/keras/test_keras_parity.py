@@ -404,7 +404,12 @@ def test_keras_vgg16_weights_load_into_the_zoo_block_frozen_with_a_new_head(tmp_
 
 def test_import_makes_a_run_from_keras_weights_that_predicts_what_keras_predicts(tmp_path):
     """`dltrain import` (no training): predict and evaluate work on the converted model."""
-    from tests.cli.helpers import dltrain
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    def cli(*args: str):
+        return CliRunner().invoke(app, list(args))
 
     cfg = tmp_path / "iris.yaml"
     cfg.write_text(
@@ -423,17 +428,17 @@ def test_import_makes_a_run_from_keras_weights_that_predicts_what_keras_predicts
     )  # fmt: skip
     kmodel.save_weights(tmp_path / "iris.weights.h5")
     run = tmp_path / "run"
-    r = dltrain("import", str(tmp_path / "iris.weights.h5"), str(cfg), "-o", str(run))
-    assert r.returncode == 0, r.stderr
-    assert "loaded the weights of 2 layer(s)" in r.stderr and "imported" in r.stderr
+    r = cli("import", str(tmp_path / "iris.weights.h5"), str(cfg), "-o", str(run))
+    assert r.exit_code == 0, r.output
+    assert "loaded the weights of 2 layer(s)" in r.output and "imported" in r.output
     x = rand(6, 4, seed=2)
     np.save(tmp_path / "x.npy", x)
-    r = dltrain("predict", str(run), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.npy"))
-    assert r.returncode == 0, r.stderr
+    r = cli("predict", str(run), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.npy"))
+    assert r.exit_code == 0, r.output
     want = keras.ops.convert_to_numpy(kmodel(x, training=False))
     close(want, np.load(tmp_path / "p.npy"), "imported run")
-    r = dltrain("evaluate", str(run), "--data", "validation", "--json")
-    assert r.returncode == 0, r.stderr
+    r = cli("evaluate", str(run), "--data", "validation", "--json")
+    assert r.exit_code == 0, r.output
     # a file that does not hold every layer is refused unless --partial
     bigger = tmp_path / "bigger.yaml"
     bigger.write_text(
@@ -442,8 +447,8 @@ def test_import_makes_a_run_from_keras_weights_that_predicts_what_keras_predicts
             "    - {type: Dense, units: 16, name: extra}\n    - {type: Dense, units: 3",
         )
     )
-    r = dltrain("import", str(tmp_path / "iris.weights.h5"), str(bigger), "-o", str(tmp_path / "b"))
-    assert r.returncode == 2 and "fresh weights: extra" in r.stderr, r.stderr
+    r = cli("import", str(tmp_path / "iris.weights.h5"), str(bigger), "-o", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "fresh weights: extra" in r.output, r.output
     assert not (tmp_path / "b").exists()
 
 
