@@ -117,17 +117,21 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     cmd, env = _train_cmd(cfg, run)
     rng = random.Random(11)
     total = float((reference / "seconds").read_text())  # startup + training, this machine
+    epoch = total / 16  # about one epoch's time (an over-estimate: startup is in it)
     kills = 0
     for _ in range(30):
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        delay = rng.uniform(0.45, 0.75) * total  # mid-training, wherever the steps fall
-        try:
-            p.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            kills += 1
-            continue
+        if kills < 3:
+            # the sign: this attempt has trained a new epoch past what is on disk; then a
+            # random moment within about the next epoch (mid-step, mid-save, wherever)
+            if _wait_for_new_epoch(run / "metrics.jsonl", p):
+                time.sleep(rng.uniform(0.0, epoch))
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+                    p.wait()
+                    kills += 1
+                    continue
+        p.wait()
         assert p.returncode == 0, p.stderr.read().decode()
         break
     else:
@@ -139,6 +143,29 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     assert steps == ref_steps  # each step once after the resumes
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 16
+
+
+def _wait_for_new_epoch(path: Path, proc: subprocess.Popen, timeout: float = 300) -> bool:
+    """Wait until metrics.jsonl gains a line (an epoch ended in this process: a resumed run
+    first drops the lines past its checkpoint); False if the process ends first."""
+
+    def lines() -> int:
+        try:
+            return len(path.read_text().splitlines())
+        except OSError:
+            return 0
+
+    t0 = time.monotonic()
+    while proc.poll() is None and not path.parent.joinpath("config.yaml").exists():
+        time.sleep(0.02)  # setup (a resumed run rewrites metrics.jsonl at its start)
+    start = lines()
+    while proc.poll() is None:
+        if lines() > start:
+            return True
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"no new epoch in {path} within {timeout} s")
+        time.sleep(0.02)
+    return False
 
 
 def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):

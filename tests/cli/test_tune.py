@@ -101,12 +101,15 @@ def test_study_two_jobs_best_config_reproduces(tmp_path: Path, n: int) -> None:
     assert hp["model.layers[0].units"].number_value == 16
     assert acc.Scalars("hparam/val_accuracy")[0].value == pytest.approx(trials[0].value)
     # running the same command again continues the study: nothing new to do
-    r = dltrain(
-        "tune", IRIS, "--space", str(space), "--study-dir", str(sd), "--trials", str(n), *epochs
-    )
-    assert r.returncode == 0, r.stderr
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    args = ["tune", IRIS, "--space", str(space), "--study-dir", str(sd), "--trials", str(n)]
+    res2 = CliRunner().invoke(app, [*args, *epochs])
+    assert res2.exit_code == 0, res2.output
     assert len(_study(sd).get_trials()) == n
-    assert "best: trial" in r.stdout
+    assert "best: trial" in res2.output
 
 
 def test_pruner_stops_divergent_trials_early(tmp_path: Path) -> None:
@@ -196,3 +199,22 @@ def test_bad_space_is_a_config_error_at_its_line(
     assert res.exit_code == 2, res.output
     assert f"space.yaml:{where}" in res.output and what in res.output, res.output
     assert not sd.exists()  # nothing written
+
+
+def test_pruner_and_sampler_choices_build_optunas_own():
+    from dltrain.run.tune_trial import make_pruner, make_sampler
+    from dltrain.spec.tune import PrunerSpec, SamplerSpec
+
+    hb = make_pruner(PrunerSpec(type="hyperband", min_resource=2).model_dump(), 9)
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    assert (hb._min_resource, hb._max_resource) == (2, 9)
+    med = make_pruner(PrunerSpec(n_warmup_steps=2).model_dump(), 9)
+    assert isinstance(med, optuna.pruners.MedianPruner) and med._n_warmup_steps == 3  # epochs
+    assert isinstance(
+        make_pruner(PrunerSpec(type="none").model_dump(), 9), optuna.pruners.NopPruner
+    )
+    tpe = make_sampler(SamplerSpec(seed=4).model_dump(), 4)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert isinstance(
+        make_sampler(SamplerSpec(type="random").model_dump(), 4), optuna.samplers.RandomSampler
+    )
