@@ -70,6 +70,11 @@ def _options(
         LOAD_OPTIONS.allow_nonfinite = True
 
 
+def set_option(help: str = "Override a config key: --set train.epochs=3 (repeatable).") -> Any:
+    """The `--set KEY=VALUE` option every command that reads a config takes."""
+    return typer.Option(None, "--set", metavar="KEY=VALUE", help=help)
+
+
 def guarded(fn: F) -> F:
     """Turn DltrainError into its message and exit code; never a traceback for user errors."""
 

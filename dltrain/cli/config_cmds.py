@@ -8,11 +8,9 @@ from pathlib import Path
 
 import typer
 
-from .app import app, guarded, out
+from .app import app, guarded, out, set_option
 
-SetOpt = typer.Option(
-    None, "--set", metavar="KEY=VALUE", help="Override a key: --set train.epochs=3 (repeatable)."
-)
+SetOpt = set_option()
 
 
 @app.command()

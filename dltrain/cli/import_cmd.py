@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, err, guarded, out
+from .app import app, err, guarded, out, set_option
 
 
 @app.command("import")
@@ -19,9 +19,7 @@ def import_(
     ),
     config: Path = typer.Argument(..., help="Config whose model the weights fit."),
     output: Path = typer.Option(..., "--output", "-o", help="The run directory to create."),
-    set_: list[str] = typer.Option(
-        None, "--set", metavar="KEY=VALUE", help="Override a config key (repeatable)."
-    ),
+    set_: list[str] = set_option(),
     partial: bool = typer.Option(
         False,
         "--partial",

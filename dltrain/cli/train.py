@@ -7,19 +7,14 @@ from pathlib import Path
 
 import typer
 
-from .app import app, err, guarded, out
+from .app import app, err, guarded, out, set_option
 
 
 @app.command()
 @guarded
 def train(
     config: Path = typer.Argument(..., help="Config file."),
-    set_: list[str] = typer.Option(
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a key: --set train.epochs=3 (repeatable).",
-    ),
+    set_: list[str] = set_option(),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the newest valid checkpoint in the run directory."

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .app import app, err, guarded, out
+from .app import app, err, guarded, out, set_option
 
 
 @app.command()
@@ -32,12 +32,7 @@ def tune(
         "postgresql://... for a study shared by many machines).",
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Trials run at once (processes)."),
-    set_: list[str] = typer.Option(
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a config key for every trial (repeatable).",
-    ),
+    set_: list[str] = set_option("Override a config key for every trial (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Search hyperparameters: each trial is a normal run; the study lives in an Optuna

@@ -61,18 +61,23 @@ class IdxSource(Spec):
     labels: str = Field(description="Labels file (idx1), relative to the config file.")
 
 
+LabelMode = Annotated[
+    Literal["int", "categorical", "binary"] | None,
+    Field(
+        description="Labels as Keras's *_dataset_from_directory gives them: int (class ids, "
+        "for sparse_categorical_crossentropy), categorical (one-hot rows, for "
+        "categorical_crossentropy) or binary (0/1 of two classes, for binary_crossentropy). "
+        "Default: what the loss takes."
+    ),
+]
+
+
 class ImageFolderSource(Spec):
     type: Literal["image_folder"] = Field(
         description="One subfolder per class of PNG/JPEG images, resized to the model's input."
     )
     path: str = Field(description="Folder path, relative to the config file.")
-    label_mode: Literal["int", "categorical", "binary"] | None = Field(
-        None,
-        description="Labels as Keras's *_dataset_from_directory gives them: int (class ids, "
-        "for sparse_categorical_crossentropy), categorical (one-hot rows, for "
-        "categorical_crossentropy) or binary (0/1 of two classes, for binary_crossentropy). "
-        "Default: what the loss takes.",
-    )
+    label_mode: LabelMode = None
 
 
 class TextSource(Spec):
@@ -105,13 +110,7 @@ class TextFolderSource(Spec):
         "texts' most frequent tokens; the Embedding's input_dim should equal it."
     )
     lowercase: bool = Field(True, description="Lower-case the text first.")
-    label_mode: Literal["int", "categorical", "binary"] | None = Field(
-        None,
-        description="Labels as Keras's *_dataset_from_directory gives them: int (class ids, "
-        "for sparse_categorical_crossentropy), categorical (one-hot rows, for "
-        "categorical_crossentropy) or binary (0/1 of two classes, for binary_crossentropy). "
-        "Default: what the loss takes.",
-    )
+    label_mode: LabelMode = None
 
 
 Source = Annotated[

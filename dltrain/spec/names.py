@@ -17,35 +17,30 @@ def snake(type_name: str) -> str:
 
 def default_names(layers: Sequence[Any]) -> list[str]:
     """Each layer's name (specs or their JSON dicts, with `type` and `name`)."""
-    taken = {_get(ls, "name") for ls in layers if _get(ls, "name")}
-    counts: dict[str, int] = {}
-    out = []
-    for ls in layers:
-        name = _get(ls, "name")
-        if not name:
-            base = snake(_get(ls, "type"))
-            while True:
-                n = counts.get(base, 0)
-                counts[base] = n + 1
-                name = base if n == 0 else f"{base}_{n}"
-                if name not in taken:
-                    break
-            taken.add(name)
-        out.append(name)
-    return out
+    return _names(layers, keras=True)
 
 
 def legacy_names(layers: Sequence[Any]) -> list[str]:
-    """The names dltrain 0.1 gave (dense_1, dense_2: the counter started at 1), to read
-    checkpoints it wrote."""
+    """The names dltrain 0.1 gave (dense_1, dense_2: the counter started at 1, explicit
+    names not skipped), to read checkpoints it wrote."""
+    return _names(layers, keras=False)
+
+
+def _names(layers: Sequence[Any], keras: bool) -> list[str]:
+    taken = {_get(ls, "name") for ls in layers if _get(ls, "name")} if keras else set()
     counts: dict[str, int] = {}
     out = []
     for ls in layers:
         name = _get(ls, "name")
-        if not name:
+        while not name:
             base = snake(_get(ls, "type"))
-            counts[base] = counts.get(base, 0) + 1
-            name = f"{base}_{counts[base]}"
+            n = counts.get(base, 0)
+            counts[base] = n + 1
+            if not keras:
+                n += 1
+            candidate = base if keras and n == 0 else f"{base}_{n}"
+            name = None if candidate in taken else candidate
+        taken.add(name)
         out.append(name)
     return out
 

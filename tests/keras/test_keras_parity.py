@@ -35,6 +35,17 @@ def keras_layer(d: dict) -> keras.layers.Layer:
     return getattr(keras.layers, d["type"])(**kw)
 
 
+def randomize(obj, rng: np.random.Generator, scale: float = 0.5) -> None:
+    """Random Keras weights for a layer or model (variances positive), biases included."""
+    obj.set_weights(
+        [
+            np.abs(w) + 0.5 if "variance" in v.path else w
+            for v in obj.weights
+            for w in [rng.normal(0.0, scale, tuple(v.shape)).astype(np.float32)]
+        ]
+    )
+
+
 def run_both(
     layers: list[dict], input_shape: list[int], x: np.ndarray, seed: int = 0, int_input=False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -56,13 +67,7 @@ def run_both(
     rng = np.random.default_rng(seed)
     state = {}
     for ours, kl in zip(model.layers, klayers):
-        ws = []
-        for v in kl.weights:
-            w = rng.normal(0.0, 0.5, tuple(v.shape)).astype(np.float32)
-            if "variance" in v.path:
-                w = np.abs(w) + 0.5
-            ws.append(w)
-        kl.set_weights(ws)
+        randomize(kl, rng)
         for k, w in ours.from_keras(kl.get_weights()).items():
             state[f"{ours.name}.{k}"] = torch.from_numpy(np.ascontiguousarray(w))
     model.load_state_tensors(state)
@@ -290,14 +295,7 @@ MODEL = [
 def _keras_model(layers, shape):
     keras.backend.clear_session()  # a fresh session's names: dense, dense_1, ...
     kmodel = keras.Sequential([keras.Input(tuple(shape))] + [keras_layer(d) for d in layers])
-    rng = np.random.default_rng(5)
-    kmodel.set_weights(
-        [
-            (np.abs(w) + 0.5 if "variance" in v.path else w)
-            for v in kmodel.weights
-            for w in [rng.normal(0, 0.5, tuple(v.shape)).astype(np.float32)]
-        ]
-    )
+    randomize(kmodel, np.random.default_rng(5))
     return kmodel
 
 
@@ -369,8 +367,7 @@ def test_keras_vgg16_weights_load_into_the_zoo_block_frozen_with_a_new_head(tmp_
 
     keras.backend.clear_session()
     base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
-    rng = np.random.default_rng(0)  # small weights: 13 ReLU convolutions stay in range
-    base.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in base.weights])
+    randomize(base, np.random.default_rng(0), scale=0.05)  # 13 ReLU convolutions stay in range
     base.save_weights(tmp_path / "vgg16.weights.h5")
     cfg = tmp_path / "transfer.yaml"
     cfg.write_text(
@@ -494,7 +491,7 @@ def test_merge_layers_match_keras(merge):
     state = {}
     for name in ("a", "b", "out"):
         kl = kmodel.get_layer(name)
-        kl.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in kl.weights])
+        randomize(kl, rng)
         ours = next(la for la in model.layers if la.name == name)
         for k, w in ours.from_keras(kl.get_weights()).items():
             state[f"{name}.{k}"] = torch.from_numpy(np.ascontiguousarray(w))
@@ -547,14 +544,7 @@ def test_keras_resnet50_names_and_weights_match_the_zoo(tmp_path):
 
     keras.backend.clear_session()
     base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
-    rng = np.random.default_rng(0)
-    ws = []
-    for v in base.weights:
-        w = rng.normal(0, 0.05, tuple(v.shape)).astype(np.float32)
-        if "variance" in v.path:
-            w = np.abs(w) + 1.0
-        ws.append(w)
-    base.set_weights(ws)
+    randomize(base, np.random.default_rng(0), scale=0.05)
     base.save_weights(tmp_path / "r50.weights.h5")
     cfg = tmp_path / "r50.yaml"
     cfg.write_text(
