@@ -50,7 +50,7 @@ def test_study_two_jobs_best_config_reproduces(tmp_path: Path, n: int) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     sd = tmp_path / "study"
-    epochs = ["--set", "train.epochs=6", "--set", "callbacks=[]"]
+    epochs = ["--set", "train.epochs=4", "--set", "callbacks=[]"]
     r = dltrain(
         "tune", IRIS, "--space", str(space), "--study-dir", str(sd), "--trials", str(n),
         "--jobs", "2", "--json", *epochs,

@@ -49,7 +49,7 @@ def fuzz(examples: int, timeout: float) -> str:
 
 
 def test_fuzz_bounded():
-    fuzz(30, 600)
+    fuzz(20, 600)
 
 
 @pytest.mark.slow
