@@ -218,6 +218,43 @@ def register(spec_class: type[LayerBase]) -> Callable[[_L], _L]:
     return deco
 
 
+class SpecDefined(Layer):
+    """The engine unit of a spec class that holds its own math, as a Keras layer does: a
+    weightless layer written whole in its spec file with `call(x)` (channels-last tensors,
+    batch first, through Tensor's methods, which bring their gradients),
+    `compute_output_shape(shape)` (per sample, channels-last; ValueError for a shape it
+    cannot take) and `to_onnx(g, x, base, shape)` (ONNX nodes on the channels-last input)
+    or an `onnx_refusal`. Served by `serve_spec_defined`, so such a layer is one file."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        try:
+            out = tuple(self.spec.compute_output_shape(keras_shape(shape)))
+        except ValueError as e:
+            raise ShapeError(str(e)) from None
+        return engine_shape(out)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return to_channels_first(self.spec.call(to_channels_last(xs[0])))
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        if not hasattr(self.spec, "to_onnx"):
+            return super().to_onnx(g, xs, rank)
+        x = g.to_last(xs[0], rank, self.name)
+        y = self.spec.to_onnx(g, x, self.name, keras_shape(self.input_shapes[0]))
+        return g.to_first(y, len(self.output_shape) + 1, self.name)
+
+
+def serve_spec_defined(spec_classes: list[type[LayerBase]]) -> None:
+    """A SpecDefined unit for every spec class that has a `call` and no engine unit."""
+    for cls in spec_classes:
+        name = type_name(cls)
+        if name not in LAYERS and callable(getattr(cls, "call", None)):
+            refusal = None if hasattr(cls, "to_onnx") else getattr(cls, "onnx_refusal", None)
+            unit = type(f"{cls.__name__}Unit", (SpecDefined,), {"onnx_refusal": refusal})
+            register(cls)(unit)
+
+
 def pair(v: int | list[int], n: int = 2) -> tuple[int, ...]:
     return (v,) * n if isinstance(v, int) else tuple(v)
 
