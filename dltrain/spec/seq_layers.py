@@ -3,7 +3,7 @@ blocks and embeddings of KerasHub, with their argument names and defaults."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -180,3 +180,30 @@ class TransformerDecoderSpec(_Transformer):
         description="Causal self-attention + feedforward block (KerasHub's decoder without "
         "an encoder sequence): GPT-style language models."
     )
+
+
+@layer_spec
+class UpSampling1DSpec(LayerBase):
+    """A weightless layer written whole here (the engine serves it): Keras's UpSampling1D."""
+
+    type: Literal["UpSampling1D"] = Field(
+        description="Repeat each step `size` times along the time axis: (steps, features) "
+        "-> (steps * size, features)."
+    )
+    size: PosInt = Field(2, description="How many times each step is repeated.")
+
+    def compute_output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 2:
+            raise ValueError(
+                f"UpSampling1D needs a (steps, features) input per sample, got shape {shape}"
+            )
+        return (shape[0] * self.size, shape[1])
+
+    def call(self, x: Any) -> Any:
+        n, steps, features = x.shape
+        return x.unsqueeze(2).expand(n, steps, self.size, features).reshape(n, -1, features)
+
+    def to_onnx(self, g: Any, x: str, base: str, shape: tuple[int, ...]) -> str:
+        y = g.op("Unsqueeze", [x, g.const("axes", [2])], base)
+        y = g.op("Expand", [y, g.const("shape", [1, 1, self.size, 1])], base)
+        return g.op("Reshape", [y, g.const("shape", [0, -1, shape[1]])], base)

@@ -11,7 +11,7 @@ from dltrain.engine.init import INITIALIZERS
 from dltrain.engine.layers import LAYERS, RunContext
 from dltrain.engine.layers.base import keras_shape
 from dltrain.engine.model import compile_model
-from dltrain.spec import ACTIVATION_NAMES, INITIALIZER_NAMES, LAYER_TYPES, ModelSpec
+from dltrain.spec import ACTIVATION_NAMES, INITIALIZER_NAMES, LAYER_TYPES, ModelSpec, SpecError
 
 D = torch.float64
 
@@ -270,6 +270,30 @@ def test_repeat_vector_follows_keras_and_passes_gradients_back():
     (f(xt) * up).sum().backward()
     (L.forward([xo], RunContext()) * Tensor(up)).sum().backward()
     torch.testing.assert_close(xo.grad, xt.grad)
+
+
+def test_up_sampling_1d_a_layer_written_whole_in_its_spec_file():
+    """UpSampling1D exists only as a spec class with `call`, `compute_output_shape` and
+    `to_onnx` (dltrain/spec/seq_layers.py); the engine serves it: values, shape, gradient."""
+    from dltrain.engine.layers import LAYERS
+    from dltrain.engine.layers.base import SpecDefined
+
+    assert issubclass(LAYERS["UpSampling1D"], SpecDefined)
+    f = lambda x: x.repeat_interleave(3, dim=2)  # noqa: E731  engine layout (N, C, steps)
+    f.train = lambda mode: None
+    L, _ = check_layer({"type": "UpSampling1D", "size": 3}, [5, 2], f, 0, (15, 2))
+    x = torch.randn(4, 2, 5, dtype=D)
+    xt, xo = x.clone().requires_grad_(), Tensor(x, requires_grad=True)
+    up = torch.randn(4, 2, 15, dtype=D)
+    (f(xt) * up).sum().backward()
+    (L.forward([xo], RunContext()) * Tensor(up)).sum().backward()
+    torch.testing.assert_close(xo.grad, xt.grad)
+    with pytest.raises(SpecError, match=r"UpSampling1D needs a \(steps, features\) input"):
+        compile_model(
+            ModelSpec.model_validate(
+                {"input_shape": [4, 4, 2], "layers": [{"type": "UpSampling1D"}]}
+            )
+        )
 
 
 def test_reshape_follows_keras_order():

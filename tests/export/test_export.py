@@ -125,6 +125,7 @@ model:
        name: last}
     - {type: LSTM, units: 3, go_backwards: true, inputs: [bi], name: lstm_last}
     - {type: RepeatVector, n: 3, inputs: [gavg]}
+    - {type: UpSampling1D, size: 2}
     - {type: GlobalMaxPooling1D, name: repmax}
     - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last, cpool, repmax]}
     - {type: Dense, units: 2, activation: softmax}

@@ -216,6 +216,8 @@ CASES = [
     ([{"type": "Flatten"}], [3, 4, 2]),
     ([{"type": "Reshape", "target_shape": [4, 6]}], [3, 8]),
     ([{"type": "RepeatVector", "n": 3}], [5]),
+    ([{"type": "UpSampling1D"}], [4, 3]),
+    ([{"type": "UpSampling1D", "size": 3}], [4, 3]),
     ([{"type": "Activation", "activation": "tanh"}], [5]),
     ([{"type": "ReLU"}], [5]),
     ([{"type": "ReLU", "max_value": 0.5, "negative_slope": 0.1}], [5]),
