@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,18 +38,32 @@ def dltrain(
     )
 
 
-def wait_for_file(
-    path: Path, proc: subprocess.Popen, timeout: float = 180, nonempty: bool = False
-) -> None:
-    """Wait for a sign from a running process: a file it writes (e.g. RUN/config.yaml,
-    written once setup is done and training starts; with `nonempty`, once it holds
-    something). Polls; fails if the process ends first."""
+def wait_for(
+    sign: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = 180
+) -> bool:
+    """Wait for a sign from a running process (`sign()` turns true); polls. False if the
+    process ends first; fails after `timeout` seconds."""
     import time
 
     t0 = time.monotonic()
-    while not path.exists() or (nonempty and not path.stat().st_size):
+    while not sign():
         if proc.poll() is not None:
-            raise AssertionError(f"the process ended ({proc.returncode}) before {path} appeared")
+            return False
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.02)
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.01)
+    return True
+
+
+def wait_for_file(
+    path: Path, proc: subprocess.Popen, timeout: float = 180, nonempty: bool = False
+) -> None:
+    """Wait for a file a running process writes (e.g. RUN/config.yaml, written once setup is
+    done and training starts; with `nonempty`, once it holds something). Fails if the
+    process ends first."""
+
+    def there() -> bool:
+        return path.exists() and (not nonempty or path.stat().st_size > 0)
+
+    if not wait_for(there, proc, f"{path} appearing", timeout):
+        raise AssertionError(f"the process ended ({proc.returncode}) before {path} appeared")

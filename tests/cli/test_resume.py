@@ -7,14 +7,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import cli_env, dltrain, wait_for_file
+from tests.cli.helpers import cli_env, dltrain, wait_for, wait_for_file
 
 CONFIG = """\
 name: resume
@@ -86,10 +85,8 @@ def reference(tmp_path_factory):
     cfg = d / "resume.yaml"
     cfg.write_text(CONFIG)
     run = d / "ref"
-    t0 = time.monotonic()
     res = dltrain("train", str(cfg), "-q", "--run-dir", str(run), env={"DLTRAIN_THREADS": "1"})
     assert res.returncode == 0, res.stderr
-    (run / "seconds").write_text(str(time.monotonic() - t0))  # scales the kill times
     return run
 
 
@@ -116,21 +113,17 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     run = tmp_path / "killed"
     cmd, env = _train_cmd(cfg, run)
     rng = random.Random(11)
-    total = float((reference / "seconds").read_text())  # startup + training, this machine
-    epoch = total / 16  # about one epoch's time (an over-estimate: startup is in it)
     kills = 0
     for _ in range(30):
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills < 2:
-            # the sign: this attempt has trained a new epoch past what is on disk; then a
-            # random moment within about the next epoch (mid-step, mid-save, wherever)
-            if _wait_for_new_epoch(run / "metrics.jsonl", p):
-                time.sleep(rng.uniform(0.0, epoch))
-                if p.poll() is None:
-                    p.send_signal(signal.SIGKILL)
-                    p.wait()
-                    kills += 1
-                    continue
+            # the sign: this attempt has committed 1-4 new checkpoints (every 7 steps) past
+            # what was on disk; it is mid-step (or mid-save) again when the kill lands
+            if _wait_for_new_checkpoints(run / "checkpoints", p, rng.randint(1, 4)):
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                kills += 1
+                continue
         p.wait()
         assert p.returncode == 0, p.stderr.read().decode()
         break
@@ -145,27 +138,18 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     assert len(lines) == 16
 
 
-def _wait_for_new_epoch(path: Path, proc: subprocess.Popen, timeout: float = 300) -> bool:
-    """Wait until metrics.jsonl gains a line (an epoch ended in this process: a resumed run
-    first drops the lines past its checkpoint); False if the process ends first."""
+def _wait_for_new_checkpoints(root: Path, proc: subprocess.Popen, n: int) -> bool:
+    """Wait until `n` checkpoints this process committed have appeared; False if it ends
+    first."""
 
-    def lines() -> int:
+    def names() -> set[str]:
         try:
-            return len(path.read_text().splitlines())
+            return {c.name for c in root.iterdir() if c.name.startswith("step-")}
         except OSError:
-            return 0
+            return set()
 
-    t0 = time.monotonic()
-    while proc.poll() is None and not path.parent.joinpath("config.yaml").exists():
-        time.sleep(0.02)  # setup (a resumed run rewrites metrics.jsonl at its start)
-    start = lines()
-    while proc.poll() is None:
-        if lines() > start:
-            return True
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"no new epoch in {path} within {timeout} s")
-        time.sleep(0.02)
-    return False
+    before = names()
+    return wait_for(lambda: len(names() - before) >= n, proc, f"{n} new checkpoints", 300)
 
 
 def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, cfg, reference):
