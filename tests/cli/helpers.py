@@ -67,3 +67,25 @@ def wait_for_file(
 
     if not wait_for(there, proc, f"{path} appearing", timeout):
         raise AssertionError(f"the process ended ({proc.returncode}) before {path} appeared")
+
+
+def dltrain_here(
+    *args: str, cwd: Path | str | None = None, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """`dltrain` run in this process (Typer's CliRunner), for commands whose checks need no
+    process of their own (validate, init, summary): the same exit code, stdout and stderr
+    as `dltrain(...)`, without a second of start-up per call."""
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        res = CliRunner().invoke(app, list(args), input=input)
+    finally:
+        os.chdir(old)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)

@@ -16,7 +16,7 @@ from dltrain.engine.model import compile_model
 from dltrain.export import export_checkpoint
 from dltrain.run.train import train_run
 from dltrain.spec import load
-from tests.cli.helpers import ROOT, dltrain
+from tests.cli.helpers import ROOT, dltrain, dltrain_here
 
 TINY = """\
 name: tiny_gan
@@ -192,7 +192,7 @@ def test_generate_predict_and_export_use_the_generator(tmp_path, reference):
     ],
 )
 def test_config_rules(tmp_path, change, message):
-    res = dltrain("validate", str(CFG), "--set", change)
+    res = dltrain_here("validate", str(CFG), "--set", change)
     if res.returncode == 0:  # validate checks the spec; shapes are checked by train
         res = dltrain("train", str(CFG), "-q", "--set", change, "--run-dir", str(tmp_path))
     assert res.returncode == 2 and message in res.stderr, res.stderr

@@ -12,7 +12,7 @@ from dltrain.data.sources import Dataset
 from dltrain.data.text import build_vocabulary, decode, encode, tokenize, windows
 from dltrain.engine.train.metrics import MetricState
 from dltrain.spec.schema import AccuracySpec, PerplexitySpec, TopKAccuracySpec
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import dltrain, dltrain_here
 
 TEXT = "the cat sat on the mat. the dog sat on the log!\n" * 8
 
@@ -322,7 +322,7 @@ def test_label_mode_follows_keras_and_must_fit_the_loss(tmp_path):
     res = dltrain("train", "c.yaml", "-q", "--set", "train.epochs=1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     (tmp_path / "c.yaml").write_text(one_hot)
-    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", cwd=tmp_path)
     assert res.returncode == 2 and "c.yaml:3:" in res.stderr and "label_mode" in res.stderr
     (tmp_path / "docs" / "meh").mkdir()
     (tmp_path / "docs" / "meh" / "a.txt").write_text("so so")

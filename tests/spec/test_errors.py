@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import dltrain, dltrain_here
 
 GOOD = """\
 name: t
@@ -111,7 +111,7 @@ def test_bad_config(tmp_path, text, expected):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(text)
     before = sorted(p.name for p in tmp_path.iterdir())
-    res = dltrain("validate", str(cfg), cwd=tmp_path)
+    res = dltrain_here("validate", str(cfg), cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert f"{cfg}{expected}" in res.stderr or expected in res.stderr, res.stderr
@@ -123,7 +123,7 @@ def test_bad_config(tmp_path, text, expected):
 
 def test_good_config_validates(tmp_path):
     (tmp_path / "c.yaml").write_text(GOOD)
-    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
 
 
@@ -134,7 +134,7 @@ def test_three_mistakes_are_all_reported(tmp_path):
         .replace("activation: softmax", "activation: softmx")
     )
     (tmp_path / "c.yaml").write_text(text)
-    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", cwd=tmp_path)
     assert res.returncode == 2
     lines = [x for x in res.stderr.splitlines() if x.startswith("error: c.yaml:")]
     assert len(lines) == 3, res.stderr
@@ -144,31 +144,31 @@ def test_three_mistakes_are_all_reported(tmp_path):
 def test_extends_cycle_and_missing_file(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
-    res = dltrain("validate", "a.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "a.yaml", cwd=tmp_path)
     assert (
         res.returncode == 2 and "'extends' makes a cycle: a.yaml -> b.yaml -> a.yaml" in res.stderr
     ), res.stderr
-    res = dltrain("validate", "nope.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "nope.yaml", cwd=tmp_path)
     assert res.returncode == 2 and "config file not found: nope.yaml" in res.stderr
     (tmp_path / "c.yaml").write_text("extends: base.yaml\n")
-    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", cwd=tmp_path)
     assert res.returncode == 2 and "c.yaml:1:10: extends: base config not found" in res.stderr
 
 
 def test_set_override_errors_point_at_the_option(tmp_path):
     (tmp_path / "c.yaml").write_text(GOOD)
-    res = dltrain("validate", "c.yaml", "--set", "train.epochs=-1", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", "--set", "train.epochs=-1", cwd=tmp_path)
     assert res.returncode == 2
     assert (
         "--set train.epochs=-1:1:14: train.epochs: input should be greater than 0" in res.stderr
     ), res.stderr
-    res = dltrain("validate", "c.yaml", "--set", "trian.epochs=3", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", "--set", "trian.epochs=3", cwd=tmp_path)
     assert "unknown key 'trian' in the top level; did you mean 'train'?" in res.stderr
 
 
 def test_multiple_documents_rejected(tmp_path):
     (tmp_path / "c.yaml").write_text(GOOD + "---\nname: second\n")
-    res = dltrain("validate", "c.yaml", cwd=tmp_path)
+    res = dltrain_here("validate", "c.yaml", cwd=tmp_path)
     assert res.returncode == 2 and "one YAML document" in res.stderr
 
 

@@ -7,7 +7,7 @@ import torch
 
 from dltrain.engine.model import compile_model
 from dltrain.spec import ModelSpec, SpecError, load, load_model
-from tests.cli.helpers import ROOT, dltrain
+from tests.cli.helpers import ROOT, dltrain, dltrain_here
 
 BASE = """\
 name: base
@@ -139,7 +139,7 @@ def test_blocks_expand_and_errors_point_at_the_definition(tmp_path):
 
 def test_vgg16_summary_reports_keras_parameter_count(tmp_path):
     write(tmp_path, "vgg.yaml", VGG)
-    res = dltrain("summary", "vgg.yaml", cwd=tmp_path)
+    res = dltrain_here("summary", "vgg.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "Total params: 138,357,544" in res.stdout
     assert "Trainable params: 138,357,544" in res.stdout

@@ -9,7 +9,7 @@ from dltrain.run.train import train_run
 from dltrain.spec import load_model
 from dltrain.spec.errors import SpecError
 from dltrain.spec.loader import zoo_blocks
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import dltrain_here
 
 # (block, input shape, params) -> (total, trainable) as keras.applications / the TensorFlow
 # tutorials print them
@@ -118,5 +118,5 @@ def test_zoo_blocks_train(tmp_path):
 
 
 def test_zoo_command_lists_the_blocks():
-    res = dltrain("zoo")
+    res = dltrain_here("zoo")
     assert res.returncode == 0 and "zoo:resnet50" in res.stdout
