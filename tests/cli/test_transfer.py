@@ -9,7 +9,7 @@ import torch
 from dltrain.engine import checkpoint as ck
 from dltrain.export import export_checkpoint
 from dltrain.run.train import train_run
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import dltrain, dltrain_here
 
 BASE = """\
 name: base
@@ -131,7 +131,7 @@ def test_bundle_and_safetensors_file_sources(source, tmp_path):
 def test_mismatches_are_errors(source, load, units, code, message):
     d, _ = source
     config(d, "f", load=load, units=units)
-    res = dltrain("train", "f.yaml", "-q", "--run-dir", "f_run", cwd=d)
+    res = dltrain_here("train", "f.yaml", "-q", "--run-dir", "f_run", cwd=d)
     assert res.returncode == code and message in res.stderr, res.stderr
     assert "f.yaml:5:" in res.stderr or code == 4  # the load_weights line
     assert not (d / "f_run").exists()

@@ -145,7 +145,7 @@ def test_greedy_generation_takes_the_model_argmax(tmp_path):
 )
 def test_bad_text_exits_3(tmp_path, text, message):
     write(tmp_path, text)
-    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    res = dltrain_here("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == 3 and message in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -169,7 +169,7 @@ def test_perplexity_needs_a_cross_entropy_loss(tmp_path):
 )
 def test_config_mismatches_exit_2(tmp_path, kw, message):
     write(tmp_path, **kw)
-    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    res = dltrain_here("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == 2 and message in res.stderr, res.stderr
 
 
@@ -296,7 +296,7 @@ def test_text_folder_trains_and_predicts_text(tmp_path):
 )
 def test_text_folder_errors(tmp_path, kw, code, message):
     write_folder(tmp_path, **kw)
-    res = dltrain("train", "c.yaml", "-q", cwd=tmp_path)
+    res = dltrain_here("train", "c.yaml", "-q", cwd=tmp_path)
     assert res.returncode == code and message in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists()
 
