@@ -60,6 +60,8 @@ def tune(
 def _table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from ..run.tune import fmt_value
+
     c = res["counts"]
     t = Table(
         title=f"study {res['study']}: {res['metric']} ({res['direction']}), "
@@ -75,7 +77,7 @@ def _table(res: dict[str, Any]) -> None:
     for tr in res["trials"]:
         state = tr["outcome"] or tr["state"]
         value = "" if tr["value"] is None else f"{tr['value']:.6g}"
-        params = [_fmt(tr["params"].get(k, "")) for k in names]
+        params = [fmt_value(tr["params"].get(k, "")) for k in names]
         secs = "" if tr["seconds"] is None else f"{tr['seconds']:.1f} s"
         mark = "*" if tr["number"] == best else ""
         t.add_row(f"{tr['number']}{mark}", state, value, *params, str(tr["epochs"] or ""), secs)
@@ -85,10 +87,6 @@ def _table(res: dict[str, Any]) -> None:
         out.print(f"best: trial {b['number']}, {res['metric']}={b['value']:.6g}")
         out.print(f"best config: {b['config']}  (dltrain train {b['config']})")
         out.print(f"best run: {b['run_dir']}")
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command("tune-trial", hidden=True)

@@ -40,6 +40,7 @@ from ..engine.train.trainer import TrainData, Trainer
 from ..errors import CheckpointError, ConfigError, DltrainError
 from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load
+from ..spec.schema import LoadWeightsSpec
 from .inference import LOAD_OPTIONS
 
 Log = Callable[[str], None]
@@ -145,7 +146,7 @@ def train_run(
     log: Log = print,
     spec: RunSpec | None = None,
     extra_callbacks: Sequence[Callback] = (),
-    import_weights: Any = None,
+    import_weights: LoadWeightsSpec | None = None,
 ) -> Path:
     """Train the run described by `config` (already loaded as `spec`, or loaded here with
     `overrides`); returns the run directory. `extra_callbacks` decide (stop training) after
@@ -222,7 +223,7 @@ def _train(
     progress: Callback | None,
     log: Log,
     extra: Sequence[Callback],
-    import_weights: Any = None,
+    import_weights: LoadWeightsSpec | None = None,
 ) -> Path:
     root = rdir / "checkpoints"
     existing = ck.list_checkpoints(root)

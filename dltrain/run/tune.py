@@ -40,7 +40,6 @@ from .tune_trial import (
     INVALID,
     PRUNED,
     make_pruner,
-    make_sampler,
     open_storage,
 )
 
@@ -85,6 +84,14 @@ def _die_with_parent() -> None:  # pragma: no cover  (runs in the child before e
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def make_sampler(cfg: dict[str, Any], seed: int) -> Any:
+    import optuna
+
+    if cfg["type"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg["n_startup_trials"])
 
 
 def _finished(t: Any) -> bool:
@@ -253,7 +260,6 @@ class Tuner:
             "direction": self.direction,
             "params": trial.params,
             "pruner": self.space.pruner.model_dump(),
-            "sampler": self.space.sampler.model_dump(),
             "epochs": self.spec.train.epochs,
         }
         atomic_write_text(run_dir / "trial.json", json.dumps(tf, indent=1))
@@ -269,7 +275,7 @@ class Tuner:
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         self.running[trial.number] = Running(trial.number, trial._trial_id, proc, run_dir)
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
         self.log(f"trial {trial.number} started: {shown}")
         return True
 
@@ -409,7 +415,7 @@ def write_best_config(run_dir: Path, dest: Path, trial: Any, metric: str, config
         if isinstance(src, dict) and isinstance(src.get("path"), str):
             if not os.path.isabs(src["path"]):
                 src["path"] = str((config_dir / src["path"]).resolve())
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    params = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
     head = (
         f"# best trial {trial.number} of a dltrain tune study: {metric}={trial.value:.6g}\n"
         f"# {params}\n# run: {run_dir}\n"
@@ -417,7 +423,7 @@ def write_best_config(run_dir: Path, dest: Path, trial: Any, metric: str, config
     atomic_write_text(dest, head + yaml.safe_dump(doc, sort_keys=False))
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 

@@ -46,7 +46,6 @@ class TrialFile(BaseModel):
     direction: Literal["maximize", "minimize"]
     params: dict[str, Any]
     pruner: dict[str, Any]
-    sampler: dict[str, Any]
     epochs: int
 
 
@@ -111,14 +110,6 @@ def make_pruner(cfg: dict[str, Any], epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def make_sampler(cfg: dict[str, Any], seed: int) -> Any:
-    import optuna
-
-    if cfg["type"] == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg["n_startup_trials"])
-
-
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage; SQLite waits for its lock instead of failing at once, since
     the coordinator and every trial process write to the same file."""
@@ -145,7 +136,6 @@ def run_trial(path: Path, progress: Callback | None = None, log: Any = print) ->
         study_name=tf.study_name,
         storage=storage,
         pruner=make_pruner(tf.pruner, tf.epochs),
-        sampler=make_sampler(tf.sampler, 0),
     )
     trial = optuna.trial.Trial(study, tf.trial_id)
     cb = TunePruning(trial, tf.metric, tf.direction, tf.pruner.get("type", "none") != "none")

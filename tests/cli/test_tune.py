@@ -202,7 +202,8 @@ def test_bad_space_is_a_config_error_at_its_line(
 
 
 def test_pruner_and_sampler_choices_build_optunas_own():
-    from dltrain.run.tune_trial import make_pruner, make_sampler
+    from dltrain.run.tune import make_sampler
+    from dltrain.run.tune_trial import make_pruner
     from dltrain.spec.tune import PrunerSpec, SamplerSpec
 
     hb = make_pruner(PrunerSpec(type="hyperband", min_resource=2).model_dump(), 9)
