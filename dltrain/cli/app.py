@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import DltrainError
 
@@ -85,8 +87,11 @@ def guarded(fn: F) -> F:
         except DltrainError as e:
             if STATE["debug"]:
                 raise
-            for line in str(e).splitlines() or ["error"]:
-                err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
+            rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+            who = f"rank {rank}: " if rank != "0" else ""  # one of several processes
+            lines = str(e).splitlines() or ([] if getattr(e, "said", False) else ["error"])
+            for line in lines:
+                err.print(f"[bold red]error:[/] {escape(who + line)}", markup=True, highlight=False)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -57,8 +57,20 @@ class Optimizer:
         """This optimizer from its spec (Keras's argument names)."""
         raise NotImplementedError
 
+    def shard(self, lo: int, hi: int) -> None:
+        """Update only elements lo:hi of the flat buffer, keeping state for those alone
+        (ZeRO stage 1); the state's tensors are then hi - lo long."""
+        assert self.flat is not None, "only a flat buffer can be sharded"
+        self._bounds = (lo, hi)
+        self.state = [{} for _ in self._pairs()]
+
+    _bounds: tuple[int, int] | None = None
+
     def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         if self.flat is not None:
+            if self._bounds is not None:
+                lo, hi = self._bounds
+                return [(self.flat.data[lo:hi], self.flat.grad[lo:hi])]
             return [(self.flat.data, self.flat.grad)]
         return [(p.data, p.grad) for p in self.params]
 
@@ -89,9 +101,10 @@ class Optimizer:
     def scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reusable buffer shaped like `like`: large temporaries allocated every step
         cost more in page faults than the arithmetic itself."""
-        buf = self._scratch.get(id(like))
+        key = like.data_ptr() if self._bounds is not None else id(like)  # shard views: fresh
+        buf = self._scratch.get(key)
         if buf is None or buf.shape != like.shape:
-            buf = self._scratch[id(like)] = torch.empty_like(like)
+            buf = self._scratch[key] = torch.empty_like(like)
         return buf
 
     def update(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor]) -> None:

@@ -16,7 +16,9 @@ from .tensor import Tensor
 class FlatParams:
     """Owns `data` and `grad` buffers; each parameter's `.data` / `.grad` is a view."""
 
-    def __init__(self, params: Sequence[Tensor]) -> None:
+    def __init__(self, params: Sequence[Tensor], extra: int = 0) -> None:
+        """`extra` slots follow the gradient in one allocation (`grad_and_extra`): small
+        flags a data-parallel step all-reduces in the same call as the gradient."""
         params = list(params)
         if not params:
             raise ValueError("FlatParams needs at least one parameter")
@@ -30,7 +32,9 @@ class FlatParams:
         total = sum(p.numel() for p in params)
         self.params = params
         self.data = torch.empty(total, dtype=dt, device=dev)
-        self.grad = torch.zeros(total, dtype=dt, device=dev)
+        self.grad_and_extra = torch.zeros(total + extra, dtype=dt, device=dev)
+        self.grad = self.grad_and_extra[:total]
+        self.extra = self.grad_and_extra[total:]
         offset = 0
         for p in params:
             n = p.numel()

@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import signal
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ..data.prepare import (
 )
 from ..engine import checkpoint as ck
 from ..engine.checks import check_run
+from ..engine.distributed import SINGLE, World, join, launched_size
 from ..engine.model import Model, compile_model, to_device
 from ..engine.train.callbacks import (
     Callback,
@@ -124,12 +126,19 @@ class _Signals:
     def attach(self, tr: Trainer) -> None:
         self.tr = tr
 
+    first_at: float | None = None
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.tr is None:  # setup, data loading: nothing to save yet, stop now
             raise Interrupted(signum, None)
-        if self.tr.stop_signal is not None:
+        now = time.monotonic()
+        if self.first_at is not None:
+            if now - self.first_at < 1.0:
+                # the same stop twice: the terminal's Ctrl-C and the launcher passing it on
+                return
             raise Interrupted(signum, None)
-        self.tr.stop_signal = signum
+        self.first_at = now
+        self.tr.request_stop(signum)
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self.old.items():
@@ -157,8 +166,28 @@ def train_run(
         threads = os.environ.get("DLTRAIN_THREADS")
         if threads:
             torch.set_num_threads(int(threads))
-        device = pick_device(spec.train.device)
         model = check_run(spec)  # config errors before anything is written
+        if launched_size() > 1:  # one of the processes of `--nproc N` or torchrun
+            check_distributable(spec, launched_size())
+            world, device = join(spec.train.device, spec.train.distributed.timeout_seconds)
+            try:
+                return _train_rank(
+                    sig,
+                    spec,
+                    model,
+                    device,
+                    world,
+                    config,
+                    run_dir,
+                    resume,
+                    allow_changes,
+                    progress,
+                    log,
+                    extra_callbacks,
+                )
+            finally:
+                world.close()
+        device = pick_device(spec.train.device)
         rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
         fresh: Path | None = None  # the outermost directory this run creates
         if not rdir.exists():
@@ -187,6 +216,92 @@ def train_run(
             if fresh is not None and not (rdir / "config.yaml").exists():
                 shutil.rmtree(fresh, ignore_errors=True)
             raise
+
+
+def check_distributable(spec: RunSpec, nproc: int) -> None:
+    """Config errors of a data-parallel run, before any process joins."""
+    if spec.gan is not None:
+        raise ConfigError(
+            "a GAN trains in one process for now (its two optimizers alternate on one "
+            "batch); drop --nproc / torchrun for this config"
+        )
+    bs = spec.train.batch_size
+    if bs % nproc:
+        raise ConfigError(
+            f"train.batch_size {bs} is the global batch and must split evenly over the "
+            f"{nproc} processes; use a multiple of {nproc}"
+        )
+
+
+def _train_rank(
+    sig: _Signals,
+    spec: RunSpec,
+    model: Model,
+    device: torch.device,
+    world: World,
+    config: str,
+    run_dir: str | None,
+    resume: bool,
+    allow_changes: Sequence[str],
+    progress: Callback | None,
+    log: Log,
+    extra: Sequence[Callback],
+) -> Path:
+    """One process of a data-parallel run: rank 0 owns the run directory (lock, config,
+    checkpoints, logs, progress); the others train beside it and write nothing."""
+    rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
+    if world.is_main:
+        with RunLock(rdir):
+            return _train(
+                sig,
+                spec,
+                model,
+                device,
+                config,
+                rdir,
+                resume,
+                allow_changes,
+                progress,
+                log,
+                extra,
+                world=world,
+            )
+    return _train(
+        sig,
+        spec,
+        model,
+        device,
+        config,
+        rdir,
+        resume,
+        allow_changes,
+        None,
+        lambda m: None,
+        extra,
+        world=world,
+    )
+
+
+def _agreed_checkpoint(world: World, root: Path, ckpt: Path | None) -> Path | None:
+    """Rank 0's choice of checkpoint, told to every rank (its name as bytes in a tensor),
+    and each rank's check that it can read it."""
+    if not world.active:
+        return ckpt
+    buf = torch.zeros(64, dtype=torch.uint8, device=world.device())
+    if world.is_main and ckpt is not None:
+        raw = ckpt.name.encode()
+        buf[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    world.all_reduce_(buf, "max")  # rank 0 alone writes a name: the max is its name
+    chosen = bytes(buf.cpu().tolist()).rstrip(b"\0").decode()
+    if not chosen:
+        return None
+    path = root / chosen
+    if not world.is_main and not path.is_dir():
+        raise CheckpointError(
+            f"rank {world.rank} cannot see {path}, the checkpoint rank 0 resumes from; on "
+            "several machines the run directory must be on a file system they share"
+        )
+    return path
 
 
 def _check_resumable(
@@ -224,18 +339,22 @@ def _train(
     log: Log,
     extra: Sequence[Callback],
     import_weights: LoadWeightsSpec | None = None,
+    world: World = SINGLE,
 ) -> Path:
     root = rdir / "checkpoints"
-    existing = ck.list_checkpoints(root)
-    if existing and not resume:
-        raise ConfigError(
-            f"{rdir} already holds a run ({len(existing)} checkpoint(s)); pass "
-            "--resume to continue it, or --run-dir DIR to start a new one"
-        )
-    ck.clean_leftovers(root, log)
-    ckpt = ck.newest_valid(root, log) if resume else None
-    if resume and ckpt is None and existing:
-        raise CheckpointError(f"{root}: no valid checkpoint to resume from")
+    ckpt: Path | None = None
+    if world.is_main:
+        existing = ck.list_checkpoints(root)
+        if existing and not resume:
+            raise ConfigError(
+                f"{rdir} already holds a run ({len(existing)} checkpoint(s)); pass "
+                "--resume to continue it, or --run-dir DIR to start a new one"
+            )
+        ck.clean_leftovers(root, log)
+        ckpt = ck.newest_valid(root, log) if resume else None
+        if resume and ckpt is None and existing:
+            raise CheckpointError(f"{root}: no valid checkpoint to resume from")
+    ckpt = _agreed_checkpoint(world, root, ckpt)
     state = ck.read_state(ckpt) if ckpt else None
     if ckpt is not None and state is not None:
         _check_resumable(spec, state, ckpt, allow_changes, log)
@@ -270,7 +389,7 @@ def _train(
         to_device(disc, device)
         tr: Trainer = GanTrainer(spec, model, disc, data, device)
     else:
-        tr = Trainer(spec, model, data, device)
+        tr = Trainer(spec, model, data, device, world)
     sig.attach(tr)
     if ckpt is not None and state is not None:
         saved = ck.read_state_dict(ckpt, state)
@@ -281,7 +400,13 @@ def _train(
         tr.resumed_from = ckpt.name
         log(f"resuming from {ckpt} (epoch {tr.epoch + 1}, step {tr.global_step})")
     config_text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    atomic_write_text(rdir / "config.yaml", config_text)
+    if world.is_main:
+        atomic_write_text(rdir / "config.yaml", config_text)
+    if world.active:
+        log(
+            f"data-parallel: {world.size} processes ({world.backend}), "
+            f"{spec.train.batch_size // world.size} samples each per step"
+        )
     run_state = {
         "format": ck.FORMAT_VERSION,
         "dltrain": __version__,
@@ -299,7 +424,12 @@ def _train(
         tr.callbacks, saver.trainer = [saver], tr
         log(f"imported {import_weights.path} as {rdir / 'checkpoints' / saver.save()}")
         return rdir
-    tr.fit(_callbacks(spec, rdir, run_state, config_text, state is not None, progress, extra))
+    if world.is_main:
+        cbs = _callbacks(spec, rdir, run_state, config_text, state is not None, progress, extra)
+    else:  # the same decisions, no writers; its checkpoint "saves" join rank 0's gathers
+        cbs = [c for c in _callbacks(spec, rdir, run_state, "", True, None, extra) if c.decides]
+        cbs.append(ModelCheckpoint(rdir / "checkpoints", spec, run_state, write=False))
+    tr.fit(cbs)
     return rdir
 
 

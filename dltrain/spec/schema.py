@@ -246,6 +246,22 @@ METRIC_ALIASES = {
 
 
 # -- training, callbacks, checkpoints, logging -------------------------------------------------
+class DistributedSpec(Spec):
+    optimizer_sharding: bool = Field(
+        False,
+        description="ZeRO stage 1: each process keeps and updates 1/N of the optimizer state "
+        "(reduce-scatter the gradients, all-gather the parameters). Checkpoints are the same.",
+    )
+    check_every_steps: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Compare a checksum of the weights and optimizer state across processes "
+        "every N steps and stop with an error if they differ (0: never; a debugging aid).",
+    )
+    timeout_seconds: PosInt = Field(
+        300, description="How long a collective waits for a process that does not answer."
+    )
+
+
 class TrainSpec(Spec):
     epochs: PosInt = Field(10, description="Passes over the training data.")
     batch_size: PosInt = Field(32, description="Samples per optimizer step (before accumulation).")
@@ -264,6 +280,15 @@ class TrainSpec(Spec):
         description="Optimizer steps per epoch (Keras's fit argument); default: one pass "
         "over the training data. Fewer steps take the start of each epoch's shuffled order "
         "(quick checks, smoke tests).",
+    )
+    sync_batch_norm: bool = Field(
+        False,
+        description="With several processes, BatchNormalization normalises with the statistics "
+        "of the whole global batch (as one process would); default: each process's own slice.",
+    )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="Data-parallel settings (dltrain train --nproc N, or torchrun).",
     )
 
 

@@ -39,6 +39,7 @@ from .nn import (
     linear,
     max_pool2d,
     pad,
+    sync_batch_norm,
 )
 from .recurrent import gru, lstm, rnn
 
@@ -79,5 +80,6 @@ __all__ = [
     "silu",
     "softmax",
     "softplus",
+    "sync_batch_norm",
     "tanh",
 ]

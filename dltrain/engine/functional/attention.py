@@ -13,6 +13,7 @@ import torch
 
 from ...kernels import attention as K_attn
 from .. import ops
+from ..distributed import RowsGenerator, bernoulli_rows
 from ..tensor import Tensor, make
 
 
@@ -24,7 +25,7 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     scale: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowsGenerator | None = None,
 ) -> Tensor:
     """softmax(Q K^T * scale + mask) V over (..., L, E) queries and (..., S, E) keys.
 
@@ -43,8 +44,8 @@ def scaled_dot_product_attention(
     drop = None
     if dropout_p > 0.0:  # one multiplier per attention probability: 0 or 1 / (1 - p)
         shape = (*batch, Q.shape[-2], K.shape[-2])
-        drop = torch.empty(shape, dtype=Q.dtype, device=Q.device)
-        drop.bernoulli_(1.0 - dropout_p, generator=generator).mul_(1.0 / (1.0 - dropout_p))
+        drop = bernoulli_rows(shape, 1.0 - dropout_p, Q.dtype, Q.device, generator)
+        drop.mul_(1.0 / (1.0 - dropout_p))
     out, saved = K_attn.attention_forward(Qb, Kb, Vb, M, is_causal, scale, drop)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 from ...kernels import batch_norm_act as K_bn
 from ...kernels import bias_act as K_ba
 from ...kernels import layer_norm as K_ln
+from ..distributed import RowsGenerator, World, bernoulli_rows
 from ..tensor import Tensor, make, may_read_back
 
 aten = torch.ops.aten
@@ -296,6 +297,72 @@ def batch_norm(
     return make(out, parents, vjp, "batch_norm")
 
 
+def sync_batch_norm(
+    input: Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    momentum: float,
+    eps: float,
+    world: World,
+) -> Tensor:
+    """Training batch norm over the global batch of every data-parallel process: the same
+    math as `batch_norm` on the concatenated batch (statistics from all-reduced sums, in
+    float64, of every process's slice), and a backward whose two per-channel means are
+    all-reduced the same way. Each process keeps only its slice of x and dx."""
+    X = input.data
+    C = X.shape[1]
+    dims = [d for d in range(X.ndim) if d != 1]
+    shape = [1, C] + [1] * (X.ndim - 2)
+    n_local = X.numel() // C if C else 0
+    first = torch.cat(
+        [X.sum(dims, dtype=torch.float64), X.new_full((1,), n_local, dtype=torch.float64)]
+    )
+    world.all_reduce_(first)
+    n = int(first[-1].item())
+    if n <= 1:
+        raise ValueError(
+            f"batch_norm in training needs more than one value per channel, got {n} in the "
+            "global batch"
+        )
+    mean64 = first[:C] / n
+    centred = X - mean64.to(X.dtype).view(shape)
+    sq = (centred.double() ** 2).sum(dims) if n_local else X.new_zeros(C, dtype=torch.float64)
+    world.all_reduce_(sq)
+    var64 = sq / n
+    invstd = torch.rsqrt(var64 + eps).to(X.dtype)
+    xhat = centred * invstd.view(shape)
+    W = weight.data if weight is not None else None
+    B = bias.data if bias is not None else None
+    y = xhat * W.view(shape) if W is not None else xhat.clone()
+    if B is not None:
+        y = y + B.view(shape)
+    if running_mean is not None and running_var is not None:
+        running_mean.mul_(1 - momentum).add_(mean64.to(running_mean.dtype), alpha=momentum)
+        unbiased = (var64 * (n / (n - 1))).to(running_var.dtype)
+        running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        gh = g * W.view(shape) if W is not None else g
+        sums = torch.cat(
+            [gh.sum(dims, dtype=torch.float64), (gh * xhat).sum(dims, dtype=torch.float64)]
+        )
+        world.all_reduce_(sums)
+        m_gh = (sums[:C] / n).to(X.dtype).view(shape)
+        m_ghx = (sums[C:] / n).to(X.dtype).view(shape)
+        gx = invstd.view(shape) * (gh - m_gh - xhat * m_ghx)
+        res: list[torch.Tensor | None] = [gx]
+        if weight is not None:
+            res.append((g * xhat).sum(dims))
+        if bias is not None:
+            res.append(g.sum(dims))
+        return tuple(res)
+
+    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    return make(y, parents, vjp, "sync_batch_norm")
+
+
 def _batch_norm_act(
     input: Tensor,
     weight: Tensor,
@@ -359,7 +426,10 @@ def layer_norm(
 
 
 def dropout(
-    input: Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    generator: torch.Generator | RowsGenerator | None = None,
 ) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p); identity in eval.
 
@@ -373,8 +443,7 @@ def dropout(
     if p == 1.0:
         mask = torch.zeros_like(X)
     else:
-        keep = torch.empty(X.shape, dtype=X.dtype, device=X.device)
-        keep.bernoulli_(1.0 - p, generator=generator)
+        keep = bernoulli_rows(tuple(X.shape), 1.0 - p, X.dtype, X.device, generator)
         mask = keep.mul_(1.0 / (1.0 - p))
     return make(X * mask, (input,), lambda g: (g * mask,), "dropout")
 

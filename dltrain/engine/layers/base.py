@@ -16,6 +16,7 @@ import torch
 
 from ...errors import ExportError
 from ...spec.layer_base import LayerBase, type_name
+from ..distributed import RowsGenerator, World
 from ..functional import ACTIVATIONS
 from ..tensor import Tensor
 
@@ -58,7 +59,9 @@ class RunContext:
     """Per-call state: training mode and the dropout generator."""
 
     training: bool = False
-    generator: torch.Generator | None = None
+    generator: torch.Generator | RowsGenerator | None = None
+    # the data-parallel world when BatchNormalization syncs its statistics across processes
+    sync: World | None = None
     # the padding mask of the layer's (first) input, (N, steps), True on real steps; the
     # model sets it before each layer runs
     mask: torch.Tensor | None = None

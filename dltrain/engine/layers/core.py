@@ -109,6 +109,17 @@ class BatchNormalization(Layer):
         # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
         # A frozen layer (trainable: false) runs in inference mode, as in Keras.
         training = run.training and self.spec.trainable
+        if training and run.sync is not None:  # train.sync_batch_norm with several processes
+            return F.sync_batch_norm(
+                xs[0],
+                self.buffers["moving_mean"],
+                self.buffers["moving_variance"],
+                self.params.get("gamma"),
+                self.params.get("beta"),
+                1.0 - self.spec.momentum,
+                self.spec.epsilon,
+                run.sync,
+            )
         return F.batch_norm(
             xs[0],
             self.buffers["moving_mean"],

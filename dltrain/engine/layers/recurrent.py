@@ -16,6 +16,7 @@ from ...errors import ExportError
 from ...spec import seq_layers as S
 from .. import functional as F
 from .. import ops
+from ..distributed import RowsGenerator, bernoulli_rows
 from ..tensor import Tensor
 from .base import (
     LAYERS,
@@ -31,10 +32,13 @@ from .base import (
 
 
 def _keep_mask(
-    shape: tuple[int, ...], p: float, like: torch.Tensor, gen: torch.Generator | None
+    shape: tuple[int, ...],
+    p: float,
+    like: torch.Tensor,
+    gen: torch.Generator | RowsGenerator | None,
 ) -> torch.Tensor:
     """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p)."""
-    m = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p, generator=gen)
+    m = bernoulli_rows(shape, 1 - p, like.dtype, like.device, gen)
     return m.mul_(1.0 / (1.0 - p))
 
 

@@ -44,6 +44,8 @@ class Callback:
     trainer: Trainer
     # name of this callback's entry in a checkpoint's state.json (None: no state)
     state_key: str | None = None
+    # it changes the training (learning rate, stopping): every data-parallel rank runs it
+    decides = False
 
     def on_train_begin(self) -> None: ...
     def on_epoch_begin(self, epoch: int) -> None: ...
@@ -70,6 +72,8 @@ class ReduceLROnPlateau(Callback):
     """Cuts the learning rate of a `reduce_on_plateau` schedule (its state is the schedule's,
     saved with it)."""
 
+    decides = True
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         msg = self.trainer.schedule.epoch_end(logs)
         if msg:
@@ -79,6 +83,8 @@ class ReduceLROnPlateau(Callback):
 class EarlyStopping(Callback):
     """Keras's EarlyStopping: stop when `monitor` has not improved for `patience` epochs;
     with restore_best_weights the weights of the best epoch are put back when it stops."""
+
+    decides = True
 
     state_key = "early_stopping"
 
@@ -174,8 +180,11 @@ class ModelCheckpoint(Callback):
         root: Path,
         spec: Any,
         run_state: dict[str, Any],
+        write: bool = True,
     ) -> None:
-        self.root, self.spec = root, spec
+        """write=False: a data-parallel rank other than 0, which takes part in each save
+        (gathering sharded optimizer state) and writes nothing."""
+        self.root, self.spec, self.write = root, spec, write
         self.run_state = run_state  # run-level JSON (spec, preprocessing, versions, ...)
         self.best: dict[str, Any] = {}
 
@@ -191,6 +200,9 @@ class ModelCheckpoint(Callback):
             cb.flush()
         name = f"step-{tr.global_step:08d}"
         state = tr.state_dict()
+        if not self.write:
+            tr.last_saved = name
+            return name
         meta = {**state.pop("state"), **self.run_state, "finished": finished}
         files = {f"{k}.safetensors": ck.tensors_bytes(v) for k, v in state.items()}
         files["state.json"] = json.dumps(meta, indent=1).encode()
@@ -224,7 +236,7 @@ class ModelCheckpoint(Callback):
         last = tr.epoch >= tr.epochs or tr.stop_training
         if is_best or last or (cks.every_epochs and tr.epoch % cks.every_epochs == 0):
             self.save(finished=last)
-            if is_best:
+            if is_best and self.write:
                 ck.mark_best(self.root, self.best["name"])
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

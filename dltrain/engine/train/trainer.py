@@ -11,6 +11,7 @@ the device and are read at log intervals, epoch ends and before a checkpoint is 
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from ...errors import ConfigError, NonFiniteError
 from ...spec import RunSpec
+from ..distributed import SINGLE, RowsGenerator, World
 from ..layers.base import RunContext
 from ..model import Model
 from ..optim import clip_grad_norm_, clip_grad_value_, make_optimizer
@@ -42,6 +44,17 @@ class TrainData:
     classes: list[str] = field(default_factory=list)
 
 
+def local_rows(total: int, rank: int, size: int) -> tuple[int, int]:
+    """(offset, count) of rank's part of a global batch of `total`: near-equal contiguous
+    parts, the first `total % size` one longer (torch.tensor_split's split)."""
+    base, extra = divmod(total, size)
+    return rank * base + min(rank, extra), base + (rank < extra)
+
+
+def model_has_batch_norm(model: Model) -> bool:
+    return any(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
+
+
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
     """The sample order of an epoch: a pure function of (seed, epoch)."""
     if not shuffle:
@@ -50,21 +63,30 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def augment(x: torch.Tensor, aug: Any, gen: torch.Generator) -> torch.Tensor:
-    """Random flips and padded random crops of a (N, C, H, W) batch, per sample."""
+def augment(
+    x: torch.Tensor, aug: Any, gen: torch.Generator, part: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Random flips and padded random crops of a (N, C, H, W) batch, per sample. With
+    `part` = (offset, total), x is rows offset:offset+N of a global batch of `total`: the
+    draws are the global batch's, so each sample is augmented as in one process."""
     n = x.shape[0]
+    off, total = part if part is not None else (0, n)
+
+    def draw(fn: Any, *args: Any) -> torch.Tensor:
+        return fn(*args, (total,), generator=gen, device=x.device)[off : off + n]
+
     if aug.random_flip in ("horizontal", "horizontal_and_vertical"):
-        m = torch.rand(n, generator=gen, device=x.device) < 0.5
+        m = draw(torch.rand) < 0.5
         x = torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
     if aug.random_flip in ("vertical", "horizontal_and_vertical"):
-        m = torch.rand(n, generator=gen, device=x.device) < 0.5
+        m = draw(torch.rand) < 0.5
         x = torch.where(m.view(-1, 1, 1, 1), x.flip(-2), x)
     p = aug.random_crop_padding
     if p:
         _, _, h, w = x.shape
         xp = torch.nn.functional.pad(x, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (n,), generator=gen, device=x.device)
-        ox = torch.randint(0, 2 * p + 1, (n,), generator=gen, device=x.device)
+        oy = draw(torch.randint, 0, 2 * p + 1)
+        ox = draw(torch.randint, 0, 2 * p + 1)
         rows = (oy.view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (ox.view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         idx = torch.arange(n, device=x.device).view(n, 1, 1, 1)
@@ -76,9 +98,22 @@ class Trainer:
     """Owns one run's model, optimizer, schedule, generators and accumulators, and its loop:
     `fit(callbacks)` runs the epochs; `state_dict()` is everything a checkpoint holds."""
 
-    def __init__(self, spec: RunSpec, model: Model, data: TrainData, device: torch.device) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        model: Model,
+        data: TrainData,
+        device: torch.device,
+        world: World = SINGLE,
+    ) -> None:
         self.spec, self.model, self.data, self.device = spec, model, data, device
+        self.world = world
         tr = spec.train
+        if tr.batch_size % world.size:
+            raise ConfigError(
+                f"train.batch_size {tr.batch_size} is the global batch and must split evenly "
+                f"over the {world.size} processes; use a multiple of {world.size}"
+            )
         self.loss = build_loss(spec, model)
         trainable = model.parameters(trainable_only=True)
         if not trainable:
@@ -86,9 +121,27 @@ class Trainer:
                 "every layer is frozen (trainable: false); nothing to train. Unfreeze at "
                 "least one layer, or use the model as it is with predict/evaluate"
             )
-        self.flat = FlatParams(trainable)
+        # extra slots all-reduced with the gradient: SIGINT asked, SIGTERM asked, a
+        # non-finite local loss (one collective per step carries the step's decisions)
+        self.flat = FlatParams(trainable, extra=3 if world.active else 0)
         self.opt = make_optimizer(spec.optimizer, self.flat)
+        self.sharded = world.active and tr.distributed.optimizer_sharding
+        self.sync_bn = world.active and tr.sync_batch_norm and model_has_batch_norm(model)
+        if self.sharded:
+            lo, hi, chunk = world.shard(len(self.flat))
+            self.opt.shard(lo, hi)
+            self._padded = torch.zeros(
+                chunk * world.size, dtype=self.flat.data.dtype, device=device
+            )
+        self._pending_signal: int | None = None  # asked here, not yet agreed by all ranks
         self.n_batches = math.ceil(len(data.x) / tr.batch_size)  # micro-batches in one pass
+        last = len(data.x) % tr.batch_size
+        if self.sync_bn and 0 < last < world.size:
+            raise ConfigError(
+                f"the last batch of each epoch holds {last} sample(s), fewer than the "
+                f"{world.size} processes, and train.sync_batch_norm needs a sample on every "
+                "process; pick a batch_size that leaves a larger last batch"
+            )
         full = math.ceil(self.n_batches / tr.gradient_accumulation_steps)
         self.steps_per_epoch = min(tr.steps_per_epoch or full, full)
         # micro-batches an epoch runs (all of them unless train.steps_per_epoch cuts it short)
@@ -169,7 +222,10 @@ class Trainer:
             logs: dict[str, float] = {}
             if self.global_step % tr.log_every_steps == 0:  # the only per-step host sync
                 self.check_finite()
-                logs = self.train_metrics.results()
+                logs = self.metric_results(self.train_metrics)
+            every = tr.distributed.check_every_steps
+            if self.world.active and every and self.global_step % every == 0:
+                self.check_replicas()
             for cb in self.callbacks:
                 cb.on_train_batch_end(self.global_step, logs)
             if self.stop_signal is not None:  # no checkpoint callback took it
@@ -177,7 +233,8 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, float]:
         self.check_finite()
-        logs = self.train_metrics.results()
+        self.sync_buffers()
+        logs = self.metric_results(self.train_metrics)
         self.train_metrics.reset()
         self.last_validation = None
         if self.data.x_val is not None and self.data.y_val is not None:
@@ -191,12 +248,24 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------------
     def _micro_batch(self, idx: torch.Tensor, scale: float) -> None:
+        """One micro-batch of global indices `idx`: with several processes this one takes
+        its slice, and its loss counts by its share of the global batch (the summed
+        gradients are then the global batch's mean-loss gradient)."""
+        total, rows = len(idx), None
+        gen: Any = self.dropout_gen
+        if self.world.active:
+            off, n = local_rows(total, self.world.rank, self.world.size)
+            if n == 0:  # fewer samples than processes: this one adds nothing
+                return
+            idx, rows = idx[off : off + n], (off, total)
+            gen = RowsGenerator(self.dropout_gen, off, total)
+            scale *= n / total
         x, y = self.data.x[idx], self.data.y[idx]
         if self.data.image and (
             self.spec.data.augment.random_flip or self.spec.data.augment.random_crop_padding
         ):
-            x = augment(x, self.spec.data.augment, self.augment_gen)
-        run = RunContext(training=True, generator=self.dropout_gen)
+            x = augment(x, self.spec.data.augment, self.augment_gen, rows)
+        run = RunContext(training=True, generator=gen, sync=self.world if self.sync_bn else None)
         out = self.model(Tensor(x), run, logits=self.loss.logits)
         loss = self.loss.fn(out, y)
         (loss * scale if scale != 1.0 else loss).backward()
@@ -208,23 +277,120 @@ class Trainer:
         device, no sync) the first step whose loss or gradient is not finite."""
         flat.sync_grads()
         g = flat.grad
+        bad = ~torch.isfinite(loss)
+        if flat is self.flat and self.world.active:
+            g, bad = self._reduce_gradients(bad)
         if o.clipnorm:
-            clip_grad_norm_(g, o.clipnorm)
+            if self.sharded:  # the norm of the whole gradient from every rank's slice
+                sq = g.double().square().sum().reshape(1)
+                total = self.world.all_reduce_(sq).sqrt().to(g.dtype)
+                g.mul_(torch.clamp(o.clipnorm / (total + 1e-6), max=1.0))
+            else:
+                clip_grad_norm_(g, o.clipnorm)
         if o.clipvalue:
             clip_grad_value_(g, o.clipvalue)
-        bad = ~(torch.isfinite(loss) & torch.isfinite(g.sum()))
+        bad = bad | ~torch.isfinite(g.sum())
+        if self.sharded:  # every rank must see a non-finite value in any rank's slice
+            bad = self.world.all_reduce_(bad.to(torch.float32).reshape(1), "max")[0] > 0
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
+
+    def _reduce_gradients(self, bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum the gradient over the processes (each already weighted by its share of the
+        global batch) with the step's flags in the same call; with optimizer sharding,
+        reduce-scatter it instead: this rank keeps its slice. Returns the gradient this
+        rank updates with and whether any rank's loss was non-finite."""
+        flat, world = self.flat, self.world
+        pending = self._pending_signal
+        flags = torch.tensor(
+            [pending == signal.SIGINT, pending == signal.SIGTERM, False], dtype=flat.extra.dtype
+        )
+        flat.extra.copy_(flags)
+        flat.extra[2:3].copy_(bad.reshape(1))
+        keep_all = self._keeps_grads()
+        if not self.sharded or keep_all:
+            world.all_reduce_(flat.grad_and_extra)
+            extra = flat.extra
+            g = flat.grad
+            if self.sharded:
+                lo, hi, _ = world.shard(len(flat))
+                g = flat.grad[lo:hi]
+        else:
+            lo, hi, _ = world.shard(len(flat))
+            shard = world.reduce_scatter_(flat.grad, self._padded)
+            flat.grad[lo:hi].copy_(shard[: hi - lo])
+            g = flat.grad[lo:hi]
+            extra = world.all_reduce_(flat.extra.clone())
+        # the stop decision is read where reading costs no device sync (CPU), else at the
+        # logging steps: every rank reads the same sums at the same step
+        if self.device.type == "cpu" or self.global_step % self.spec.train.log_every_steps == 0:
+            asked = extra[:2].tolist()
+            if asked[0] > 0 or asked[1] > 0:
+                self.stop_signal = signal.SIGINT if asked[0] > 0 else signal.SIGTERM
+        return g, extra[2] > 0
+
+    def _keeps_grads(self) -> bool:
+        log = self.spec.logging
+        return self.batch >= self.epoch_batches and log.tensorboard and log.histograms
+
+    def request_stop(self, signum: int) -> None:
+        """A stop signal arrived (SIGINT/SIGTERM): stop after this step with a checkpoint;
+        with several processes, once every rank has heard of it in the step's all-reduce."""
+        if self.world.active:
+            self._pending_signal = signum
+        else:
+            self.stop_signal = signum
+
+    def metric_results(self, ms: MetricState) -> dict[str, float]:
+        """`ms.results()` over every process's samples (one all-reduce of the sums)."""
+        if not self.world.active:
+            return ms.results()
+        parts = ms.tensors()
+        flat = torch.cat([v.reshape(-1).to(torch.float64) for v in parts.values()])
+        self.world.all_reduce_(flat)
+        out = MetricState(
+            list(self.spec.metrics), self.spec.task, self.model.output_shape[0], self.device
+        )
+        sizes = [v.numel() for v in parts.values()]
+        out.load(
+            {
+                k: piece.view(v.shape).to(v.dtype)
+                for (k, v), piece in zip(parts.items(), flat.split(sizes))
+            }
+        )
+        return out.results()
+
+    def sync_buffers(self) -> None:
+        """Average the processes' BatchNormalization moving statistics (each tracked its
+        own slice of the batches) so every rank holds the same model, as Keras's
+        strategies read them; with sync_batch_norm they are identical already."""
+        if not self.world.active or self.sync_bn:
+            return
+        bufs = [b for _, b in self.model.named_buffers() if b.is_floating_point()]
+        if bufs:
+            flat = torch.cat([b.reshape(-1) for b in bufs])
+            self.world.all_reduce_(flat).div_(self.world.size)
+            for b, piece in zip(bufs, flat.split([b.numel() for b in bufs])):
+                b.copy_(piece.view(b.shape))
+
+    def check_replicas(self) -> None:
+        """train.distributed.check_every_steps: every rank's weights (and, unsharded, its
+        optimizer state) must be bit-identical."""
+        tensors = {"weights": self.flat.data}
+        if not self.sharded:
+            tensors.update(self.opt.state_dict()[0])
+        self.world.check_same(tensors, "weights and optimizer state", self.global_step)
 
     def _optimizer_step(self) -> None:
         self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
         self.opt.lr = self.schedule.lr(self.global_step)
-        log = self.spec.logging
-        if self.batch >= self.epoch_batches and log.tensorboard and log.histograms:
+        if self._keeps_grads():
             # the epoch's last step: keep grads for the gradient histograms
             self.epoch_grads = {
                 k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None
             }
         self.opt.step()
+        if self.sharded:  # every rank's updated slice to every rank
+            self.world.all_gather_(self.flat.data, self._padded)
         self.opt.zero_grad()
         self.global_step += 1
 
@@ -263,7 +429,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Tensors by file (model, optimizer, trainer) and the JSON `state`: what a checkpoint
         holds to continue this run bit-exactly."""
+        self.sync_buffers()
         opt_tensors, opt_meta = self.opt.state_dict()
+        if self.sharded:  # the whole state, as one process holds it
+            # in the same order on every rank (a loaded state's keys come in file order)
+            opt_tensors = {k: self._gather(opt_tensors[k]) for k in sorted(opt_tensors)}
         trainer = {"rng.dropout": self.dropout_gen.get_state()}
         trainer["rng.augment"] = self.augment_gen.get_state()
         trainer.update({f"metrics.{k}": v for k, v in self.train_metrics.tensors().items()})
@@ -286,11 +456,27 @@ class Trainer:
             "state": meta,
         }
 
+    def _gather(self, shard: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros(len(self.flat), dtype=shard.dtype, device=shard.device)
+        lo, hi, _ = self.world.shard(len(self.flat))
+        if shard.numel() != hi - lo:  # not an elementwise slot (a scalar step count)
+            return shard
+        full[lo:hi].copy_(shard)
+        padded = torch.zeros_like(self._padded, dtype=shard.dtype)
+        self.world.all_gather_(full, padded)
+        return full
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict()`; callbacks get their part when `fit` starts."""
         meta, tt = state["state"], state["trainer"]
         self.model.load_state_tensors(state["model"])
-        self.opt.load_state_dict(state["optimizer"], meta["optimizer"])
+        opt_tensors = state["optimizer"]
+        if self.sharded:
+            lo, hi, _ = self.world.shard(len(self.flat))
+            opt_tensors = {
+                k: v[lo:hi] if v.numel() == len(self.flat) else v for k, v in opt_tensors.items()
+            }
+        self.opt.load_state_dict(opt_tensors, meta["optimizer"])
         self.dropout_gen.set_state(tt["rng.dropout"])
         self.augment_gen.set_state(tt["rng.augment"])
         self.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})

@@ -1,0 +1,240 @@
+"""Data-parallel training: `dltrain train --nproc 2` (gloo on CPU, torch.distributed's
+elastic launcher) against one process with the same global batch.
+
+Bounds reached (float32, 30 steps, relative to each tensor's largest magnitude): MLP with
+SGD 3e-7 (bound 1e-6); MLP with Adam 3.5e-6 (Adam divides by sqrt(v), so a last-bit
+difference in a near-zero gradient becomes a learning-rate-sized step; bound 1e-5); CNN
+with synchronised BatchNormalization and SGD 1.0e-6 (bound 1e-5: a last-bit difference
+can also change which of two tied inputs a max pool picks, and with a large learning rate
+the difference grows step by step: 7.7e-7 after one step at lr 0.05, 2.5e-3 after 30).
+The difference is summation order only: one process sums 32 rows in one matmul, two sum
+16 + 16.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dltrain.run.launch import root_cause
+
+from .helpers import ROOT, cli_env, dltrain, dltrain_here, wait_for
+
+CFG = str(ROOT / "configs" / "digits_mlp.yaml")
+CNN = str(ROOT / "configs" / "digits_cnn.yaml")
+SHORT = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=30", "-q"]
+ONE_THREAD = {"DLTRAIN_THREADS": "1"}
+SGD = "{type: sgd, learning_rate: 0.05, momentum: 0.9}"
+SGD_CNN = "{type: sgd, learning_rate: 0.01, momentum: 0.9}"
+
+
+def _newest(run: Path) -> Path:
+    return max((run / "checkpoints").glob("step-*"))
+
+
+def _tensors(run: Path, what: str = "model") -> dict[str, torch.Tensor]:
+    return load_file(str(_newest(run) / f"{what}.safetensors"))
+
+
+def _worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
+
+
+def _two(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    res = dltrain("train", *args, "--nproc", "2", cwd=cwd, env=ONE_THREAD, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+SLOW = pytest.mark.slow  # the default run keeps ZeRO-1 (Adam) and the CNN
+
+
+@pytest.mark.parametrize(
+    "config,extra,bound",
+    [
+        pytest.param(CFG, ["--set", f"optimizer={SGD}"], 1e-6, marks=SLOW),
+        pytest.param(CFG, [], 1e-5, marks=SLOW),
+        (CFG, ["--set", "train.distributed.optimizer_sharding=true"], 1e-5),
+        (CNN, ["--set", "train.sync_batch_norm=true", "--set", f"optimizer={SGD_CNN}"], 1e-5),
+    ],
+    ids=["mlp_sgd", "mlp_adam", "mlp_zero1", "cnn_sync_bn"],
+)
+def test_two_processes_train_as_one(tmp_path, config, extra, bound):
+    one, two = tmp_path / "one", tmp_path / "two"
+    res = dltrain_here("train", config, *SHORT, *extra, "--run-dir", str(one))
+    assert res.returncode == 0, res.stderr
+    res = _two(
+        config,
+        *SHORT,
+        *extra,
+        "--run-dir",
+        str(two),
+        "--set",
+        "train.distributed.check_every_steps=10",
+        cwd=tmp_path,
+    )
+    assert "data-parallel: 2 processes (gloo), " in res.stderr
+    assert res.stdout.count("run directory:") == 1  # rank 0 alone reports and writes
+    assert _newest(one).name == _newest(two).name == "step-00000030"
+    assert _worst(_tensors(two), _tensors(one)) < bound
+    assert _worst(_tensors(two, "optimizer"), _tensors(one, "optimizer")) < 100 * bound
+    # logged metrics are the global batch's (reduced over the processes)
+    import json
+
+    a = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [x.keys() for x in a] == [x.keys() for x in b]
+    assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-5)
+    assert b[-1]["accuracy"] == pytest.approx(a[-1]["accuracy"], abs=1e-3)
+    assert not (two / "checkpoints" / ".lock").exists()
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the launcher's worker with RANK=rank (its environment says)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (d / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher and f"RANK={rank}".encode() in env:
+            return int(d.name)
+    return None
+
+
+def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
+    args = [CFG, "-q", "--set", "train.epochs=3", "--set", "checkpoint.every_steps=10"]
+    ref = tmp_path / "ref"
+    _two(*args, "--run-dir", str(ref), cwd=tmp_path)
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dltrain", "train", *args, "--run-dir", str(run), "--nproc", "2"]
+    env = cli_env(**ONE_THREAD)
+    p = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    root = run / "checkpoints"
+    # the sign: rank 0 has committed a checkpoint (training is under way on both ranks)
+    assert wait_for(lambda: root.is_dir() and any(root.glob("step-*")), p, "a checkpoint")
+    assert wait_for(lambda: _rank_pid(p.pid, 1) is not None, p, "rank 1")
+    pid = _rank_pid(p.pid, 1)
+    assert pid is not None
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _, err = p.communicate(timeout=60)  # no hang: the job ends
+    took = time.monotonic() - t0
+    if p.returncode == 0:
+        pytest.skip("the run finished before the kill")
+    assert p.returncode == 6, err
+    assert f"process rank 1 of 2 (pid {pid}) was killed by SIGKILL" in err, err
+    assert "--resume" in err and "Traceback" not in err
+    assert took < 30
+    _two(*args, "--run-dir", str(run), "--resume", cwd=tmp_path)
+    assert _newest(run).name == _newest(ref).name
+    for what in ("model", "optimizer"):
+        a, b = _tensors(run, what), _tensors(ref, what)
+        assert all(torch.equal(a[k], b[k]) for k in b), what  # bit-exact
+
+
+def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
+    """1 process, then 2 (ZeRO-1: the saved state is scattered), then 1 again (the state was
+    gathered into the single-process format): as one uninterrupted process."""
+    common = [
+        CFG,
+        "-q",
+        "--set",
+        "train.steps_per_epoch=10",
+        "--set",
+        "train.distributed.optimizer_sharding=true",
+    ]
+    ref = tmp_path / "ref"
+    assert (
+        dltrain_here("train", *common, "--set", "train.epochs=3", "--run-dir", str(ref)).returncode
+        == 0
+    )
+    run = tmp_path / "run"
+    more = ["--run-dir", str(run), "--resume", "--allow-config-change", "train.epochs"]
+    res = dltrain_here("train", *common, "--set", "train.epochs=1", *more)
+    assert res.returncode == 0, res.stderr
+    _two(*common, "--set", "train.epochs=2", *more, cwd=tmp_path)
+    assert _newest(run).name == "step-00000020"
+    res = dltrain_here("train", *common, "--set", "train.epochs=3", *more)
+    assert res.returncode == 0, res.stderr
+    assert _newest(run).name == _newest(ref).name == "step-00000030"
+    assert _worst(_tensors(run), _tensors(ref)) < 1e-5
+    assert _worst(_tensors(run, "optimizer"), _tensors(ref, "optimizer")) < 1e-3
+
+
+def test_config_errors_are_found_before_any_process_starts(tmp_path):
+    res = dltrain_here("train", CFG, "--nproc", "3", "--run-dir", str(tmp_path / "r"))
+    assert res.returncode == 2
+    assert "batch_size 32 is the global batch and must split evenly over the 3" in res.stderr
+    assert not (tmp_path / "r").exists()
+    gan = str(ROOT / "configs" / "dcgan_digits.yaml")
+    res = dltrain_here("train", gan, "--nproc", "2", "--run-dir", str(tmp_path / "g"))
+    assert res.returncode == 2 and "GAN trains in one process" in res.stderr
+
+
+def test_a_rendezvous_that_fails_is_a_clear_error(tmp_path):
+    """A process told to join a group whose address answers nothing (torchrun's variables
+    set by hand): exit 6 naming the address, within the configured timeout."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **ONE_THREAD,
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    res = dltrain(
+        "train",
+        CFG,
+        "-q",
+        "--set",
+        "train.distributed.timeout_seconds=3",
+        "--run-dir",
+        str(tmp_path / "r"),
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 6, res.stderr
+    assert f"rank 1: rank 1 could not join the process group at 127.0.0.1:{port}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_nproc_under_torchrun_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = dltrain_here("train", CFG, "--nproc", "2", "--run-dir", str(tmp_path / "r"))
+    assert res.returncode == 2 and "under torchrun set --nproc_per_node" in res.stderr
+
+
+class _Failure:
+    def __init__(self, exitcode: int, t: float, pid: int = 7) -> None:
+        self.exitcode, self.timestamp, self.pid = exitcode, t, pid
+
+
+def test_the_root_cause_of_a_failed_job():
+    # killed rank 1, rank 0 then lost its peer (6), the launcher ended the rest (SIGTERM)
+    msg, code = root_cause({0: _Failure(6, 2), 1: _Failure(-9, 1), 2: _Failure(-15, 3)}, 3)
+    assert "rank 1 of 3 (pid 7) was killed by SIGKILL" in msg and code == 6
+    # a data error on rank 1 is the cause, not rank 0's lost peer that came first
+    msg, code = root_cause({0: _Failure(6, 1), 1: _Failure(3, 2)}, 2)
+    assert "rank 1 of 2 exited with code 3" in msg and code == 3
+    # an asked stop (Ctrl-C): every process saved and said so
+    assert root_cause({0: _Failure(130, 1), 1: _Failure(130, 1)}, 2) == ("", 130)
