@@ -266,20 +266,25 @@ def _train_rank(
                 extra,
                 world=world,
             )
-    return _train(
-        sig,
-        spec,
-        model,
-        device,
-        config,
-        rdir,
-        resume,
-        allow_changes,
-        None,
-        lambda m: None,
-        extra,
-        world=world,
-    )
+    try:
+        return _train(
+            sig,
+            spec,
+            model,
+            device,
+            config,
+            rdir,
+            resume,
+            allow_changes,
+            None,
+            lambda m: None,
+            extra,
+            world=world,
+        )
+    except Interrupted as e:  # rank 0 says what it saved
+        e.args = ("",)
+        e.said = True  # type: ignore[attr-defined]
+        raise
 
 
 def _agreed_checkpoint(world: World, root: Path, ckpt: Path | None) -> Path | None:
