@@ -113,19 +113,51 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
-def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
-    args = [CFG, "-q", "--set", "train.epochs=3", "--set", "checkpoint.every_steps=10"]
+def test_stop_and_kill_then_resume_is_bit_exact(tmp_path):
+    """SIGTERM to the launcher: every rank stops after the same step, rank 0 saves (143).
+    Then kill -9 of rank 1: the job ends at once naming it (6), no hang. Each time
+    `--resume` continues, and the end is bit-identical to an uninterrupted 2-process run."""
+    args = [CFG, "-q", "--set", "train.epochs=6", "--set", "checkpoint.every_steps=10"]
     ref = tmp_path / "ref"
     _two(*args, "--run-dir", str(ref), cwd=tmp_path)
-    run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dltrain", "train", *args, "--run-dir", str(run), "--nproc", "2"]
-    env = cli_env(**ONE_THREAD)
-    p = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    run = tmp_path / "run"
     root = run / "checkpoints"
-    # the sign: rank 0 has committed a checkpoint (training is under way on both ranks)
-    assert wait_for(lambda: root.is_dir() and any(root.glob("step-*")), p, "a checkpoint")
+    cmd = [
+        sys.executable,
+        "-m",
+        "dltrain",
+        "train",
+        *args,
+        "--run-dir",
+        str(run),
+        "--nproc",
+        "2",
+        "--resume",
+    ]  # --resume starts a run that is not there yet
+
+    def start() -> tuple[subprocess.Popen, set[str]]:
+        before = {c.name for c in root.glob("step-*")} if root.is_dir() else set()
+        p = subprocess.Popen(
+            cmd,
+            env=cli_env(**ONE_THREAD),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # the sign: this attempt committed a checkpoint (both ranks are training)
+        new = lambda: root.is_dir() and bool({c.name for c in root.glob("step-*")} - before)  # noqa: E731
+        if not wait_for(new, p, "a new checkpoint"):
+            pytest.fail(f"the run ended before its first checkpoint: {p.communicate()}")
+        return p, before
+
+    p, _ = start()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert err.count("stopped by SIGTERM; saved step-") == 1, err  # rank 0 says it, once
+
+    p, _ = start()
     assert wait_for(lambda: _rank_pid(p.pid, 1) is not None, p, "rank 1")
     pid = _rank_pid(p.pid, 1)
     assert pid is not None
@@ -133,17 +165,19 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
     os.kill(pid, signal.SIGKILL)
     _, err = p.communicate(timeout=60)  # no hang: the job ends
     took = time.monotonic() - t0
-    if p.returncode == 0:
-        pytest.skip("the run finished before the kill")
     assert p.returncode == 6, err
     assert f"process rank 1 of 2 (pid {pid}) was killed by SIGKILL" in err, err
     assert "--resume" in err and "Traceback" not in err
     assert took < 30
-    _two(*args, "--run-dir", str(run), "--resume", cwd=tmp_path)
+
+    subprocess.run(cmd, env=cli_env(**ONE_THREAD), cwd=tmp_path, check=True, capture_output=True)
     assert _newest(run).name == _newest(ref).name
-    for what in ("model", "optimizer"):
+    for what in ("model", "optimizer", "trainer"):
         a, b = _tensors(run, what), _tensors(ref, what)
+        assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in b), what  # bit-exact
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6  # every epoch once
 
 
 def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
