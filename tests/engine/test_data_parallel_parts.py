@@ -26,7 +26,7 @@ def test_sync_batch_norm_is_batch_norm(shape):
     def eng(x, w, b):
         rm, rv = torch.zeros(C, dtype=D) + 0.3, torch.ones(C, dtype=D) * 1.7
         stats["e"] = (rm, rv)
-        return F.sync_batch_norm(x, rm, rv, w, b, 0.2, 1e-3, SINGLE)
+        return F.sync_batch_norm(x, rm, rv, w, b, 0.2, 1e-3, SINGLE, x.shape[0])
 
     def ref(x, w, b):
         rm, rv = torch.zeros(C, dtype=D) + 0.3, torch.ones(C, dtype=D) * 1.7

@@ -306,27 +306,27 @@ def sync_batch_norm(
     momentum: float,
     eps: float,
     world: World,
+    total_rows: int,
 ) -> Tensor:
-    """Training batch norm over the global batch of every data-parallel process: the same
-    math as `batch_norm` on the concatenated batch (statistics from all-reduced sums, in
-    float64, of every process's slice), and a backward whose two per-channel means are
-    all-reduced the same way. Each process keeps only its slice of x and dx."""
+    """Training batch norm over the global batch of every data-parallel process (whose
+    rows number `total_rows`): the same math as `batch_norm` on the concatenated batch
+    (statistics from all-reduced sums, in float64, of every process's slice), and a
+    backward whose two per-channel means are all-reduced the same way. Each process keeps
+    only its slice of x and dx. Nothing is read back to the host."""
     X = input.data
     C = X.shape[1]
     dims = [d for d in range(X.ndim) if d != 1]
     shape = [1, C] + [1] * (X.ndim - 2)
     n_local = X.numel() // C if C else 0
-    first = torch.cat(
-        [X.sum(dims, dtype=torch.float64), X.new_full((1,), n_local, dtype=torch.float64)]
-    )
+    n = total_rows * (X[0].numel() // C)  # values per channel in the global batch
+    first = X.sum(dims, dtype=torch.float64)
     world.all_reduce_(first)
-    n = int(first[-1].item())
     if n <= 1:
         raise ValueError(
             f"batch_norm in training needs more than one value per channel, got {n} in the "
             "global batch"
         )
-    mean64 = first[:C] / n
+    mean64 = first / n
     centred = X - mean64.to(X.dtype).view(shape)
     sq = (centred.double() ** 2).sum(dims) if n_local else X.new_zeros(C, dtype=torch.float64)
     world.all_reduce_(sq)

@@ -62,6 +62,7 @@ class RunContext:
     generator: torch.Generator | RowsGenerator | None = None
     # the data-parallel world when BatchNormalization syncs its statistics across processes
     sync: World | None = None
+    global_rows: int = 0  # with `sync`: the global batch's rows (this process has a slice)
     # the padding mask of the layer's (first) input, (N, steps), True on real steps; the
     # model sets it before each layer runs
     mask: torch.Tensor | None = None
@@ -107,6 +108,9 @@ class Layer:
     onnx_refusal: ClassVar[str | None] = None
     # an elementwise layer that may overwrite its input when the planner allows it
     may_run_inplace: ClassVar[bool] = False
+    # normalises with statistics of the batch in training (synchronised across
+    # data-parallel processes with train.sync_batch_norm)
+    batch_statistics: ClassVar[bool] = False
 
     def __init__(self, spec: Any, name: str) -> None:
         self.spec = spec

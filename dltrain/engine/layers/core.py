@@ -93,6 +93,7 @@ def onnx_affine(layer: Layer, g: OnnxGraph, c: int) -> list[str]:
 
 @register(S.BatchNormalizationSpec)
 class BatchNormalization(Layer):
+    batch_statistics = True
     @property
     def output_unsaved(self) -> bool:  # its backward reads the input and the batch statistics
         return True
@@ -119,6 +120,7 @@ class BatchNormalization(Layer):
                 1.0 - self.spec.momentum,
                 self.spec.epsilon,
                 run.sync,
+                run.global_rows,
             )
         return F.batch_norm(
             xs[0],

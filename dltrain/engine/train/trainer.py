@@ -52,7 +52,7 @@ def local_rows(total: int, rank: int, size: int) -> tuple[int, int]:
 
 
 def model_has_batch_norm(model: Model) -> bool:
-    return any(type(layer).__name__ == "BatchNormalization" for layer in model.layers)
+    return any(layer.batch_statistics for layer in model.layers)
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
@@ -265,7 +265,9 @@ class Trainer:
             self.spec.data.augment.random_flip or self.spec.data.augment.random_crop_padding
         ):
             x = augment(x, self.spec.data.augment, self.augment_gen, rows)
-        run = RunContext(training=True, generator=gen, sync=self.world if self.sync_bn else None)
+        run = RunContext(training=True, generator=gen)
+        if self.sync_bn:
+            run.sync, run.global_rows = self.world, total
         out = self.model(Tensor(x), run, logits=self.loss.logits)
         loss = self.loss.fn(out, y)
         (loss * scale if scale != 1.0 else loss).backward()
