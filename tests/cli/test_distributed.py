@@ -2,7 +2,7 @@
 elastic launcher) against one process with the same global batch.
 
 Bounds reached (float32, 30 steps, relative to each tensor's largest magnitude): MLP with
-SGD 3e-7 (bound 1e-6); MLP with Adam 3.5e-6 (Adam divides by sqrt(v), so a last-bit
+SGD 3e-7 (bound 1e-6); MLP with Adam 4.0e-6 (Adam divides by sqrt(v), so a last-bit
 difference in a near-zero gradient becomes a learning-rate-sized step; bound 1e-5); CNN
 with synchronised BatchNormalization and SGD 1.0e-6 (bound 1e-5: a last-bit difference
 can also change which of two tied inputs a max pool picks, and with a large learning rate
