@@ -223,3 +223,13 @@ def bernoulli_rows(
         full.bernoulli_(keep, generator=gen.generator)
         return full[gen.offset : gen.offset + shape[0]].contiguous()
     return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep, generator=gen)
+
+
+def uniform_rows(
+    shape: tuple[int, ...], gen: torch.Generator | RowsGenerator | None, device: torch.device
+) -> torch.Tensor:
+    """Uniform [0, 1) draws of `shape` (rows first), a rank's rows of the global batch's."""
+    if isinstance(gen, RowsGenerator):
+        full = torch.rand((gen.total, *shape[1:]), generator=gen.generator, device=device)
+        return full[gen.offset : gen.offset + shape[0]]
+    return torch.rand(shape, generator=gen, device=device)

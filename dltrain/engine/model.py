@@ -209,6 +209,14 @@ def compile_model(
         if cls.n_inputs == 0 and len(inputs) < 2:
             issues.append(Issue(where, f"{label} merges two or more inputs; list them in `inputs`"))
             continue
+        if not cls.passes_gradient and inputs != [0] and any(nd.layer.params for nd in nodes):
+            issues.append(
+                Issue(
+                    where,
+                    f"{label} passes no gradient to its input, so the layers with weights "
+                    "before it would not train; put it first (it reads the model's input)",
+                )
+            )
         layer = cls(lspec, name)
         in_shapes = [shapes[j] for j in inputs]
         layer.input_shapes = in_shapes

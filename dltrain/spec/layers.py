@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
-from . import seq_layers  # noqa: F401  (registers the sequence layers' specs)
+from . import audio_layers, seq_layers  # noqa: F401  (register the sequence and audio specs)
 from .layer_base import (
     ACTIVATION_NAMES,
     INITIALIZER_NAMES,

@@ -47,9 +47,10 @@ def randomize(obj, rng: np.random.Generator, scale: float = 0.5) -> None:
 
 
 def run_both(
-    layers: list[dict], input_shape: list[int], x: np.ndarray, seed: int = 0, int_input=False
+    layers: list[dict], input_shape: list[int], x: np.ndarray, seed: int | None = 0, int_input=False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(Keras's output, dltrain's output) of the same layers with the same weights."""
+    """(Keras's output, dltrain's output) of the same layers with the same weights: Keras's
+    random ones (seed), or with seed None Keras's own initial weights."""
     spec = ModelSpec.model_validate(
         {
             "input_shape": input_shape,
@@ -67,7 +68,8 @@ def run_both(
     rng = np.random.default_rng(seed)
     state = {}
     for ours, kl in zip(model.layers, klayers):
-        randomize(kl, rng)
+        if seed is not None:
+            randomize(kl, rng)
         for k, w in ours.from_keras(kl.get_weights()).items():
             state[f"{ours.name}.{k}"] = torch.from_numpy(np.ascontiguousarray(w))
     model.load_state_tensors(state)
@@ -524,14 +526,17 @@ def test_every_layer_type_keras_has_is_compared_here():
     covered = {d["type"] for layers, _ in CASES for d in layers} | {
         "Conv2D", "Conv1D", "Conv2DTranspose", "MaxPooling2D", "AveragePooling2D",
         "MaxPooling1D", "AveragePooling1D", "Add", "Concatenate", "Masking", "Embedding",
+        "MelSpectrogram", "STFTSpectrogram",  # tests/keras/test_keras_audio.py
     }  # fmt: skip
     in_keras = {t for t in LAYER_TYPES if hasattr(keras.layers, t)}
     assert in_keras - covered == set()
-    # the KerasHub-style blocks are not in Keras itself (tests/engine checks them on torch)
+    # the KerasHub-style blocks are not in Keras itself (tests/engine checks them on torch),
+    # nor is SpecAugment (tests/engine/test_audio_layers.py)
     assert set(LAYER_TYPES) - in_keras == {
         "TokenAndPositionEmbedding",
         "TransformerEncoder",
         "TransformerDecoder",
+        "SpecAugment",
     }
 
 

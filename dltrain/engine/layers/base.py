@@ -111,6 +111,8 @@ class Layer:
     # normalises with statistics of the batch in training (synchronised across
     # data-parallel processes with train.sync_batch_norm)
     batch_statistics: ClassVar[bool] = False
+    # False: a fixed front end (MelSpectrogram) whose backward gives its input nothing
+    passes_gradient: ClassVar[bool] = True
 
     def __init__(self, spec: Any, name: str) -> None:
         self.spec = spec

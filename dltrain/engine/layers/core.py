@@ -94,6 +94,7 @@ def onnx_affine(layer: Layer, g: OnnxGraph, c: int) -> list[str]:
 @register(S.BatchNormalizationSpec)
 class BatchNormalization(Layer):
     batch_statistics = True
+
     @property
     def output_unsaved(self) -> bool:  # its backward reads the input and the batch statistics
         return True
