@@ -14,7 +14,7 @@ pink or brown, a random level between the two `--snr-db` bounds). Files are name
 `SPEAKER_TAKE.flac` (the speaker before the `_`), so `group_by: "^[^_]+"` keeps every
 voice in one split.
 
-The committed set (configs/data/speech_commands) is `--speakers 16 --takes 2 --seed 0`.
+The committed set (configs/data/speech_commands) is `--speakers 32 --takes 1 --snr-db 20 40`.
 A different `--seed` draws other speakers (of the 7 x 57 available), speeds, pitches and
 noise: a set to check that a trained model generalises (`--first-speaker 16` skips the
 committed ones with the same seed), or a larger one to train on (`--speakers 100`).

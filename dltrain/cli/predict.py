@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, guarded, out
+from .app import app, err, guarded, out
 
 
 @app.command()
@@ -19,6 +19,7 @@ def predict(
         "-i",
         help="Raw inputs: .npz (one array or key x), .npy, .csv, an image or a folder of "
         "images; for a text model a .txt file (a sample per line) or a folder of .txt files; "
+        "for an audio model a .wav/.flac/.ogg file, a folder of them or a .txt list of paths; "
         "- reads standard input (CSV rows, or text lines).",
     ),
     text: list[str] = typer.Option(
@@ -28,10 +29,11 @@ def predict(
         help="A text to classify (repeatable), for models that read text.",
     ),
     output: Path = typer.Option(
-        ...,
+        None,
         "--output",
         "-o",
-        help=".npy for probabilities (or values); .csv for the predicted label too.",
+        help=".npy for probabilities (or values); .csv for the predicted label too (and the "
+        "file of each input). Without it the predictions are printed.",
     ),
     header: str = typer.Option(
         "auto",
@@ -51,7 +53,20 @@ def predict(
             "give the inputs with --input FILE (or -i - for standard input) or --text"
         )
     notes: list[str] = []
-    n = predict_file(str(run), input or "", str(output), header, text or None, notes)
+    dest = str(output) if output is not None else None
+    n, rows = predict_file(str(run), input or "", dest, header, text or None, notes)
     src = "--text" if text else ("standard input" if input == "-" else input)
     extra = f" ({'; '.join(notes)})" if notes else ""
+    if output is None:
+        from rich.table import Table
+
+        table = Table()
+        table.add_column("input", overflow="fold")  # whole paths, wrapped, never cut
+        table.add_column("prediction")
+        table.add_column("probability", justify="right")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        err.print(f"read {n} samples from {src}{extra}")
+        return
     out.print(f"read {n} samples from {src}{extra}; wrote {n} predictions to {output}")

@@ -23,14 +23,25 @@ def read_inputs(
     header: str = "auto",
     texts: list[str] | None = None,
     notes: list[str] | None = None,
+    names: list[str] | None = None,
 ) -> np.ndarray:
     """Raw samples from `path` ('-': standard input), unscaled, as the user has them, or the
     given `texts`. A model trained on text reads text: a .txt file (a sample per line; blank
     lines are skipped and counted in `notes`), a folder of .txt files, or the texts. No
-    samples is a data error: predict never writes an empty output."""
+    samples is a data error: predict never writes an empty output. A model trained on an
+    audio folder reads audio: a .wav/.flac/.ogg file, a folder of them (subfolders too),
+    or a .txt list of their paths; their paths go to `names`."""
     notes = notes if notes is not None else []
     text = pre.text if pre is not None and pre.text and "vocabulary" in pre.text else None
-    if texts is not None:
+    audio = getattr(spec.data.train, "type", None) == "audio_folder"
+    if audio and (texts is not None or path == "-"):
+        raise DataError(
+            "this model reads audio: give a .wav/.flac/.ogg file, a folder of them or a .txt "
+            "list of their paths with --input"
+        )
+    if audio:
+        x = _audio(path, spec, names if names is not None else [])
+    elif texts is not None:
         if text is None:
             raise DataError("--text: this model does not read text; give its inputs with --input")
         x = _encode(texts, text, pre.input_shape[0])
@@ -43,6 +54,44 @@ def read_inputs(
     if len(x) == 0:
         raise DataError(f"{'standard input' if path == '-' else path}: no samples to predict")
     return x
+
+
+def _audio(path: str, spec: Any, names: list[str]) -> np.ndarray:
+    from .audio import AUDIO_EXTENSIONS, read_clips
+
+    if os.path.isdir(path):
+        files = []
+        for d, subdirs, _ in os.walk(path):
+            subdirs.sort()
+            files += regular_files(d, AUDIO_EXTENSIONS)
+        if not files:
+            raise DataError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) to predict")
+    elif path.lower().endswith(AUDIO_EXTENSIONS):
+        files = [path]
+    elif path.lower().endswith((".txt", ".lst")):
+        from .text import read_text
+
+        base = os.path.dirname(os.path.abspath(path))
+        files = [
+            ln if os.path.isabs(ln) else os.path.join(base, ln)
+            for ln in (x.strip() for x in read_text(path).splitlines())
+            if ln and not ln.startswith("#")
+        ]
+        if not files:
+            raise DataError(f"{path}: lists no audio files")
+    else:
+        if not os.path.exists(path):
+            raise DataError(f"input file not found: {path}")
+        raise DataError(
+            f"{path}: this model reads audio; give a {'/'.join(AUDIO_EXTENSIONS)} file, a "
+            "folder of them, or a .txt list of their paths"
+        )
+    src = spec.data.train
+    shape = tuple(spec.model.input_shape)
+    length = src.output_sequence_length or shape[0]
+    x = read_clips(files, src.sampling_rate, length, src.resample, path)
+    names.extend(files)
+    return x.reshape(len(files), *shape)
 
 
 def _stdin_bytes() -> bytes:

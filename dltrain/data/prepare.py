@@ -201,6 +201,7 @@ def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -
     lines = ds.lines[idx] if ds.lines is not None else None
     x = ds.x.subset(idx) if isinstance(ds.x, StreamedImages) else ds.x[idx]
     paths = [ds.paths[i] for i in idx] if ds.paths is not None else None
+    groups = ds.groups[idx] if ds.groups is not None else None
     index = (ds.index if ds.index is not None else np.arange(len(ds.y)))[idx]
     base = ds.origin.split(" (")[0]
     return replace(
@@ -212,6 +213,7 @@ def _take(ds: Dataset, idx: np.ndarray, what: str, overlap: int | None = None) -
         overlap=overlap,
         paths=paths,
         index=index,
+        groups=groups,
     )
 
 
@@ -231,12 +233,37 @@ def split(ds: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, 
             _take(ds, cut[:keep], "train", ds.overlap),
             _take(ds, cut[len(ds.x) - n :], what, ds.overlap),
         )
+    if ds.groups is not None:  # whole groups (speakers) only: no voice in two splits
+        return _split_groups(ds, n, seed, what, fraction)
     order = np.random.default_rng(seed).permutation(len(ds.x))
     if n == 0 or n == len(ds.x):
         raise DataError(
             f"{ds.origin}: a {what} split of {fraction} leaves an empty split ({len(ds.x)} samples)"
         )
     return _take(ds, np.sort(order[n:]), "train"), _take(ds, np.sort(order[:n]), what)
+
+
+def _split_groups(
+    ds: Dataset, n: int, seed: int, what: str, fraction: float
+) -> tuple[Dataset, Dataset]:
+    """Hold out whole groups, in a seeded order, until they hold at least n samples."""
+    assert ds.groups is not None
+    names = np.unique(ds.groups)
+    order = names[np.random.default_rng(seed).permutation(len(names))]
+    counts = {g: int(c) for g, c in zip(*np.unique(ds.groups, return_counts=True))}
+    held, total = [], 0
+    for g in order:
+        if total >= max(n, 1):
+            break
+        held.append(g)
+        total += counts[g]
+    if len(held) == len(names):
+        raise DataError(
+            f"{ds.origin}: a {what} split of {fraction} by group takes all {len(names)} "
+            "groups; use a smaller split or more groups (speakers)"
+        )
+    mask = np.isin(ds.groups, held)
+    return _take(ds, np.flatnonzero(~mask), "train"), _take(ds, np.flatnonzero(mask), what)
 
 
 def load_splits(spec: Any, base_dir: str) -> Splits:

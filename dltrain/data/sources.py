@@ -39,6 +39,8 @@ class Dataset:
     vocabulary: list[str] | None = None  # token table of a text folder
     paths: list[str] | None = None  # file of each sample (text folders), for error messages
     index: np.ndarray | None = None  # each sample's index in the file (splits keep it)
+    groups: np.ndarray | None = None  # each sample's group (speaker): splits keep groups whole
+    audio: bool = False  # x holds waveforms (N, samples)
 
     def where(self, i: int) -> str:
         """Sample i of this (possibly split) dataset as the user finds it in the file:
@@ -113,6 +115,8 @@ def _load_source(
         else:
             x, y, classes = read_image_folder(root, input_shape)
         return Dataset(x, y, classes, root, image=True)
+    if src.type == "audio_folder":
+        return _audio_folder(src, base_dir, input_shape, max_in_memory_mb, workers)
     if src.type == "text":
         return _text(src, base_dir, input_shape, vocabulary)
     if src.type == "text_folder":
@@ -126,6 +130,41 @@ def _load_source(
     if len(ds.x) != len(ds.y):
         raise DataError(f"{ds.origin}: {len(ds.x)} feature rows but {len(ds.y)} labels")
     return ds
+
+
+def _audio_folder(
+    src: Any, base_dir: str, input_shape: tuple[int, ...], max_in_memory_mb: float, workers: int
+) -> Dataset:
+    from functools import partial
+
+    from .audio import groups_of, read_audio, read_clips, scan_audio_folder
+
+    root = _path(base_dir, src.path)
+    length = src.output_sequence_length or input_shape[0]
+    if tuple(input_shape) not in ((length,), (length, 1)):
+        raise DataError(
+            f"{root}: audio clips of {length} samples need model.input_shape [{length}] (or "
+            f"[{length}, 1]), got {list(input_shape)}; set output_sequence_length or the shape"
+        )
+    paths, y, classes = scan_audio_folder(root)
+    rate, resample = src.sampling_rate, src.resample
+    x: Any
+    if len(paths) * length * 4 > max_in_memory_mb * 1024**2:
+        from .stream import stream_audio_folder
+
+        reader = partial(read_audio, rate=rate, length=length, resample=resample)
+        check = partial(_audio_problem, rate=rate, length=length, resample=resample)
+        x = stream_audio_folder(root, paths, tuple(input_shape), workers, reader, check)
+    else:
+        x = read_clips(paths, rate, length, resample, root).reshape(len(paths), *input_shape)
+    groups = groups_of(paths, src.group_by, root) if src.group_by else None
+    return Dataset(x, y, classes, root, paths=paths, groups=groups, audio=True)
+
+
+def _audio_problem(path: str, rate: int, length: int, resample: bool) -> str | None:
+    from .audio import try_read
+
+    return try_read(path, rate, length, resample)[1]
 
 
 def _text(

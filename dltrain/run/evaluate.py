@@ -134,37 +134,63 @@ def evaluate_checkpoint(path: str, which: str = "test") -> EvalResult:
 def predict_file(
     path: str,
     input_path: str,
-    output: str,
+    output: str | None,
     header: str = "auto",
     texts: list[str] | None = None,
     notes: list[str] | None = None,
-) -> int:
+) -> tuple[int, list[list[str]]]:
     """Predictions for the inputs at `input_path` ('-': standard input) or for `texts`,
-    written to `output`; returns their number (what was skipped goes to `notes`)."""
+    written to `output`, or without one returned as table rows (input, label,
+    probability); returns their number and the rows. What was skipped goes to `notes`."""
     loaded = load_checkpoint(path)
-    raw = read_inputs(input_path, loaded.spec, loaded.pre, header, texts, notes)
+    names: list[str] = []
+    raw = read_inputs(input_path, loaded.spec, loaded.pre, header, texts, notes, names)
     probs = predict_array(loaded, raw, origin=input_path)
+    classify = loaded.spec.task == "classification"
+    class_names = loaded.pre.classes
+    n_out = probs.shape[1] if probs.ndim == 2 else 1
+    binary = n_out == 1
+    labels = (
+        ((probs[:, 0] > 0.5).astype(int) if binary else probs.reshape(len(probs), -1).argmax(1))
+        if classify and probs.ndim == 2
+        else None
+    )
+
+    def label(i: int) -> str:
+        assert labels is not None
+        lab = int(labels[i])
+        return str(class_names[lab]) if lab < len(class_names) else str(lab)
+
+    if output is None:
+        rows = []
+        for i in range(len(probs)):
+            who = names[i] if names else str(i)
+            if labels is not None:
+                p = float(probs[i, 0] if binary else probs[i, labels[i]])
+                rows.append([who, label(i), f"{p:.4f}"])
+            else:
+                rows.append([who, "", " ".join(f"{v:.4g}" for v in np.ravel(probs[i])[:8])])
+        return len(probs), rows
     low = output.lower()
     if low.endswith(".npy"):
         data = npy_bytes(probs)
     elif low.endswith(".csv"):
         s = io.StringIO()
         w = csv.writer(s)
-        if loaded.spec.task == "classification":
-            names = loaded.pre.classes
-            n = probs.shape[1]
-            binary = n == 1
-            labels = (probs[:, 0] > 0.5).astype(int) if binary else probs.argmax(1)
-            cols = [f"p_{names[i] if i < len(names) else i}" for i in range(max(n, 1))]
-            w.writerow(["label"] + cols)
-            for lab, row in zip(labels, probs):
-                w.writerow([names[lab] if lab < len(names) else lab] + [f"{v:.6g}" for v in row])
+        first = ["file"] if names else []
+        if classify and labels is not None:
+            cols = [
+                f"p_{class_names[i] if i < len(class_names) else i}" for i in range(max(n_out, 1))
+            ]
+            w.writerow(first + ["label"] + cols)
+            for i, row in enumerate(probs):
+                w.writerow(([names[i]] if names else []) + [label(i)] + [f"{v:.6g}" for v in row])
         else:
-            w.writerow([f"prediction_{i}" for i in range(probs.shape[1])])
-            for row in probs:
-                w.writerow([f"{v:.6g}" for v in row])
+            w.writerow(first + [f"prediction_{i}" for i in range(probs.shape[1])])
+            for i, row in enumerate(probs):
+                w.writerow(([names[i]] if names else []) + [f"{v:.6g}" for v in row])
         data = s.getvalue().encode()
     else:
         raise DataError(f"--output {output}: use a .npy or .csv file name")
     atomic_write_bytes(output, data)
-    return len(probs)
+    return len(probs), []

@@ -28,6 +28,7 @@ from ..engine import checkpoint as ck
 from ..engine.checks import check_run
 from ..engine.distributed import SINGLE, World, join, launched_size
 from ..engine.model import Model, compile_model, to_device
+from ..engine.tensor import no_grad
 from ..engine.train.callbacks import (
     Callback,
     EarlyStopping,
@@ -103,7 +104,16 @@ def prepare_data(
         return x, torch.from_numpy(np.ascontiguousarray(y)).to(device)
 
     x, y = tensors(splits.train)
-    data = TrainData(x, y, image=splits.train.image, classes=pre.classes)
+    data = TrainData(x, y, image=splits.train.image, classes=pre.classes, audio=splits.train.audio)
+    noise = spec.data.augment.background_noise
+    if splits.train.audio and noise is not None and noise.path:
+        from ..data.audio import noise_bank
+
+        src: Any = spec.data.train
+        folder = noise.path
+        folder = folder if os.path.isabs(folder) else os.path.join(config_dir(config_path), folder)
+        bank = noise_bank(folder, src.sampling_rate)
+        data.noise = torch.from_numpy(bank).to(device)
     if splits.validation is not None:
         data.x_val, data.y_val = tensors(splits.validation)
     return data, pre, splits
@@ -309,6 +319,23 @@ def _agreed_checkpoint(world: World, root: Path, ckpt: Path | None) -> Path | No
     return path
 
 
+def _adapt(model: Model, data: TrainData, log: Log) -> None:
+    """Adapt the Normalization layers without fixed statistics to the training split (on
+    the CPU, before the model moves; a resumed run has them in its checkpoint)."""
+    from ..engine.layers.audio import adapt_normalization
+
+    n, bs = len(data.x), 256
+
+    def batches() -> Any:
+        for i in range(0, n, bs):
+            yield data.x[i : i + bs].cpu() if hasattr(data.x, "cpu") else data.x[i : i + bs]
+
+    with no_grad():
+        done = adapt_normalization(model, batches)
+    if done:
+        log(f"adapted {done} Normalization layer(s) to the {n} training samples")
+
+
 def _check_resumable(
     spec: RunSpec, state: dict[str, Any], ckpt: Path, allow: Sequence[str], log: Log
 ) -> None:
@@ -379,6 +406,8 @@ def _train(
     pre = Preprocessor(list(spec.model.input_shape)) if gan else data_pre
     from .weights import load_initial_weights
 
+    if state is None and import_weights is None and not gan:
+        _adapt(model, data, log)  # Keras's adapt(): Normalization layers' statistics
     if import_weights is not None:
         load_initial_weights(model, import_weights, os.getcwd(), import_weights.path, log)
     elif spec.model.load_weights is not None and state is None:

@@ -1,5 +1,5 @@
-"""Audio layer specs: Keras 3's spectrogram layers (their names, arguments and defaults) and
-SpecAugment's time and frequency masking."""
+"""Audio and preprocessing layer specs: Keras 3's spectrogram layers, Resizing and
+Normalization (their names, arguments and defaults), and SpecAugment's masking."""
 
 from __future__ import annotations
 
@@ -108,3 +108,36 @@ class SpecAugmentSpec(LayerBase):
         description="What masked cells hold: a number, or each example's mean (the neutral "
         "value of a decibel spectrogram, whose silence is not 0).",
     )
+
+
+@layer_spec
+class ResizingSpec(LayerBase):
+    type: Literal["Resizing"] = Field(
+        description="Keras's Resizing: images (height, width, channels) to (height, width) "
+        "of this layer, bilinear (half-pixel centres, no antialiasing) or nearest."
+    )
+    height: PosInt = Field(description="Output height.")
+    width: PosInt = Field(description="Output width.")
+    interpolation: Literal["bilinear", "nearest"] = Field("bilinear", description="Interpolation.")
+
+
+@layer_spec
+class NormalizationSpec(LayerBase):
+    type: Literal["Normalization"] = Field(
+        description="Keras's Normalization: (x - mean) / sqrt(variance) per `axis` entry. "
+        "Without mean and variance they are adapted to the training data (through the "
+        "layers before it) when training starts, as Keras's adapt(), and saved with the "
+        "weights."
+    )
+    axis: int | list[int] | None = Field(
+        -1, description="Axes with their own mean (channels-last; null: one for all)."
+    )
+    mean: float | list[float] | None = Field(None, description="Fixed mean (else adapted).")
+    variance: float | list[float] | None = Field(None, description="Fixed variance (else adapted).")
+    invert: bool = Field(False, description="Undo the normalisation: x * sqrt(var) + mean.")
+
+    @model_validator(mode="after")
+    def _both(self) -> NormalizationSpec:
+        if (self.mean is None) != (self.variance is None):
+            raise ValueError("give both mean and variance, or neither (to adapt them)")
+        return self

@@ -1,11 +1,11 @@
-"""The `data` section: sources (builtin, synthetic, csv, npz, idx, image and text folders,
+"""The `data` section: sources (builtin, synthetic, csv, npz, idx, image and text and audio folders,
 text), splits, scaling and augmentation."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Spec
 from .layers import PosInt
@@ -113,6 +113,44 @@ class TextFolderSource(Spec):
     label_mode: LabelMode = None
 
 
+class AudioFolderSource(Spec):
+    type: Literal["audio_folder"] = Field(
+        description="One subfolder per class of WAV, FLAC or OGG files, one clip each (Keras's "
+        "audio_dataset_from_directory): mono (channels averaged), at sampling_rate, cut or "
+        "zero-padded to output_sequence_length samples."
+    )
+    path: str = Field(description="Folder path, relative to the config file.")
+    sampling_rate: PosInt = Field(16000, description="Samples per second the model reads.")
+    resample: bool = Field(
+        True,
+        description="Resample files recorded at another rate (polyphase, scipy); false: such "
+        "a file is an error naming it.",
+    )
+    output_sequence_length: PosInt | None = Field(
+        None, description="Samples per clip (default: the model's input_shape[0])."
+    )
+    group_by: str | None = Field(
+        None,
+        description="A regular expression on each file's name (without extension): files "
+        "whose first match (or first group) is the same, e.g. one speaker's with '^[^_]+', "
+        "stay in one split of validation_split/test_split.",
+    )
+    label_mode: LabelMode = None
+
+    @model_validator(mode="after")
+    def _pattern(self) -> AudioFolderSource:
+        if self.group_by is not None:
+            import re
+
+            try:
+                re.compile(self.group_by)
+            except re.error as e:
+                raise ValueError(
+                    f"group_by {self.group_by!r} is not a regular expression: {e}"
+                ) from None
+        return self
+
+
 Source = Annotated[
     Union[
         BuiltinSource,
@@ -123,9 +161,35 @@ Source = Annotated[
         ImageFolderSource,
         TextSource,
         TextFolderSource,
+        AudioFolderSource,
     ],
     Field(discriminator="type"),
 ]
+
+
+class BackgroundNoiseSpec(Spec):
+    snr_db: tuple[float, float] = Field(
+        (5.0, 30.0), description="Signal-to-noise ratio range in dB, drawn per clip."
+    )
+    probability: float = Field(0.8, ge=0, le=1, description="Share of clips that get noise.")
+    colors: list[Literal["white", "pink", "brown"]] = Field(
+        ["white", "pink", "brown"],
+        min_length=1,
+        description="Generated noise (without `path`): one of these spectra per clip, at "
+        "random (white: flat; pink: 1/f power, like rain or a fan; brown: 1/f^2, like "
+        "rumble).",
+    )
+    path: str | None = Field(
+        None,
+        description="A folder of noise recordings (WAV/FLAC/OGG), relative to the config; a "
+        "random stretch of a random one per clip. Default: white noise.",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> BackgroundNoiseSpec:
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"snr_db {list(self.snr_db)}: the low end comes first")
+        return self
 
 
 class AugmentSpec(Spec):
@@ -135,6 +199,28 @@ class AugmentSpec(Spec):
     random_crop_padding: Annotated[int, Field(ge=0)] = Field(
         0, description="Pad images by n pixels and crop back at random."
     )
+    time_shift: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Audio: shift each clip by up to this fraction of its length, earlier or "
+        "later at random (zeros fill the gap).",
+    )
+    speed: tuple[float, float] | None = Field(
+        None,
+        description="Audio: play each clip at a random speed in this range (e.g. [0.85, 1.15]; "
+        "pitch and formants move with it, as another voice's would: Kaldi's speed "
+        "perturbation), resampled linearly; the length stays.",
+    )
+    background_noise: BackgroundNoiseSpec | None = Field(
+        None, description="Audio: mix noise into training clips at a random SNR."
+    )
+
+    @model_validator(mode="after")
+    def _speed(self) -> AugmentSpec:
+        if self.speed is not None and not 0 < self.speed[0] <= self.speed[1] <= 4:
+            raise ValueError(f"speed {list(self.speed)}: a rising range of factors in (0, 4]")
+        return self
 
 
 class DataSpec(Spec):
@@ -163,7 +249,7 @@ class DataSpec(Spec):
         None, description="Multiply inputs by this (Keras Rescaling), before scaling."
     )
     augment: AugmentSpec = Field(
-        default_factory=AugmentSpec, description="Image augmentation during training."
+        default_factory=AugmentSpec, description="Augmentation of training images and audio."
     )
     max_in_memory_mb: float = Field(
         2048,

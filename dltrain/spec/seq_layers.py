@@ -207,3 +207,28 @@ class UpSampling1DSpec(LayerBase):
         y = g.op("Unsqueeze", [x, g.const("axes", [2])], base)
         y = g.op("Expand", [y, g.const("shape", [1, 1, self.size, 1])], base)
         return g.op("Reshape", [y, g.const("shape", [0, -1, shape[1]])], base)
+
+
+@layer_spec
+class PermuteSpec(LayerBase):
+    """A weightless layer written whole here (the engine serves it): Keras's Permute."""
+
+    type: Literal["Permute"] = Field(
+        description="Reorder the axes of each example: dims are 1-based, as in Keras "
+        "([2, 1] turns (bins, frames) into (frames, bins))."
+    )
+    dims: list[PosInt] = Field(min_length=1, description="The new order of axes 1..rank.")
+
+    def compute_output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if sorted(self.dims) != list(range(1, len(shape) + 1)):
+            raise ValueError(
+                f"Permute dims {self.dims} must order the axes 1..{len(shape)} of the input "
+                f"shape {shape}, each once"
+            )
+        return tuple(shape[d - 1] for d in self.dims)
+
+    def call(self, x: Any) -> Any:
+        return x.permute(0, *self.dims)
+
+    def to_onnx(self, g: Any, x: str, base: str, shape: tuple[int, ...]) -> str:
+        return g.op("Transpose", [x], base, perm=[0, *self.dims])

@@ -45,7 +45,7 @@ def test_csv_rows_are_never_dropped(run, tmp_path, text, header, n):
         with pytest.raises(DataError, match="column '2' is nan"):
             predict_file(str(rdir), str(tmp_path / "in.csv"), str(out), header)
         return
-    assert predict_file(str(rdir), str(tmp_path / "in.csv"), str(out), header) == n
+    assert predict_file(str(rdir), str(tmp_path / "in.csv"), str(out), header)[0] == n
     assert np.load(out).shape == (n, 2)
 
 

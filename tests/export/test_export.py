@@ -136,6 +136,46 @@ logging: {tensorboard: false}
 """
 
 
+AUDIO = """
+name: audio_catalogue
+task: classification
+data: {train: {type: npz, path: tokens.npz, x_key: wave}}
+model:
+  input_shape: [800]
+  layers:
+    - {type: MelSpectrogram, fft_length: 128, sequence_stride: 37, num_mel_bins: 12,
+       sampling_rate: 8000}
+    - {type: SpecAugment}
+    - {type: Permute, dims: [2, 1]}
+    - {type: Normalization}
+    - {type: GlobalAveragePooling1D, name: melpool}
+    - {type: Reshape, target_shape: [800, 1], inputs: [input], name: stft_input}
+    - {type: STFTSpectrogram, mode: log, frame_length: 64, frame_step: 31, name: stft}
+    - {type: GlobalMaxPooling1D, name: stftpool}
+    - {type: STFTSpectrogram, mode: psd, frame_length: 50, frame_step: 40, fft_length: 64,
+       padding: same, expand_dims: true, inputs: [stft_input]}
+    - {type: Resizing, height: 6, width: 5}
+    - {type: Resizing, height: 4, width: 9, interpolation: nearest}
+    - {type: Normalization, axis: null, mean: 1.0, variance: 4.0}
+    - {type: Flatten, name: spec2d}
+    - {type: STFTSpectrogram, mode: stft, frame_length: 32, frame_step: 32, window: hamming,
+       periodic: true, scaling: spectrum, inputs: [stft_input]}
+    - {type: GlobalAveragePooling1D, name: stftc}
+    - {type: STFTSpectrogram, mode: magnitude, frame_length: 40, inputs: [stft_input]}
+    - {type: GlobalAveragePooling1D, name: stftm}
+    - {type: STFTSpectrogram, mode: real, frame_length: 40, inputs: [stft_input]}
+    - {type: GlobalAveragePooling1D, name: stftr}
+    - {type: STFTSpectrogram, mode: imag, frame_length: 40, inputs: [stft_input]}
+    - {type: GlobalAveragePooling1D, name: stfti}
+    - {type: Concatenate, inputs: [melpool, stftpool, spec2d, stftc, stftm, stftr, stfti]}
+    - {type: Dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: adam
+train: {epochs: 1, batch_size: 8}
+logging: {tensorboard: false}
+"""
+
+
 def _raw_inputs(loaded, n=24):
     rng = np.random.default_rng(0)
     shape = (n, *loaded.pre.input_shape)
@@ -181,8 +221,8 @@ def test_every_config_exports_and_matches_onnxruntime(path, tmp_path):
 
 @pytest.mark.parametrize(
     "text",
-    [CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE],
-    ids=["catalogue", "generator", "embedding", "sequence"],
+    [CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE, AUDIO],
+    ids=["catalogue", "generator", "embedding", "sequence", "audio"],
 )
 def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
     rng = np.random.default_rng(1)
@@ -191,6 +231,7 @@ def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
         x=rng.integers(0, 20, (40, 6)),
         x8=rng.integers(0, 20, (40, 8)),
         y=rng.integers(0, 2, 40),
+        wave=(rng.standard_normal((40, 800)) * 0.3).astype(np.float32),
     )
     (tmp_path / "c.yaml").write_text(text)
     run = train_run(str(tmp_path / "c.yaml"), [], str(tmp_path / "run"), log=lambda m: None)
@@ -199,7 +240,7 @@ def test_every_layer_exports_and_matches_onnxruntime(tmp_path, text):
 
 def test_catalogue_covers_every_layer_type():
     types = set()
-    for text in (CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE):
+    for text in (CATALOGUE, GENERATOR, EMBEDDING, SEQUENCE, AUDIO):
         import yaml
 
         types |= {la["type"] for la in yaml.safe_load(text)["model"]["layers"]}

@@ -220,6 +220,26 @@ CASES = [
     ([{"type": "RepeatVector", "n": 3}], [5]),
     ([{"type": "UpSampling1D"}], [4, 3]),
     ([{"type": "UpSampling1D", "size": 3}], [4, 3]),
+    ([{"type": "Permute", "dims": [2, 1]}], [4, 3]),
+    ([{"type": "Resizing", "height": 5, "width": 7}], [9, 4, 2]),
+    ([{"type": "Resizing", "height": 12, "width": 3, "interpolation": "nearest"}], [5, 6, 3]),
+    ([{"type": "Normalization", "mean": 0.5, "variance": 2.0}], [4, 3]),
+    (
+        [
+            {
+                "type": "Normalization",
+                "axis": -1,
+                "mean": [0.1, -0.2, 0.3],
+                "variance": [1.0, 4.0, 0.25],
+            }
+        ],
+        [5, 4, 3],
+    ),
+    (
+        [{"type": "Normalization", "axis": None, "mean": 1.0, "variance": 3.0, "invert": True}],
+        [5, 4, 3],
+    ),
+    ([{"type": "Permute", "dims": [3, 1, 2]}], [4, 3, 2]),
     ([{"type": "Activation", "activation": "tanh"}], [5]),
     ([{"type": "ReLU"}], [5]),
     ([{"type": "ReLU", "max_value": 0.5, "negative_slope": 0.1}], [5]),
