@@ -191,6 +191,17 @@ def test_normalization_adapts_to_the_training_inputs(tmp_path):
     run = tmp_path / "run"
     res = dltrain_here("train", str(_config(tmp_path, data)), "--run-dir", str(run))
     assert res.returncode == 0, res.stderr
+    # predict names a file that is not audio, and reads a good one
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    res = dltrain_here("predict", str(run), "-i", str(bad), "-o", str(tmp_path / "p.csv"))
+    assert res.returncode == 3 and str(bad) in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p.csv").exists()
+    good = sorted((data / "low").iterdir())[0]
+    assert (
+        dltrain_here("predict", str(run), "-i", str(good), "-o", str(tmp_path / "p.npy")).returncode
+        == 0
+    )
     loaded = load_checkpoint(str(run))
     norm = loaded.model.layers[1]
     # the mel spectrogram of every training clip, by hand, then its mean and variance
@@ -286,3 +297,54 @@ def test_speech_models_reach_their_accuracy_on_unheard_voices(tmp_path, config, 
     assert res.returncode == 0, res.stderr
     res = dltrain_here("evaluate", str(run), "--json")
     assert json.loads(res.stdout)["accuracy"] >= floor
+
+
+def test_streamed_audio_trains_like_in_memory_and_noise_recordings_mix_in(tmp_path):
+    """A folder larger than data.max_in_memory_mb streams from disk in worker processes and
+    trains bit-identically; background noise from a folder of recordings is mixed in."""
+    data = _folder(tmp_path / "d")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(str(noise / "hum.wav"), _tone(4000, 8000, 60.0) + 0.01, 8000)
+    aug = ["--set", "data.augment={background_noise: {path: " + str(noise) + ", snr_db: [5, 10]}}"]
+    runs = {}
+    for name, more in (("mem", []), ("stream", ["--set", "data.max_in_memory_mb=0.001"])):
+        runs[name] = tmp_path / name
+        res = dltrain_here(
+            "train", str(_config(tmp_path, data)), "--run-dir", str(runs[name]), *aug, *more
+        )
+        assert res.returncode == 0, res.stderr
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(str(max((r / "checkpoints").glob("step-*")) / "model.safetensors"))
+        for r in runs.values()
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    res = dltrain_here(
+        "train",
+        str(_config(tmp_path, data)),
+        "--run-dir",
+        str(tmp_path / "x"),
+        "--set",
+        "data.augment={background_noise: {path: nowhere}}",
+    )
+    assert res.returncode == 3 and "background noise folder not found" in res.stderr
+
+
+def test_layers_with_weights_before_a_spectrogram_are_refused(tmp_path):
+    from dltrain.engine.model import compile_model
+    from dltrain.spec.errors import SpecError
+    from dltrain.spec.schema import ModelSpec
+
+    spec = ModelSpec.model_validate(
+        {
+            "input_shape": [400],
+            "layers": [
+                {"type": "Dense", "units": 400},
+                {"type": "MelSpectrogram", "fft_length": 64, "sequence_stride": 32},
+            ],
+        }
+    )
+    with pytest.raises(SpecError, match="passes no gradient to its input"):
+        compile_model(spec)
