@@ -55,7 +55,7 @@ def _two(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return res
 
 
-# the default run keeps the CNN; the MLP with Adam and ZeRO-1 is in the resume test below
+# the default run trains 2 processes in the resume test below (the MLP with ZeRO-1)
 SLOW = pytest.mark.slow
 
 
@@ -65,7 +65,12 @@ SLOW = pytest.mark.slow
         pytest.param(CFG, ["--set", f"optimizer={SGD}"], 1e-6, marks=SLOW),
         pytest.param(CFG, [], 1e-5, marks=SLOW),
         pytest.param(CFG, ["--set", "train.distributed.optimizer_sharding=true"], 1e-5, marks=SLOW),
-        (CNN, ["--set", "train.sync_batch_norm=true", "--set", f"optimizer={SGD_CNN}"], 1e-5),
+        pytest.param(
+            CNN,
+            ["--set", "train.sync_batch_norm=true", "--set", f"optimizer={SGD_CNN}"],
+            1e-5,
+            marks=SLOW,
+        ),
     ],
     ids=["mlp_sgd", "mlp_adam", "mlp_zero1", "cnn_sync_bn"],
 )
@@ -187,15 +192,20 @@ def test_stop_and_kill_then_resume_is_bit_exact(tmp_path):
 
 
 def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
-    """1 process, then 2 (ZeRO-1: the saved state is scattered), then 1 again (the state was
-    gathered into the single-process format): as one uninterrupted process."""
+    """1 process, then 2 (ZeRO-1: the saved state is scattered; BatchNormalization
+    synchronised over the global batch), then 1 again (the state was gathered into the
+    single-process format): as one uninterrupted process."""
     common = [
-        CFG,
+        CNN,
         "-q",
         "--set",
         "train.steps_per_epoch=10",
         "--set",
         "train.distributed.optimizer_sharding=true",
+        "--set",
+        "train.sync_batch_norm=true",
+        "--set",
+        f"optimizer={SGD_CNN}",
     ]
     ref = tmp_path / "ref"
     assert (

@@ -348,3 +348,54 @@ def test_layers_with_weights_before_a_spectrogram_are_refused(tmp_path):
     )
     with pytest.raises(SpecError, match="passes no gradient to its input"):
         compile_model(spec)
+
+
+def test_resume_with_audio_augmentation_is_bit_exact(tmp_path):
+    """Speed, shift, noise and SpecAugment draw from the run's saved generators: stopping
+    after epoch 1 and resuming ends bit-identical to one uninterrupted run."""
+    data = _folder(tmp_path / "d")
+    cfg = _config(tmp_path, data)
+    text = cfg.read_text().replace(
+        "    - {type: Normalization}",
+        "    - {type: SpecAugment, time_masks: 1, time_mask_width: 3, freq_masks: 1,\n"
+        "       freq_mask_width: 3}\n    - {type: Normalization}",
+    )
+    text = text.replace(
+        "  test_split: 0.3",
+        "  test_split: 0.3\n  augment: {speed: [0.9, 1.1], "
+        "time_shift: 0.1, background_noise: {snr_db: [5, 20]}}",
+    )
+    cfg.write_text(text)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert (
+        dltrain_here(
+            "train", str(cfg), "--run-dir", str(whole), "--set", "train.epochs=3"
+        ).returncode
+        == 0
+    )
+    assert (
+        dltrain_here(
+            "train", str(cfg), "--run-dir", str(parts), "--set", "train.epochs=1"
+        ).returncode
+        == 0
+    )
+    res = dltrain_here(
+        "train",
+        str(cfg),
+        "--run-dir",
+        str(parts),
+        "--set",
+        "train.epochs=3",
+        "--resume",
+        "--allow-config-change",
+        "train.epochs",
+    )
+    assert res.returncode == 0, res.stderr
+    from safetensors.torch import load_file
+
+    for what in ("model", "optimizer", "trainer"):
+        a, b = (
+            load_file(str(max((r / "checkpoints").glob("step-*")) / f"{what}.safetensors"))
+            for r in (whole, parts)
+        )
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), what
