@@ -34,8 +34,15 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 WORDS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
-ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-           "en-gb-x-gbcwmd", "en-029"]
+ACCENTS = [
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+]
 VARIANTS = """adam Alex Alicia Andrea Andy Annie antonio aunty belinda benjamin boris caleb
 david Denis Diogo ed edward Gene gustave Henrique Hugo iven Jacky john Lee linda marcelo
 Marco Mario max Michael michel miguel Mike Mr Nguyen pablo paul pedro quincy rob robert
@@ -53,9 +60,20 @@ def speak(word: str, accent: str, variant: str, speed: int, pitch: int, rate: in
     with tempfile.TemporaryDirectory() as d:
         wav = Path(d) / "w.wav"
         subprocess.run(
-            ["espeak-ng", "-v", f"{accent}+{variant}", "-s", str(speed), "-p", str(pitch),
-             "-w", str(wav), word],
-            check=True, capture_output=True,
+            [
+                "espeak-ng",
+                "-v",
+                f"{accent}+{variant}",
+                "-s",
+                str(speed),
+                "-p",
+                str(pitch),
+                "-w",
+                str(wav),
+                word,
+            ],
+            check=True,
+            capture_output=True,
         )
         audio, sr = sf.read(str(wav), dtype="float64")
     if audio.ndim > 1:
@@ -80,8 +98,9 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return out / (np.sqrt(np.mean(out**2)) + 1e-12)
 
 
-def clip(speech: np.ndarray | None, rate: int, snr_db: tuple[float, float],
-         rng: np.random.Generator) -> np.ndarray:
+def clip(
+    speech: np.ndarray | None, rate: int, snr_db: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
     out = np.zeros(rate)
     level = 10 ** rng.uniform(-1.6, -0.5)  # speech RMS, about -32 to -10 dBFS
     if speech is not None:
@@ -121,13 +140,18 @@ def main() -> None:
                 pitch = int(rng.integers(25, 76))
                 s = speak(word, accent, variant, speed, pitch, args.rate)
                 audio = clip(s, args.rate, tuple(args.snr_db), rng)
-                sf.write(str(out / word / f"{name}_{take}.flac"), audio, args.rate,
-                         subtype="PCM_16")
+                sf.write(
+                    str(out / word / f"{name}_{take}.flac"), audio, args.rate, subtype="PCM_16"
+                )
     (out / "silence").mkdir(parents=True, exist_ok=True)
     for i in range(args.silence):
         audio = clip(None, args.rate, tuple(args.snr_db), rng)
-        sf.write(str(out / "silence" / f"noise{args.seed}x{i}_0.flac"), audio, args.rate,
-                 subtype="PCM_16")
+        sf.write(
+            str(out / "silence" / f"noise{args.seed}x{i}_0.flac"),
+            audio,
+            args.rate,
+            subtype="PCM_16",
+        )
     n = sum(1 for _ in out.rglob("*.flac"))
     size = sum(p.stat().st_size for p in out.rglob("*.flac"))
     print(f"{out}: {n} clips, {size / 1e6:.1f} MB, {len(chosen)} speakers")
