@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -39,7 +40,7 @@ from ..engine.train.callbacks import (
 )
 from ..engine.train.gan import GanTrainer
 from ..engine.train.tblog import TensorBoard
-from ..engine.train.trainer import TrainData, Trainer
+from ..engine.train.trainer import TrainData, Trainer, check_global_batch
 from ..errors import CheckpointError, ConfigError, DltrainError
 from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load
@@ -235,12 +236,7 @@ def check_distributable(spec: RunSpec, nproc: int) -> None:
             "a GAN trains in one process for now (its two optimizers alternate on one "
             "batch); drop --nproc / torchrun for this config"
         )
-    bs = spec.train.batch_size
-    if bs % nproc:
-        raise ConfigError(
-            f"train.batch_size {bs} is the global batch and must split evenly over the "
-            f"{nproc} processes; use a multiple of {nproc}"
-        )
+    check_global_batch(spec.train.batch_size, nproc)
 
 
 def _train_rank(
@@ -260,8 +256,9 @@ def _train_rank(
     """One process of a data-parallel run: rank 0 owns the run directory (lock, config,
     checkpoints, logs, progress); the others train beside it and write nothing."""
     rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
-    if world.is_main:
-        with RunLock(rdir):
+    main = world.is_main
+    try:
+        with RunLock(rdir) if main else contextlib.nullcontext():
             return _train(
                 sig,
                 spec,
@@ -271,29 +268,15 @@ def _train_rank(
                 rdir,
                 resume,
                 allow_changes,
-                progress,
-                log,
+                progress if main else None,
+                log if main else (lambda m: None),
                 extra,
                 world=world,
             )
-    try:
-        return _train(
-            sig,
-            spec,
-            model,
-            device,
-            config,
-            rdir,
-            resume,
-            allow_changes,
-            None,
-            lambda m: None,
-            extra,
-            world=world,
-        )
-    except Interrupted as e:  # rank 0 says what it saved
-        e.args = ("",)
-        e.said = True  # type: ignore[attr-defined]
+    except Interrupted as e:
+        if not main:  # rank 0 says what it saved
+            e.args = ("",)
+            e.said = True  # type: ignore[attr-defined]
         raise
 
 

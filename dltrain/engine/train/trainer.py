@@ -46,6 +46,14 @@ class TrainData:
     noise: torch.Tensor | None = None  # background recordings for audio augmentation
 
 
+def check_global_batch(batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        raise ConfigError(
+            f"train.batch_size {batch_size} is the global batch and must split evenly over "
+            f"the {processes} processes; use a multiple of {processes}"
+        )
+
+
 def local_rows(total: int, rank: int, size: int) -> tuple[int, int]:
     """(offset, count) of rank's part of a global batch of `total`: near-equal contiguous
     parts, the first `total % size` one longer (torch.tensor_split's split)."""
@@ -170,11 +178,7 @@ class Trainer:
         self.spec, self.model, self.data, self.device = spec, model, data, device
         self.world = world
         tr = spec.train
-        if tr.batch_size % world.size:
-            raise ConfigError(
-                f"train.batch_size {tr.batch_size} is the global batch and must split evenly "
-                f"over the {world.size} processes; use a multiple of {world.size}"
-            )
+        check_global_batch(tr.batch_size, world.size)
         self.loss = build_loss(spec, model)
         trainable = model.parameters(trainable_only=True)
         if not trainable:
