@@ -64,6 +64,7 @@ def predict(
         table.add_column("input", overflow="fold")  # whole paths, wrapped, never cut
         table.add_column("prediction")
         table.add_column("probability", justify="right")
+        table.add_column("next most likely")
         for row in rows:
             table.add_row(*row)
         out.print(table)

@@ -165,11 +165,18 @@ def predict_file(
         rows = []
         for i in range(len(probs)):
             who = names[i] if names else str(i)
-            if labels is not None:
-                p = float(probs[i, 0] if binary else probs[i, labels[i]])
-                rows.append([who, label(i), f"{p:.4f}"])
+            if labels is not None and binary:
+                rows.append([who, label(i), f"{float(probs[i, 0]):.4f}", ""])
+            elif labels is not None:
+                order = np.argsort(-probs[i])
+                p = float(probs[i, order[0]])
+                runners = ", ".join(
+                    f"{class_names[j] if j < len(class_names) else j} {probs[i, j]:.3f}"
+                    for j in order[1:3]
+                )
+                rows.append([who, label(i), f"{p:.4f}", runners])
             else:
-                rows.append([who, "", " ".join(f"{v:.4g}" for v in np.ravel(probs[i])[:8])])
+                rows.append([who, "", " ".join(f"{v:.4g}" for v in np.ravel(probs[i])[:8]), ""])
         return len(probs), rows
     low = output.lower()
     if low.endswith(".npy"):

@@ -319,13 +319,22 @@ def _adapt(model: Model, data: TrainData, log: Log) -> None:
         log(f"adapted {done} Normalization layer(s) to the {n} training samples")
 
 
+# settings of how a run is executed, not of what it computes: a resume may change them
+OPERATIONAL = (
+    "train.distributed.optimizer_sharding",  # the checkpoint format is the same either way
+    "train.distributed.check_every_steps",
+    "train.distributed.timeout_seconds",
+)
+
+
 def _check_resumable(
     spec: RunSpec, state: dict[str, Any], ckpt: Path, allow: Sequence[str], log: Log
 ) -> None:
+    free = [*allow, *OPERATIONAL]
     changes = [
         c
         for c in config_changes(state["spec"], spec.model_dump(mode="json"))
-        if not any(c[0] == a or c[0].startswith(a + ".") for a in allow)
+        if not any(c[0] == a or c[0].startswith(a + ".") for a in free)
     ]
     if changes:
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changes)

@@ -216,7 +216,9 @@ def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
     more = ["--run-dir", str(run), "--resume", "--allow-config-change", "train.epochs"]
     res = dltrain_here("train", *common, "--set", "train.epochs=1", *more)
     assert res.returncode == 0, res.stderr
-    _two(*common, "--set", "train.epochs=2", *more, cwd=tmp_path)
+    # replicas compared every 3 steps; a resume may change such a setting without a flag
+    check = ["--set", "train.distributed.check_every_steps=3"]
+    _two(*common, "--set", "train.epochs=2", *more, *check, cwd=tmp_path)
     assert _newest(run).name == "step-00000020"
     res = dltrain_here("train", *common, "--set", "train.epochs=3", *more)
     assert res.returncode == 0, res.stderr

@@ -355,6 +355,36 @@ def lab(tmp_path_factory):
         "--set nonexistent",
     )
     case("set_into_a_value", ["validate", "c.yaml", "--set", "name.foo=1"], 2, "--set name.foo")
+
+    # -- audio folders: files that block, devices, and files that only claim to be audio
+    def audio(d: Path, extra) -> None:
+        import soundfile as sf
+
+        for cls, f in (("a", 300.0), ("b", 1200.0)):
+            (d / "aud" / cls).mkdir(parents=True)
+            for i in range(6):
+                t = np.arange(800) / 8000
+                sf.write(str(d / "aud" / cls / f"s{i}_{cls}.wav"), 0.3 * np.sin(6.28 * f * t), 8000)
+        cfg = CONFIG.replace(
+            "{type: npz, path: data.npz}",
+            "{type: audio_folder, path: aud, sampling_rate: 8000}",
+        ).replace("input_shape: [4]", "input_shape: [800]")
+        (d / "aud.yaml").write_text(cfg.replace("units: 3", "units: 2"))
+        extra(d / "aud")
+
+    def fifo_wav(a: Path) -> None:
+        os.mkfifo(a / "a" / "blocking.wav")
+
+    def dev_zero_wav(a: Path) -> None:
+        os.symlink("/dev/zero", a / "b" / "zero.flac")
+
+    def png_as_wav(a: Path) -> None:
+        (a / "b" / "picture.wav").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+
+    train_aud = ["train", "aud.yaml", "-q", "--run-dir", "r8"]
+    case("fifo_in_audio_folder", train_aud, 0, "skipping", lambda d, c: audio(d, fifo_wav))
+    case("dev_zero_as_audio", train_aud, 0, "skipping", lambda d, c: audio(d, dev_zero_wav))
+    case("png_as_wav", train_aud, 3, "not a readable audio file", lambda d, c: audio(d, png_as_wav))
     return root, cases
 
 
@@ -430,6 +460,9 @@ CASE_NAMES = [
     "fifo_in_image_folder",
     "fifo_as_csv",
     "fifo_as_config",
+    "fifo_in_audio_folder",
+    "dev_zero_as_audio",
+    "png_as_wav",
 ]
 
 
