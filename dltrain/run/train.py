@@ -144,8 +144,9 @@ class _Signals:
             raise Interrupted(signum, None)
         now = time.monotonic()
         if self.first_at is not None:
-            if now - self.first_at < 1.0:
-                # the same stop twice: the terminal's Ctrl-C and the launcher passing it on
+            if self.tr.world.active and now - self.first_at < 1.0:
+                # one of several processes: the terminal's Ctrl-C and the launcher passing
+                # it on arrive together; that is one stop, not a second
                 return
             raise Interrupted(signum, None)
         self.first_at = now

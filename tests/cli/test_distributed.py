@@ -206,6 +206,8 @@ def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
         "train.sync_batch_norm=true",
         "--set",
         f"optimizer={SGD_CNN}",
+        "--set",
+        "optimizer.clipnorm=0.5",  # sharded: the whole gradient's norm from every slice
     ]
     ref = tmp_path / "ref"
     assert (
@@ -290,3 +292,28 @@ def test_the_root_cause_of_a_failed_job():
     assert "rank 1 of 2 exited with code 3" in msg and code == 3
     # an asked stop (Ctrl-C): every process saved and said so
     assert root_cause({0: _Failure(130, 1), 1: _Failure(130, 1)}, 2) == ("", 130)
+
+
+def test_a_diverging_run_stops_every_process_alike(tmp_path):
+    """A non-finite gradient is agreed in the step's all-reduce (ZeRO-1: every slice's
+    check): both ranks stop at the same step, exit 5, no hang."""
+    res = dltrain(
+        "train",
+        CFG,
+        "-q",
+        "--nproc",
+        "2",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--set",
+        "optimizer={type: sgd, learning_rate: 1.0e30}",
+        "--set",
+        "train.distributed.optimizer_sharding=true",
+        cwd=tmp_path,
+        env=ONE_THREAD,
+        timeout=300,
+    )
+    assert res.returncode == 5, res.stderr
+    assert res.stderr.count("non-finite loss or gradient at step") == 2  # each rank, alike
+    assert "process rank 0 of 2 exited with code 5" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -54,6 +54,14 @@ def check_global_batch(batch_size: int, processes: int) -> None:
         )
 
 
+def _clip(g: torch.Tensor, o: Any) -> None:
+    """The optimizer spec's clipnorm and clipvalue on a whole flat gradient."""
+    if o.clipnorm:
+        clip_grad_norm_(g, o.clipnorm)
+    if o.clipvalue:
+        clip_grad_value_(g, o.clipvalue)
+
+
 def local_rows(total: int, rank: int, size: int) -> tuple[int, int]:
     """(offset, count) of rank's part of a global batch of `total`: near-equal contiguous
     parts, the first `total % size` one longer (torch.tensor_split's split)."""
@@ -187,8 +195,9 @@ class Trainer:
                 "least one layer, or use the model as it is with predict/evaluate"
             )
         # extra slots all-reduced with the gradient: SIGINT asked, SIGTERM asked, a
-        # non-finite local loss (one collective per step carries the step's decisions)
-        self.flat = FlatParams(trainable, extra=3 if world.active else 0)
+        # non-finite loss (or sharded gradient slice), a slice's squared norm (sharded
+        # clipnorm): one collective per step carries the step's decisions
+        self.flat = FlatParams(trainable, extra=4 if world.active else 0)
         self.opt = make_optimizer(spec.optimizer, self.flat)
         self.sharded = world.active and tr.distributed.optimizer_sharding
         self.sync_bn = world.active and tr.sync_batch_norm and model_has_batch_norm(model)
@@ -349,57 +358,51 @@ class Trainer:
         """Gather the flat gradient, clip it as the optimizer spec asks, and remember (on the
         device, no sync) the first step whose loss or gradient is not finite."""
         flat.sync_grads()
-        g = flat.grad
         bad = ~torch.isfinite(loss)
         if flat is self.flat and self.world.active:
-            g, bad = self._reduce_gradients(bad)
-        if o.clipnorm:
-            if self.sharded:  # the norm of the whole gradient from every rank's slice
-                sq = g.double().square().sum().reshape(1)
-                total = self.world.all_reduce_(sq).sqrt().to(g.dtype)
-                g.mul_(torch.clamp(o.clipnorm / (total + 1e-6), max=1.0))
-            else:
-                clip_grad_norm_(g, o.clipnorm)
-        if o.clipvalue:
-            clip_grad_value_(g, o.clipvalue)
-        bad = bad | ~torch.isfinite(g.sum())
-        if self.sharded:  # every rank must see a non-finite value in any rank's slice
-            bad = self.world.all_reduce_(bad.to(torch.float32).reshape(1), "max")[0] > 0
+            bad = self._reduce_gradients(bad, o)
+        else:
+            _clip(flat.grad, o)
+            bad = bad | ~torch.isfinite(flat.grad.sum())
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
 
-    def _reduce_gradients(self, bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reduce_gradients(self, bad: torch.Tensor, o: Any) -> torch.Tensor:
         """Sum the gradient over the processes (each already weighted by its share of the
-        global batch) with the step's flags in the same call; with optimizer sharding,
-        reduce-scatter it instead: this rank keeps its slice. Returns the gradient this
-        rank updates with and whether any rank's loss was non-finite."""
+        global batch) with the step's flags in the same call, and clip it. With optimizer
+        sharding, reduce-scatter it instead (this rank keeps its slice, the one it
+        updates) and all-reduce the flags with each slice's non-finite check and squared
+        norm. Returns whether any rank's loss or the gradient was non-finite: the same
+        answer on every rank."""
         flat, world = self.flat, self.world
         pending = self._pending_signal
-        flags = torch.tensor(
-            [pending == signal.SIGINT, pending == signal.SIGTERM, False], dtype=flat.extra.dtype
-        )
-        flat.extra.copy_(flags)
-        flat.extra[2:3].copy_(bad.reshape(1))
-        keep_all = self._keeps_grads()
-        if not self.sharded or keep_all:
+        extra = flat.extra
+        extra.copy_(torch.tensor([pending == signal.SIGINT, pending == signal.SIGTERM, 0, 0]))
+        extra[2:3].copy_(bad.reshape(1))
+        if not self.sharded or self._keeps_grads():  # (histograms need the whole gradient)
             world.all_reduce_(flat.grad_and_extra)
-            extra = flat.extra
-            g = flat.grad
-            if self.sharded:
-                lo, hi, _ = world.shard(len(flat))
-                g = flat.grad[lo:hi]
+            _clip(flat.grad, o)  # identical on every rank
+            bad = (extra[2] > 0) | ~torch.isfinite(flat.grad.sum())
         else:
             lo, hi, _ = world.shard(len(flat))
-            shard = world.reduce_scatter_(flat.grad, self._padded)
-            flat.grad[lo:hi].copy_(shard[: hi - lo])
             g = flat.grad[lo:hi]
-            extra = world.all_reduce_(flat.extra.clone())
+            g.copy_(world.reduce_scatter_(flat.grad, self._padded)[: hi - lo])
+            extra[2:3].copy_(extra[2:3].bool() | ~torch.isfinite(g.sum()).reshape(1))
+            if o.clipnorm:
+                extra[3:4].copy_(g.double().square().sum().reshape(1))
+            world.all_reduce_(extra)
+            if o.clipnorm:  # the whole gradient's norm, from every slice's
+                total = extra[3].double().sqrt().to(g.dtype)
+                g.mul_(torch.clamp(o.clipnorm / (total + 1e-6), max=1.0))
+            if o.clipvalue:
+                clip_grad_value_(g, o.clipvalue)
+            bad = extra[2] > 0
         # the stop decision is read where reading costs no device sync (CPU), else at the
         # logging steps: every rank reads the same sums at the same step
         if self.device.type == "cpu" or self.global_step % self.spec.train.log_every_steps == 0:
             asked = extra[:2].tolist()
             if asked[0] > 0 or asked[1] > 0:
                 self.stop_signal = signal.SIGINT if asked[0] > 0 else signal.SIGTERM
-        return g, extra[2] > 0
+        return bad
 
     def _keeps_grads(self) -> bool:
         log = self.spec.logging
