@@ -182,52 +182,38 @@ def train_run(
         if launched_size() > 1:  # one of the processes of `--nproc N` or torchrun
             check_distributable(spec, launched_size())
             world, device = join(spec.train.device, spec.train.distributed.timeout_seconds)
-            try:
-                return _train_rank(
-                    sig,
-                    spec,
-                    model,
-                    device,
-                    world,
-                    config,
-                    run_dir,
-                    resume,
-                    allow_changes,
-                    progress,
-                    log,
-                    extra_callbacks,
-                )
-            finally:
-                world.close()
-        device = pick_device(spec.train.device)
+        else:
+            world, device = SINGLE, pick_device(spec.train.device)
         rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
         fresh: Path | None = None  # the outermost directory this run creates
-        if not rdir.exists():
+        if world.is_main and not rdir.exists():
             fresh = rdir
             while not fresh.parent.exists():
                 fresh = fresh.parent
         try:
-            with RunLock(rdir):
-                return _train(
-                    sig,
-                    spec,
-                    model,
-                    device,
-                    config,
-                    rdir,
-                    resume,
-                    allow_changes,
-                    progress,
-                    log,
-                    extra_callbacks,
-                    import_weights,
-                )
+            return _train_rank(
+                sig,
+                spec,
+                model,
+                device,
+                world,
+                config,
+                rdir,
+                resume,
+                allow_changes,
+                progress,
+                log,
+                extra_callbacks,
+                import_weights,
+            )
         except DltrainError:
             # a run that never started (config.yaml is written as training begins) leaves
             # nothing behind in a directory it created
             if fresh is not None and not (rdir / "config.yaml").exists():
                 shutil.rmtree(fresh, ignore_errors=True)
             raise
+        finally:
+            world.close()
 
 
 def check_distributable(spec: RunSpec, nproc: int) -> None:
@@ -247,16 +233,17 @@ def _train_rank(
     device: torch.device,
     world: World,
     config: str,
-    run_dir: str | None,
+    rdir: Path,
     resume: bool,
     allow_changes: Sequence[str],
     progress: Callback | None,
     log: Log,
     extra: Sequence[Callback],
+    import_weights: LoadWeightsSpec | None = None,
 ) -> Path:
-    """One process of a data-parallel run: rank 0 owns the run directory (lock, config,
-    checkpoints, logs, progress); the others train beside it and write nothing."""
-    rdir = Path(run_dir) if run_dir else Path("runs") / spec.name
+    """This process's part of the run: one process, or rank 0 of several, owns the run
+    directory (lock, config, checkpoints, logs, progress); other ranks train beside it and
+    write nothing."""
     main = world.is_main
     try:
         with RunLock(rdir) if main else contextlib.nullcontext():
@@ -272,6 +259,7 @@ def _train_rank(
                 progress if main else None,
                 log if main else (lambda m: None),
                 extra,
+                import_weights,
                 world=world,
             )
     except Interrupted as e:

@@ -14,6 +14,7 @@ The difference is summation order only: one process sums 32 rows in one matmul, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -314,6 +315,8 @@ def test_a_diverging_run_stops_every_process_alike(tmp_path):
         timeout=300,
     )
     assert res.returncode == 5, res.stderr
-    assert res.stderr.count("non-finite loss or gradient at step") == 2  # each rank, alike
-    assert "process rank 0 of 2 exited with code 5" in res.stderr
+    steps = re.findall(r"non-finite loss or gradient at step (\d+)", res.stderr)
+    assert steps and len(set(steps)) == 1, res.stderr  # the ranks that said it agree
+    # whichever rank the launcher saw end first (it then ends the other with SIGTERM)
+    assert re.search(r"process rank [01] of 2 exited with code 5", res.stderr), res.stderr
     assert "Traceback" not in res.stderr
