@@ -161,10 +161,13 @@ def predict_file(
         lab = int(labels[i])
         return str(class_names[lab]) if lab < len(class_names) else str(lab)
 
-    if output is None:
+    if output is None:  # a table: each input as the user named it (inside a folder: from it)
         rows = []
         for i in range(len(probs)):
-            who = names[i] if names else str(i)
+            who = str(i)
+            if names:
+                inside = os.path.isdir(input_path)
+                who = os.path.relpath(names[i], input_path) if inside else names[i]
             if labels is not None and binary:
                 rows.append([who, label(i), f"{float(probs[i, 0]):.4f}", ""])
             elif labels is not None:

@@ -294,7 +294,7 @@ def _agreed_checkpoint(world: World, root: Path, ckpt: Path | None) -> Path | No
 def _adapt(model: Model, data: TrainData, log: Log) -> None:
     """Adapt the Normalization layers without fixed statistics to the training split (on
     the CPU, before the model moves; a resumed run has them in its checkpoint)."""
-    from ..engine.layers.audio import adapt_normalization
+    from ..engine.layers.preprocessing import adapt_normalization
 
     n, bs = len(data.x), 256
 

@@ -23,8 +23,9 @@ from ..model import Model
 from ..optim import make_optimizer
 from ..params import FlatParams
 from ..tensor import Tensor, no_grad
+from .augment import augment
 from .schedules import Schedule
-from .trainer import TrainData, Trainer, augment
+from .trainer import TrainData, Trainer
 
 
 class GanMetrics:
