@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from dltrain.engine import checkpoint as ck
-from tests.cli.helpers import cli_env, dltrain, wait_for_file
+from tests.cli.helpers import cli_env, dltrain, dltrain_here, wait_for_file
 
 CONFIG = """\
 name: small
@@ -99,10 +99,10 @@ def test_corrupted_checkpoints_exit_4_and_resume_skips_them(tmp_path, cfg, refer
     data = bytearray((newest / "model.safetensors").read_bytes())
     data[-2] ^= 0x55
     (newest / "model.safetensors").write_bytes(bytes(data))
-    res = dltrain("evaluate", str(newest), "--data", "validation", cwd=tmp_path)
+    res = dltrain_here("evaluate", str(newest), "--data", "validation", cwd=tmp_path)
     assert res.returncode == 4
     assert "model.safetensors: contents do not match the manifest's sha256" in res.stderr
-    res = dltrain(
+    res = dltrain_here(
         "train",
         str(cfg),
         "-q",
@@ -118,12 +118,12 @@ def test_corrupted_checkpoints_exit_4_and_resume_skips_them(tmp_path, cfg, refer
     assert res.returncode == 0, res.stderr
     assert f"skipping checkpoint: ref/checkpoints/{newest.name}/model.safetensors" in res.stderr
     (root / names[0] / ck.MANIFEST).unlink(missing_ok=True)
-    res = dltrain("evaluate", "nothing-here", cwd=tmp_path)
+    res = dltrain_here("evaluate", "nothing-here", cwd=tmp_path)
     assert res.returncode == 4 and "no such run directory or checkpoint" in res.stderr
 
 
 def test_non_finite_training_exits_5_with_a_report(tmp_path, cfg):
-    res = dltrain(
+    res = dltrain_here(
         "train",
         str(cfg),
         "-q",
@@ -158,12 +158,12 @@ class _Evil:
 def test_pickles_and_torch_files_are_refused(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "model.pt").write_bytes(pickle.dumps(_Evil(marker)))
-    res = dltrain("evaluate", "model.pt", cwd=tmp_path)
+    res = dltrain_here("evaluate", "model.pt", cwd=tmp_path)
     assert res.returncode == 4 and "is a Python pickle; dltrain never unpickles" in res.stderr
     import torch
 
     torch.save({"w": torch.zeros(1)}, tmp_path / "weights.safetensors")
-    res = dltrain("predict", "weights.safetensors", "-i", "x.npz", "-o", "p.npy", cwd=tmp_path)
+    res = dltrain_here("predict", "weights.safetensors", "-i", "x.npz", "-o", "p.npy", cwd=tmp_path)
     assert res.returncode == 4 and "zip archive" in res.stderr
     # a pickle planted inside a checkpoint: the manifest catches it before anything is read
     assert not marker.exists()
@@ -173,11 +173,11 @@ def test_pickle_planted_in_a_checkpoint_never_runs(tmp_path, cfg, reference):
     marker = tmp_path / "pwned"
     ckpt = reference / "checkpoints" / ck.list_checkpoints(reference / "checkpoints")[-1]
     (ckpt / "model.safetensors").write_bytes(pickle.dumps(_Evil(marker)))
-    res = dltrain("evaluate", str(ckpt), "--data", "validation", cwd=tmp_path)
+    res = dltrain_here("evaluate", str(ckpt), "--data", "validation", cwd=tmp_path)
     assert res.returncode == 4
     ck_manifest = ckpt / ck.MANIFEST
     ck_manifest.unlink()  # even without a manifest to catch it
-    res = dltrain("evaluate", str(ckpt), cwd=tmp_path)
+    res = dltrain_here("evaluate", str(ckpt), cwd=tmp_path)
     assert res.returncode == 4
     assert not marker.exists()
 
@@ -223,7 +223,7 @@ def test_resume_on_other_software_versions_warns(tmp_path, cfg, reference):
     state["torch"] = "1.0.0"
     files["state.json"] = json.dumps(state).encode()
     ck.commit(root, name, files)  # a valid checkpoint, as saved by another torch
-    res = dltrain(
+    res = dltrain_here(
         "train",
         str(cfg),
         "-q",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli.helpers import dltrain
+from tests.cli.helpers import dltrain_here as dltrain  # in-process: the same exit code and output
 
 CSV_CONFIG = """\
 name: bad
