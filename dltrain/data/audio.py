@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .files import check_regular, regular_files, warn
+from .files import check_regular, regular_files
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 MAX_AUDIO_BYTES = 256 * 1024**2
@@ -63,6 +63,11 @@ def read_audio(path: str, rate: int, length: int, resample: bool = True) -> np.n
     n = min(length, len(mono))
     out[:n] = mono[:n]
     return out
+
+
+def problem(path: str, rate: int, length: int, resample: bool) -> str | None:
+    """Why the clip cannot be used, or None (for checking files in worker processes)."""
+    return try_read(path, rate, length, resample)[1]
 
 
 def try_read(path: str, rate: int, length: int, resample: bool) -> tuple[Any, str | None]:
@@ -155,6 +160,5 @@ def noise_bank(folder: str, rate: int, max_seconds: float = 60.0) -> np.ndarray:
     parts = [c[: np.flatnonzero(c).max() + 1] if c.any() else c[:0] for c in clips]
     bank = np.concatenate([p for p in parts if len(p)] or [np.zeros(0, np.float32)])
     if len(bank) < rate // 10:
-        warn(f"{folder}: the noise recordings hold less than 0.1 s of sound")
         raise DataError(f"{folder}: the noise recordings are silent or too short")
     return bank

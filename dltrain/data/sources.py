@@ -137,7 +137,7 @@ def _audio_folder(
 ) -> Dataset:
     from functools import partial
 
-    from .audio import groups_of, read_audio, read_clips, scan_audio_folder
+    from .audio import groups_of, problem, read_audio, read_clips, scan_audio_folder
 
     root = _path(base_dir, src.path)
     length = src.output_sequence_length or input_shape[0]
@@ -153,18 +153,12 @@ def _audio_folder(
         from .stream import stream_audio_folder
 
         reader = partial(read_audio, rate=rate, length=length, resample=resample)
-        check = partial(_audio_problem, rate=rate, length=length, resample=resample)
+        check = partial(problem, rate=rate, length=length, resample=resample)
         x = stream_audio_folder(root, paths, tuple(input_shape), workers, reader, check)
     else:
         x = read_clips(paths, rate, length, resample, root).reshape(len(paths), *input_shape)
     groups = groups_of(paths, src.group_by, root) if src.group_by else None
     return Dataset(x, y, classes, root, paths=paths, groups=groups, audio=True)
-
-
-def _audio_problem(path: str, rate: int, length: int, resample: bool) -> str | None:
-    from .audio import try_read
-
-    return try_read(path, rate, length, resample)[1]
 
 
 def _text(

@@ -62,20 +62,18 @@ class World:
         return lo, min(lo + chunk, n), chunk
 
     def reduce_scatter_(self, full: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
-        """Sum `full` over ranks and return this rank's chunk (a view of `padded`, which is
-        `chunk * size` long and holds `full` followed by zeros)."""
-        _, _, chunk = self.shard(full.numel())
-        out = padded[self.rank * chunk : (self.rank + 1) * chunk]
+        """Sum `full` over ranks and return this rank's chunk (`chunk` long; `padded`, of
+        `chunk * size`, is the scratch that holds `full` followed by zeros)."""
         if not self.active:
             return full
         import torch.distributed as dist
 
+        _, _, chunk = self.shard(full.numel())
         padded[: full.numel()].copy_(full)
         fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-        res = torch.empty_like(out)
+        out = torch.empty(chunk, dtype=full.dtype, device=full.device)
         with self._guard("reduce-scatter"):
-            fn(res, padded)
-        out.copy_(res)
+            fn(out, padded)
         return out
 
     def all_gather_(self, full: torch.Tensor, padded: torch.Tensor) -> None:

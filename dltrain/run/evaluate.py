@@ -163,10 +163,10 @@ def predict_file(
 
     if output is None:  # a table: each input as the user named it (inside a folder: from it)
         rows = []
+        inside = bool(names) and os.path.isdir(input_path)
         for i in range(len(probs)):
             who = str(i)
             if names:
-                inside = os.path.isdir(input_path)
                 who = os.path.relpath(names[i], input_path) if inside else names[i]
             if labels is not None and binary:
                 rows.append([who, label(i), f"{float(probs[i, 0]):.4f}", ""])

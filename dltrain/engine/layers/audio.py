@@ -70,7 +70,7 @@ def window(kind: str | None, length: int, periodic: bool) -> np.ndarray:
     return a - (1 - a) * np.cos(2 * np.pi * n / denom)
 
 
-def _stft_frames(samples: int, fft: int, stride: int) -> int:
+def _stft_frames(samples: int, stride: int) -> int:
     return samples // stride + 1  # centred frames (padding fft // 2 on each side)
 
 
@@ -98,7 +98,7 @@ class MelSpectrogram(Layer):
         self.mel_matrix = torch.from_numpy(mel)
         win = window(s.window, s.sequence_length or s.fft_length, periodic=True)
         self.window = torch.from_numpy(win.astype(np.float32))
-        frames = _stft_frames(shape[0], s.fft_length, s.sequence_stride)
+        frames = _stft_frames(shape[0], s.sequence_stride)
         return (frames, s.num_mel_bins)  # engine order of Keras's (num_mel_bins, frames)
 
     def keras_keys(self) -> list[str]:
@@ -362,8 +362,6 @@ def _cat2(a: Tensor, b: Tensor) -> Tensor:
 
 @register(S.SpecAugmentSpec)
 class SpecAugment(Layer):
-    may_run_inplace = False
-
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         (shape,) = shapes
         if len(shape) not in (2, 3):
@@ -381,7 +379,6 @@ class SpecAugment(Layer):
         k = to_channels_last(x)  # Keras layout: (N, bins, frames[, channels])
         n, bins, frames = k.shape[0], k.shape[1], k.shape[2]
         keep = torch.ones(n, bins, frames, dtype=k.dtype, device=k.device)
-        rows = torch.arange(n, device=k.device)
         for count, width, axis, size in (
             (s.time_masks, s.time_mask_width, 2, frames),
             (s.freq_masks, s.freq_mask_width, 1, bins),
@@ -397,9 +394,9 @@ class SpecAugment(Layer):
                     pos[None, :] < (start[:, j] + w[:, j])[:, None]
                 )
                 if axis == 2:
-                    keep[rows] *= (~inside).to(k.dtype)[:, None, :]
+                    keep *= (~inside).to(k.dtype)[:, None, :]
                 else:
-                    keep[rows] *= (~inside).to(k.dtype)[:, :, None]
+                    keep *= (~inside).to(k.dtype)[:, :, None]
         if k.ndim == 4:
             keep4 = keep[..., None]
         else:
