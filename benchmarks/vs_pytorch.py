@@ -1,6 +1,7 @@
 """dltrain against plain PyTorch eager on the workloads of configs/bench/, side by side.
 
-    python benchmarks/vs_pytorch.py [--device cpu|cuda] [--steps 50] [--rounds 3] [--json]
+    python benchmarks/vs_pytorch.py [--device cpu|cuda] [--precision fp32|bf16]
+                                    [--steps 50] [--rounds 3] [--json]
 
 Each workload runs as `dltrain bench` does (the trainer's model, fused loss, flat-buffer
 Adam) and as the same network in torch.nn with torch.autograd and torch.optim.Adam, timed
@@ -8,6 +9,9 @@ the same way (median ms per full step after a warm-up). The two alternate step b
 machine noise and drift hit both alike. Prints both medians and the ratio dltrain / PyTorch.
 Targets (checked here, not in tests): ratio <= 1.0 on every workload. The language models'
 PyTorch loss is written the idiomatic way (nanoGPT's `logits.view(-1, V)`, `targets.view(-1)`).
+`--precision bf16` runs dltrain's `train.precision: bf16-mixed` against PyTorch's
+`torch.autocast(device, dtype=torch.bfloat16)` around forward and loss (float32 weights and
+Adam on both sides); `fp16` against autocast float16 (CUDA).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dltrain.engine.bench import Stepper  # noqa: E402
 from dltrain.spec import load  # noqa: E402
 
 WORKLOADS = ["mlp_seed", "mlp_wide", "cnn", "dcgan_g", "char_lstm", "tiny_gpt"]
+OURS = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}
 
 
 class CharLSTM(nn.Module):
@@ -119,8 +124,12 @@ def torch_model(name: str) -> tuple[nn.Module, tuple, str]:
 class TorchStepper:
     """The same workload as a PyTorch user writes it; one full step per call."""
 
-    def __init__(self, name: str, batch: int, device: str, compiled: bool = False) -> None:
+    def __init__(
+        self, name: str, batch: int, device: str, compiled: bool = False, amp: str = "fp32"
+    ) -> None:
         torch.manual_seed(0)
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.device_type = torch.device(device).type
         model, shape, kind = torch_model(name)
         self.model = model.to(device).train()
         self.forward = torch.compile(self.model) if compiled else self.model
@@ -142,11 +151,12 @@ class TorchStepper:
     def __call__(self) -> float:
         self.sync()
         t0 = time.perf_counter()
-        out = self.forward(self.x)
-        if self.lm:  # as nanoGPT writes it: logits.view(-1, V) against targets.view(-1)
-            loss = self.loss_fn(out.view(-1, out.shape[-1]), self.y.view(-1))
-        else:
-            loss = self.loss_fn(out, self.y)
+        with torch.autocast(self.device_type, self.amp, enabled=self.amp is not None):
+            out = self.forward(self.x)
+            if self.lm:  # as nanoGPT writes it: logits.view(-1, V) against targets.view(-1)
+                loss = self.loss_fn(out.view(-1, out.shape[-1]), self.y.view(-1))
+            else:
+                loss = self.loss_fn(out, self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -161,6 +171,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=WORKLOADS)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     ap.add_argument(
         "--compile", action="store_true", help="also time PyTorch with torch.compile (GPU table)"
     )
@@ -174,8 +185,8 @@ def main() -> int:
             else max(20, args.steps * args.rounds // 5)
         )
         ours, theirs = (
-            Stepper(spec, args.device),
-            TorchStepper(name, spec.train.batch_size, args.device),
+            Stepper(spec, args.device, OURS[args.precision]),
+            TorchStepper(name, spec.train.batch_size, args.device, amp=args.precision),
         )
         for _ in range(5):
             ours()
@@ -187,7 +198,9 @@ def main() -> int:
         a, b = 1000 * statistics.median(a_t), 1000 * statistics.median(b_t)
         row = {"workload": name, "dltrain_ms": a, "pytorch_ms": b, "ratio": a / b}
         if args.compile:
-            comp = TorchStepper(name, spec.train.batch_size, args.device, compiled=True)
+            comp = TorchStepper(
+                name, spec.train.batch_size, args.device, compiled=True, amp=args.precision
+            )
             for _ in range(10):  # compilation happens here
                 comp()
             c = 1000 * statistics.median([comp() for _ in range(steps)])
@@ -195,6 +208,7 @@ def main() -> int:
         rows.append(row)
     info = {
         "device": args.device,
+        "precision": args.precision,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -205,7 +219,8 @@ def main() -> int:
         print(json.dumps({"info": info, "rows": rows}))
         return 0
     print(
-        f"device {info['device']}, torch {info['torch']}, {info['threads']} threads, {info['date']}"
+        f"device {info['device']}, {info['precision']}, torch {info['torch']}, "
+        f"{info['threads']} threads, {info['date']}"
     )
     extra = f" {'compiled ms':>12} {'ratio':>7}" if args.compile else ""
     print(f"{'workload':<10} {'dltrain ms':>11} {'pytorch ms':>11} {'ratio':>7}{extra}")

@@ -2,7 +2,8 @@
 
 The step is the trainer's own: forward (tape) with the fused loss, backward, the optimizer
 over the flat parameter buffer. Phases are timed separately (with a device sync between
-them on CUDA); medians after a warm-up.
+them on CUDA); medians after a warm-up. `precision` (default: the config's
+train.precision) runs forward and loss under autocast as the trainer does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .layers.base import RunContext
 from .model import compile_model
 from .optim import make_optimizer
 from .params import FlatParams
+from .precision import PRECISIONS, autocast
 from .tensor import Tensor
 from .train.losses import build_loss
 
@@ -46,8 +48,10 @@ def make_batch(spec: RunSpec, model: Any, device: torch.device) -> tuple[torch.T
 class Stepper:
     """One full training step of a config, callable repeatedly; returns phase times (s)."""
 
-    def __init__(self, spec: RunSpec, device: str = "cpu") -> None:
+    def __init__(self, spec: RunSpec, device: str = "cpu", precision: str | None = None) -> None:
         dev = torch.device(device)
+        self.precision = precision or spec.train.precision
+        self.compute = PRECISIONS[self.precision]
         self.model = compile_model(spec.model, seed=spec.seed, device=dev)
         self.loss = build_loss(spec, self.model)
         self.opt = make_optimizer(
@@ -62,10 +66,10 @@ class Stepper:
         sync = self.sync
         sync()
         t0 = time.perf_counter()
-        out = self.model(
-            Tensor(self.x), RunContext(training=True, generator=self.gen), logits=self.loss.logits
-        )
-        value = self.loss.fn(out, self.y)
+        with autocast(self.compute):
+            run = RunContext(training=True, generator=self.gen)
+            out = self.model(Tensor(self.x), run, logits=self.loss.logits)
+            value = self.loss.fn(out, self.y)
         sync()
         t1 = time.perf_counter()
         value.backward()
@@ -89,8 +93,14 @@ def summarize(times: list[tuple[float, float, float]]) -> dict[str, float]:
     }
 
 
-def bench(spec: RunSpec, steps: int = 50, warmup: int = 10, device: str = "cpu") -> dict[str, Any]:
-    step = Stepper(spec, device)
+def bench(
+    spec: RunSpec,
+    steps: int = 50,
+    warmup: int = 10,
+    device: str = "cpu",
+    precision: str | None = None,
+) -> dict[str, Any]:
+    step = Stepper(spec, device, precision)
     for _ in range(warmup):
         step()
     times = [step() for _ in range(steps)]
@@ -99,6 +109,7 @@ def bench(spec: RunSpec, steps: int = 50, warmup: int = 10, device: str = "cpu")
         "device": device,
         "steps": steps,
         "batch_size": spec.train.batch_size,
+        "precision": step.precision,
         "threads": torch.get_num_threads(),
         **summarize(times),
         "final_loss": float(step.value),

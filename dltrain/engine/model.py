@@ -22,6 +22,7 @@ from .layers.base import (
     engine_shape,
     keras_shape,
 )
+from .precision import compute_dtype, full
 from .tensor import Tensor
 
 FINAL_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -75,8 +76,15 @@ class Model:
             xs = [values[j] for j in node.inputs]
             run.mask = masks[node.inputs[0]]
             run.input_masks = [masks[j] for j in node.inputs]
-            if i == last and logits and self.final_activation in FINAL_PROBABILITY_ACTIVATIONS:
-                values.append(node.layer.pre_activation(xs, run))  # type: ignore[arg-type]
+            if (
+                i == last
+                and self.final_activation in FINAL_PROBABILITY_ACTIVATIONS
+                and (logits or compute_dtype() is not None)
+            ):  # under autocast the final softmax/sigmoid runs in float32 (as Keras advises)
+                out = full(node.layer.pre_activation(xs, run))  # type: ignore[arg-type]
+                values.append(out if logits else self.probabilities(out))
+            elif i == last:  # the model's output is float32 under autocast
+                values.append(full(node.layer.forward(xs, run)))  # type: ignore[arg-type]
             else:
                 values.append(node.layer.forward(xs, run))  # type: ignore[arg-type]
             masks.append(node.layer.output_mask(xs, run.mask))  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from . import precision
 from .shape_ops import (  # noqa: F401  (re-exported: ops.cat, ops.split, ...)
     cat,
     chunk,
@@ -135,6 +136,7 @@ def rpow(a: Tensor, base: Scalar) -> Tensor:
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
+    a, b = precision.lower(a), precision.lower(b)
     A, B = a.data, b.data
     if A.dim() == 0 or B.dim() == 0:
         raise ValueError("matmul: both operands need at least one dimension")
@@ -257,6 +259,7 @@ def _expand_back(g: torch.Tensor, shape: torch.Size, dims: tuple[int, ...], keep
 
 
 def sum(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    a = precision.full(a)  # reductions in float32 under autocast
     A = a.data
     dims = _dims(dim, A.dim())
     out = A.sum(dims, keepdim=keepdim) if dims else A.clone()
@@ -264,6 +267,7 @@ def sum(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
 
 
 def mean(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    a = precision.full(a)  # reductions in float32 under autocast
     A = a.data
     dims = _dims(dim, A.dim())
     n = math.prod(A.shape[d] for d in dims)
@@ -286,6 +290,7 @@ def amax(a: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
 
 
 def var(a: Tensor, dim: Dims = None, correction: int = 1, keepdim: bool = False) -> Tensor:
+    a = precision.full(a)  # reductions in float32 under autocast
     A = a.data
     dims = _dims(dim, A.dim())
     n = math.prod(A.shape[d] for d in dims)

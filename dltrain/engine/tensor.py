@@ -363,6 +363,8 @@ def run_backward(root: Tensor, gradient: torch.Tensor, retain_graph: bool) -> No
             if p._node is None:
                 accumulate_leaf(p, pg)
             else:
+                if pg.dtype != p.data.dtype:  # a gradient has its tensor's type (autocast)
+                    pg = pg.to(p.data.dtype)
                 key = id(p)
                 prev = grads.get(key)
                 grads[key] = pg if prev is None else prev + pg

@@ -229,12 +229,14 @@ def batch_norm_act_fwd_reference(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, act: str, slope: float = 0.01
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CPU path: aten's native batch norm over the batch (no running statistics: the
-    caller updates them from mean and rstd), then the activation."""
-    acc = torch.promote_types(x.dtype, torch.float32)  # bf16 inputs, fp32 weights
+    caller updates them from mean and rstd), then the activation. A bfloat16/float16 input
+    runs aten's mixed kernel (float32 weights and statistics, the output in the input's
+    type), with no float32 copy of the activations."""
+    acc = torch.promote_types(x.dtype, torch.float32)
     z, mean, rstd = torch.ops.aten.native_batch_norm(
-        _as(x, acc), _as(w, acc), _as(b, acc), None, None, True, 0.0, eps
+        x, _as(w, acc), _as(b, acc), None, None, True, 0.0, eps
     )
-    return _as(_act(z, act, slope), x.dtype), mean, rstd
+    return _act(z, act, slope), mean, rstd
 
 
 def batch_norm_act_bwd_reference(
@@ -248,14 +250,15 @@ def batch_norm_act_bwd_reference(
     slope: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     acc = mean.dtype
-    xa, wa, gz = _as(x, acc), _as(w, acc), _as(dy, acc)
+    wa, gz = _as(w, acc), _as(dy, x.dtype)
     if act != "none":  # through the activation: z recomputed from the saved statistics
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        z = (xa - mean.view(shape)) * (rstd * wa).view(shape) + _as(b, acc).view(shape)
+        z = (x - mean.view(shape)) * (rstd * wa).view(shape) + _as(b, acc).view(shape)
         gz = gz * (z > 0) if act == "relu" else torch.where(z > 0, gz, gz * slope)
-    # training-mode backward reads the saved statistics only (eps is not used)
+    # training-mode backward reads the saved statistics only (eps is not used); a lower
+    # precision input runs aten's mixed kernel as in the forward
     dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        gz, xa, wa, None, None, mean, rstd, True, 0.0, [True, True, True]
+        gz, x, wa, None, None, mean, rstd, True, 0.0, [True, True, True]
     )
     return _as(dx, x.dtype), _as(dw, w.dtype), _as(db, b.dtype)
 

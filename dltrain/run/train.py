@@ -69,9 +69,37 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+_ABSENT = object()
+
+
+def _default_at(spec: Any, key: str) -> Any:
+    """The schema's default for a dotted key of `spec` (a setting added after a run was
+    saved, e.g. train.precision), in its JSON form; _ABSENT if there is none."""
+    *path, name = key.split(".")
+    obj = spec
+    for part in path:
+        obj = getattr(obj, part, None)
+    fields = getattr(type(obj), "model_fields", {})
+    if name not in fields or fields[name].is_required():
+        return _ABSENT
+    value = fields[name].get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], spec: Any = None
+) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every setting that differs; with the new `spec`, a key the old
+    config lacks counts as its schema default (configs saved before it existed)."""
     a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) == b.get(k):
+            continue
+        if k not in a and spec is not None and _default_at(spec, k) == b.get(k):
+            continue
+        out.append((k, a.get(k), b.get(k)))
+    return out
 
 
 def prepare_data(
@@ -322,7 +350,7 @@ def _check_resumable(
     free = [*allow, *OPERATIONAL]
     changes = [
         c
-        for c in config_changes(state["spec"], spec.model_dump(mode="json"))
+        for c in config_changes(state["spec"], spec.model_dump(mode="json"), spec)
         if not any(c[0] == a or c[0].startswith(a + ".") for a in free)
     ]
     if changes:

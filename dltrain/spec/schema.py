@@ -290,6 +290,14 @@ class TrainSpec(Spec):
         default_factory=DistributedSpec,
         description="Data-parallel settings (dltrain train --nproc N, or torchrun).",
     )
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed"] = Field(
+        "fp32",
+        description="Arithmetic of the step. bf16-mixed: matrix products, convolutions and "
+        "oneDNN's LSTM in bfloat16; losses, softmax, reductions, normalisation statistics, the "
+        "weights and the optimizer in float32 (Keras's mixed_bfloat16, Lightning's "
+        "'bf16-mixed'). fp16-mixed: the same in float16 with dynamic loss scaling (for GPUs "
+        "without bfloat16; slow on CPU). Checkpoints stay float32.",
+    )
 
 
 class EarlyStoppingSpec(Spec):

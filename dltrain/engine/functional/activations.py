@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as TF
 
+from ..precision import full
 from ..tensor import Tensor, make
 
 aten = torch.ops.aten
@@ -94,12 +95,14 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
 
 
 def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    input = full(input)  # float32 under autocast
     out = torch.softmax(input.data, dim)
     # dx = y * (g - sum(g y))
     return make(out, (input,), lambda g: (out * (g - (g * out).sum(dim, keepdim=True)),), "softmax")
 
 
 def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    input = full(input)
     out = torch.log_softmax(input.data, dim)
     # dx = g - softmax * sum(g)
     return make(out, (input,), lambda g: (g - out.exp() * g.sum(dim, keepdim=True),), "log_softmax")

@@ -14,6 +14,7 @@ import torch
 from ...kernels import attention as K_attn
 from .. import ops
 from ..distributed import RowsGenerator, bernoulli_rows
+from ..precision import lower
 from ..tensor import Tensor, make
 
 
@@ -32,6 +33,7 @@ def scaled_dot_product_attention(
     A boolean mask marks the positions that may be attended (True = keep), as in torch;
     a float mask is added to the scores.
     """
+    query, key, value = lower(query), lower(key), lower(value)
     Q, K, V = query.data, key.data, value.data
     if Q.shape[-1] != K.shape[-1] or K.shape[-2] != V.shape[-2]:
         raise ValueError(

@@ -17,6 +17,7 @@ import torch
 
 from ...kernels import cross_entropy as K_ce
 from .. import ops
+from ..precision import full
 from ..tensor import Tensor, make, may_read_back
 from .activations import relu
 
@@ -99,6 +100,7 @@ def cross_entropy(
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Softmax cross-entropy from logits; targets are class indices or class probabilities."""
+    input = full(input)  # losses in float32 under autocast
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -196,6 +198,7 @@ def nll_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """Negative log-likelihood of log-probabilities `input` at class indices `target`."""
+    input = full(input)  # losses in float32 under autocast
     _check_reduction(reduction)
     X = input.data
     T = target.data if isinstance(target, Tensor) else target
@@ -226,6 +229,7 @@ def _const(x: Any, like: Tensor) -> Tensor:
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     _same_shape("mse_loss", input, target)
     d = input - target
@@ -233,6 +237,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     _same_shape("l1_loss", input, target)
     return _reduce(ops.abs(input - target), reduction)
@@ -242,6 +247,7 @@ def huber_loss(
     input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0
 ) -> Tensor:
     """0.5 d^2 where |d| < delta, delta (|d| - delta/2) beyond."""
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     _same_shape("huber_loss", input, target)
     d = input - target
@@ -254,6 +260,7 @@ def binary_cross_entropy(
     input: Tensor, target: Tensor | torch.Tensor, weight: Any = None, reduction: str = "mean"
 ) -> Tensor:
     """-w (t log x + (1 - t) log(1 - x)) on probabilities, logs clamped at -100 as torch."""
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     _same_shape("binary_cross_entropy", input, target)
     X = input.data
@@ -278,6 +285,7 @@ def binary_cross_entropy_with_logits(
     pos_weight: Any = None,
 ) -> Tensor:
     """Stable sigmoid + BCE: (1 - t) x + (1 + (pw - 1) t) (log(1 + e^-|x|) + max(-x, 0))."""
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     _same_shape("binary_cross_entropy_with_logits", input, target)
     softplus_neg = ops.log1p(ops.exp(-ops.abs(input))) + relu(-input)
@@ -298,6 +306,7 @@ def kl_div(
     log_target: bool = False,
 ) -> Tensor:
     """KL(target || exp(input)) with `input` log-probabilities; 'batchmean' divides by N."""
+    input = full(input)  # losses in float32 under autocast
     target = _const(target, input)
     if log_target:
         loss = ops.exp(target) * (target - input)

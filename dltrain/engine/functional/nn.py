@@ -18,6 +18,7 @@ from ...kernels import batch_norm_act as K_bn
 from ...kernels import bias_act as K_ba
 from ...kernels import layer_norm as K_ln
 from ..distributed import RowsGenerator, World, bernoulli_rows
+from ..precision import lower
 from ..tensor import Tensor, make, may_read_back
 
 aten = torch.ops.aten
@@ -34,6 +35,7 @@ def _data(t: Tensor | torch.Tensor | None) -> torch.Tensor | None:
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, x (..., in), W (out, in)."""
+    input, weight, bias = lower(input), lower(weight), lower(bias)
     X, W = input.data, weight.data
     if X.shape[-1] != W.shape[1]:
         raise ValueError(
@@ -110,6 +112,7 @@ def _conv(
     groups: int,
     nd: int,
 ) -> Tensor:
+    input, weight, bias = lower(input), lower(weight), lower(bias)
     X, W = input.data, weight.data
     if X.dim() != nd + 2:
         raise ValueError(f"conv{nd}d expects a {nd + 2}-D input, got shape {tuple(X.shape)}")
@@ -172,6 +175,7 @@ def conv_transpose2d(
     dilation: IntOrSeq = 1,
 ) -> Tensor:
     """Transposed convolution; weight (in, out/groups, kh, kw) as in torch."""
+    input, weight, bias = lower(input), lower(weight), lower(bias)
     X, W = input.data, weight.data
     if X.dim() != 4 or X.shape[1] != W.shape[0]:
         raise ValueError(

@@ -45,6 +45,7 @@ import torch
 
 from ...kernels import rnn_gates as K_rnn
 from ...kernels import use_triton
+from ..precision import compute_dtype, full, lower
 from ..tensor import GRAD_MODE, Tensor, make
 from .nn import linear
 
@@ -73,7 +74,9 @@ def _act(name: str) -> tuple[Fn, Fn]:
 
 
 def _project(input: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    x = linear(input, w_ih, b_ih)
+    """Every step's input projection (under autocast a lower-precision matmul); the step
+    loop then runs in float32."""
+    x = full(linear(input, w_ih, b_ih))
     return x + b_hh if b_hh is not None else x
 
 
@@ -202,6 +205,7 @@ def _onednn_applies(
         _ONEDNN["enabled"]
         and X.device.type == "cpu"
         and X.dtype in (torch.float32, torch.bfloat16)
+        and compute_dtype() in (None, torch.bfloat16)  # (no float16 LSTM in oneDNN here)
         and acts == ("tanh", "sigmoid")
         and h_mask is None
         and mask is None
@@ -216,7 +220,9 @@ def _lstm_onednn(
 ) -> Tensor:  # fmt: skip
     """One direction of an LSTM through aten's mkldnn_rnn_layer and its backward. The
     primitive returns its workspace (what its backward reads) only in torch's grad mode,
-    which records nothing here: no tensor requires grad."""
+    which records nothing here: no tensor requires grad. Under autocast it runs in the
+    lower type (as torch.autocast runs it)."""
+    input, w_ih, w_hh, b_ih, b_hh = (lower(t) for t in (input, w_ih, w_hh, b_ih, b_hh))
     X = input.data.transpose(0, 1).contiguous()  # (T, N, D)
     Wi, Wh = w_ih.data, w_hh.data
     H = Wh.shape[1]
@@ -349,7 +355,7 @@ def gru(
     _check(input, w_hh, 3, "gru")
     a, da_ = _act(activation)
     r, dr_ = _act(recurrent_activation)
-    p = linear(input, w_ih, b_ih)
+    p = full(linear(input, w_ih, b_ih))
     P, W = _time_major(p.data), w_hh.data
     B = b_hh.data if b_hh is not None else None
     T, N, G3 = P.shape

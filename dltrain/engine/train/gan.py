@@ -22,6 +22,7 @@ from ..layers.base import RunContext
 from ..model import Model
 from ..optim import make_optimizer
 from ..params import FlatParams
+from ..precision import autocast
 from ..tensor import Tensor, no_grad
 from .augment import augment
 from .schedules import Schedule
@@ -77,6 +78,11 @@ class GanTrainer(Trainer):
         device: torch.device,
     ) -> None:
         super().__init__(spec, generator, data, device)
+        if self.scaler.enabled:
+            raise ConfigError(
+                "train.precision fp16-mixed is not supported for GANs (two losses would need "
+                "two loss scales); use bf16-mixed or fp32"
+            )
         self.disc = discriminator
         trainable = discriminator.parameters(trainable_only=True)
         if not trainable:
@@ -116,14 +122,16 @@ class GanTrainer(Trainer):
         if self.data.image and (aug.random_flip or aug.random_crop_padding):
             real = augment(real, aug, self.augment_gen)
         run = RunContext(training=True, generator=self.dropout_gen)
-        fake = self.model(Tensor(self.noise(real.shape[0], real)), run)
-        d_real = self.disc(Tensor(real), run, logits=True)
-        d_fake = self.disc(fake.detach(), run, logits=True)
-        smooth = self.gan.label_smoothing
-        d_loss = self._bce(d_real, 1.0 - smooth) + self._bce(d_fake, 0.0)
+        with autocast(self.compute):
+            fake = self.model(Tensor(self.noise(real.shape[0], real)), run)
+            d_real = self.disc(Tensor(real), run, logits=True)
+            d_fake = self.disc(fake.detach(), run, logits=True)
+            smooth = self.gan.label_smoothing
+            d_loss = self._bce(d_real, 1.0 - smooth) + self._bce(d_fake, 0.0)
         d_loss.backward()
         self._discriminator_step(d_loss.data)
-        g_loss = self._bce(self.disc(fake, run, logits=True), 1.0)
+        with autocast(self.compute):
+            g_loss = self._bce(self.disc(fake, run, logits=True), 1.0)
         g_loss.backward()
         self.dopt.zero_grad()  # the generator step's gradients of D are not D's to use
         self.train_metrics.update(d_loss.data, g_loss.data, d_real.data, d_fake.data)

@@ -25,6 +25,7 @@ from ..layers.base import RunContext
 from ..model import Model
 from ..optim import clip_grad_norm_, clip_grad_value_, make_optimizer
 from ..params import FlatParams
+from ..precision import PRECISIONS, LossScaler, autocast
 from ..tensor import Tensor, no_grad
 from .augment import augment, augment_audio
 from .callbacks import Callback, Interrupted
@@ -156,6 +157,9 @@ class Trainer:
         self.epoch_grads: dict[str, torch.Tensor] = {}
         self._callback_state: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
         self._last_loss = torch.zeros((), device=device)
+        # mixed precision: the autocast type of forward and loss, and float16's loss scale
+        self.compute = PRECISIONS[tr.precision]
+        self.scaler = LossScaler(tr.precision == "fp16-mixed")
 
     has_best_epoch = True  # whether a validation/loss value can pick a best epoch
 
@@ -259,23 +263,35 @@ class Trainer:
         run = RunContext(training=True, generator=gen)
         if self.sync_bn:
             run.sync, run.global_rows = self.world, total
-        out = self.model(Tensor(x), run, logits=self.loss.logits)
-        loss = self.loss.fn(out, y)
+        with autocast(self.compute):
+            out = self.model(Tensor(x), run, logits=self.loss.logits)
+            loss = self.loss.fn(out, y)
+        scale *= self.scaler.scale
         (loss * scale if scale != 1.0 else loss).backward()
         self.train_metrics.update(loss.data, out.data, y, self.loss.logits)
         self._last_loss = loss.data
 
-    def _gradients_ready(self, flat: FlatParams, o: Any, loss: torch.Tensor) -> None:
+    def _gradients_ready(self, flat: FlatParams, o: Any, loss: torch.Tensor) -> bool:
         """Gather the flat gradient, clip it as the optimizer spec asks, and remember (on the
-        device, no sync) the first step whose loss or gradient is not finite."""
+        device, no sync) the first step whose loss or gradient is not finite. Returns
+        whether to apply the step: always, except a float16 step whose scaled gradient
+        overflowed (the loss scaler then skips it and lowers the scale)."""
         flat.sync_grads()
+        if self.scaler.enabled:  # the scaled loss's gradient, scaled back
+            flat.grad.mul_(1.0 / self.scaler.scale)
         bad = ~torch.isfinite(loss)
         if flat is self.flat and self.world.active:
             bad = self._reduce_gradients(bad, o)
         else:
             _clip(flat.grad, o)
             bad = bad | ~torch.isfinite(flat.grad.sum())
+        if self.scaler.enabled and flat is self.flat:  # one host read per step (float16 only)
+            if not self.scaler.update(not bool(bad)):
+                if self.scaler.scale >= 2.0**-24:
+                    return False  # skipped; the scale was lowered
+                # the scale fell through float16's range: the loss itself is not finite
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
+        return True
 
     def _reduce_gradients(self, bad: torch.Tensor, o: Any) -> torch.Tensor:
         """Sum the gradient over the processes (each already weighted by its share of the
@@ -368,8 +384,12 @@ class Trainer:
         self.world.check_same(tensors, "weights and optimizer state", self.global_step)
 
     def _optimizer_step(self) -> None:
-        self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
+        apply = self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
         self.opt.lr = self.schedule.lr(self.global_step)
+        if not apply:  # float16 overflow: no update this step (the step still counts)
+            self.opt.zero_grad()
+            self.global_step += 1
+            return
         if self._keeps_grads():
             # the epoch's last step: keep grads for the gradient histograms
             self.epoch_grads = {
@@ -431,6 +451,8 @@ class Trainer:
             "optimizer": opt_meta,
             "schedule": self.schedule.state(),
         }
+        if self.scaler.enabled:
+            meta["loss_scale"] = self.scaler.state_dict()
         for cb in self.callbacks:
             if cb.state_key:
                 m, t = cb.state()
@@ -469,6 +491,8 @@ class Trainer:
         self.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})
         self.global_step, self.epoch, self.batch = meta["global_step"], meta["epoch"], meta["batch"]
         self.schedule.load(meta["schedule"])
+        if self.scaler.enabled and "loss_scale" in meta:
+            self.scaler.load_state_dict(meta["loss_scale"])
         self._callback_state = (meta, tt)
 
     def _restore_callbacks(self) -> None:
@@ -495,15 +519,16 @@ class Trainer:
         ms = MetricState(
             list(self.spec.metrics), self.spec.task, self.model.output_shape[0], self.device
         )
-        return evaluate_model(
-            self.model,
-            self.loss,
-            ms,
-            x,
-            y,
-            batch_size or max(self.spec.train.batch_size, 256),
-            keep_outputs,
-        )
+        with autocast(self.compute):  # validation in the training's precision
+            return evaluate_model(
+                self.model,
+                self.loss,
+                ms,
+                x,
+                y,
+                batch_size or max(self.spec.train.batch_size, 256),
+                keep_outputs,
+            )
 
 
 @no_grad()
