@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dltrain.engine import checkpoint as ck
@@ -109,10 +110,9 @@ def test_tensorboard_has_scalars_histograms_images(reference):
     assert any("config" in t for t in tags["tensors"])
 
 
-def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, reference):
-    run = tmp_path / "killed"
+def _kill_twice_then_finish(cfg: Path, run: Path, seed: int) -> None:
     cmd, env = _train_cmd(cfg, run)
-    rng = random.Random(11)
+    rng = random.Random(seed)
     kills = 0
     for _ in range(30):
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -130,12 +130,37 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     else:
         pytest.fail("the run never finished")
     assert kills >= 2
+
+
+def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, reference):
+    run = tmp_path / "killed"
+    _kill_twice_then_finish(cfg, run, 11)
     assert _final_files(run) == _final_files(reference)
     ref_steps, _ = _steps(reference / "tensorboard", "train/loss")
     steps, _ = _steps(run / "tensorboard", "train/loss")
     assert steps == ref_steps  # each step once after the resumes
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 16
+
+
+def test_kill_9_then_resume_is_bit_exact_in_bf16_mixed(tmp_path):
+    """The same in train.precision bf16-mixed: float32 master weights and optimizer state in
+    the checkpoints, bfloat16 arithmetic replayed identically after each resume."""
+    cfg = tmp_path / "bf16.yaml"
+    cfg.write_text(CONFIG.replace("epochs: 16,", "epochs: 6, precision: bf16-mixed,"))
+    ref = tmp_path / "ref"
+    res = dltrain("train", str(cfg), "-q", "--run-dir", str(ref), env={"DLTRAIN_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "killed"
+    _kill_twice_then_finish(cfg, run, 5)
+    files = _final_files(run)
+    assert files == _final_files(ref)
+    weights = load_file(
+        str(
+            ref / "checkpoints" / ck.list_checkpoints(ref / "checkpoints")[-1] / "model.safetensors"
+        )
+    )
+    assert {t.dtype for t in weights.values()} == {torch.float32}
 
 
 def _wait_for_new_checkpoints(root: Path, proc: subprocess.Popen, n: int) -> bool:

@@ -76,6 +76,8 @@ KINDS = {
     "cnn": ("digits_cnn.yaml", []),
     "lstm": ("char_lstm.yaml", []),
     "transformer": ("tiny_gpt.yaml", []),
+    "cnn_bf16": ("digits_cnn.yaml", ["train.precision=bf16-mixed"]),
+    "transformer_bf16": ("tiny_gpt.yaml", ["train.precision=bf16-mixed"]),
 }
 
 

@@ -232,3 +232,42 @@ def test_loss_scaler_follows_grad_scaler_rules():
     assert (t.scale, t.good_steps, t.skipped) == (1024.0, 0, 1)
     off = LossScaler(False)
     assert off.scale == 1.0 and off.update(False)  # disabled: never skips
+
+
+def test_fp16_mixed_skips_an_overflowing_step_and_lowers_the_scale():
+    """A scaled float16 gradient that overflows: the step is skipped (weights and optimizer
+    state untouched), the scale halves, and training goes on with finite steps."""
+    from tests.engine.test_no_host_sync import trainer_for
+
+    tr = trainer_for("digits_mlp.yaml", ["train.precision=fp16-mixed"])
+    assert tr.scaler.enabled and tr.compute == torch.float16
+    tr.scaler.scale = 2.0**120  # the float16 backward overflows at this scale
+    before = tr.flat.data.clone()
+    bs = tr.spec.train.batch_size
+    idx = torch.arange(bs)
+    tr._micro_batch(idx, 1.0)
+    tr._optimizer_step()
+    assert torch.equal(tr.flat.data, before) and tr.scaler.skipped == 1
+    assert tr.scaler.scale == 2.0**119
+    tr.scaler.scale = 2.0**10
+    for k in range(5):
+        tr._micro_batch(idx + k * bs, 1.0)
+        tr._optimizer_step()
+    assert tr.scaler.skipped == 1 and not torch.equal(tr.flat.data, before)
+    tr.check_finite()  # no non-finite step was recorded
+    assert tr.state_dict()["state"]["loss_scale"]["scale"] == 2.0**10
+
+
+def test_fp16_mixed_gradients_are_unscaled():
+    """The loss is scaled for backward only: the optimizer sees the float32 step's
+    gradient (within float16's precision), not one 65536 times larger."""
+    from tests.engine.test_no_host_sync import trainer_for
+
+    grads = {}
+    for precision in ("fp32", "fp16-mixed"):
+        tr = trainer_for("digits_mlp.yaml", [f"train.precision={precision}"])
+        tr._micro_batch(torch.arange(32), 1.0)
+        assert tr._gradients_ready(tr.flat, tr.spec.optimizer, tr._last_loss)
+        grads[precision] = tr.flat.grad.clone()
+    rel = (grads["fp16-mixed"] - grads["fp32"]).norm() / grads["fp32"].norm()
+    assert rel < 0.01, float(rel)
