@@ -147,7 +147,7 @@ def test_kill_9_then_resume_is_bit_exact_in_bf16_mixed(tmp_path):
     """The same in train.precision bf16-mixed: float32 master weights and optimizer state in
     the checkpoints, bfloat16 arithmetic replayed identically after each resume."""
     cfg = tmp_path / "bf16.yaml"
-    cfg.write_text(CONFIG.replace("epochs: 16,", "epochs: 6, precision: bf16-mixed,"))
+    cfg.write_text(CONFIG.replace("epochs: 16,", "epochs: 4, precision: bf16-mixed,"))
     ref = tmp_path / "ref"
     res = dltrain("train", str(cfg), "-q", "--run-dir", str(ref), env={"DLTRAIN_THREADS": "1"})
     assert res.returncode == 0, res.stderr

@@ -67,12 +67,13 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 def sigmoid(input: Tensor) -> Tensor:
     out = torch.sigmoid(input.data)
-    return make(out, (input,), lambda g: (g * out * (1 - out),), "sigmoid")  # s (1 - s)
+    # g s (1 - s) and g (1 - tanh^2) in one pass each (aten's backward kernels)
+    return make(out, (input,), lambda g: (aten.sigmoid_backward(g, out),), "sigmoid")
 
 
 def tanh(input: Tensor) -> Tensor:
     out = torch.tanh(input.data)
-    return make(out, (input,), lambda g: (g * (1 - out * out),), "tanh")  # 1 - tanh^2
+    return make(out, (input,), lambda g: (aten.tanh_backward(g, out),), "tanh")
 
 
 def silu(input: Tensor) -> Tensor:
