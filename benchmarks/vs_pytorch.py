@@ -11,7 +11,9 @@ Targets (checked here, not in tests): ratio <= 1.0 on every workload. The langua
 PyTorch loss is written the idiomatic way (nanoGPT's `logits.view(-1, V)`, `targets.view(-1)`).
 `--precision bf16` runs dltrain's `train.precision: bf16-mixed` against PyTorch's
 `torch.autocast(device, dtype=torch.bfloat16)` around forward and loss (float32 weights and
-Adam on both sides); `fp16` against autocast float16 (CUDA).
+Adam on both sides); `fp16` against autocast float16 (CUDA). `--malloc keep` gives the
+whole process (both sides) the malloc settings `dltrain train` uses (dltrain.run.host:
+freed memory kept for reuse, no page faults per step); by default both run on glibc's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dltrain.engine.bench import Stepper  # noqa: E402
+from dltrain.run.host import keep_freed_memory  # noqa: E402
 from dltrain.spec import load  # noqa: E402
 
 WORKLOADS = ["mlp_seed", "mlp_wide", "cnn", "dcgan_g", "char_lstm", "tiny_gpt"]
@@ -172,10 +175,14 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=WORKLOADS)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--malloc", choices=["default", "keep"], default="default")
     ap.add_argument(
         "--compile", action="store_true", help="also time PyTorch with torch.compile (GPU table)"
     )
     args = ap.parse_args()
+    if args.malloc == "keep" and not keep_freed_memory():
+        print("--malloc keep: glibc's mallopt is not available here", file=sys.stderr)
+        return 2
     rows = []
     for name in args.only:
         spec = load(str(ROOT / "configs" / "bench" / f"{name}.yaml"))
@@ -209,6 +216,7 @@ def main() -> int:
     info = {
         "device": args.device,
         "precision": args.precision,
+        "malloc": args.malloc,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -219,7 +227,8 @@ def main() -> int:
         print(json.dumps({"info": info, "rows": rows}))
         return 0
     print(
-        f"device {info['device']}, {info['precision']}, torch {info['torch']}, "
+        f"device {info['device']}, {info['precision']}, malloc {info['malloc']}, "
+        f"torch {info['torch']}, "
         f"{info['threads']} threads, {info['date']}"
     )
     extra = f" {'compiled ms':>12} {'ratio':>7}" if args.compile else ""

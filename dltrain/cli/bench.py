@@ -27,11 +27,13 @@ def bench(
     """Time full training steps (forward, backward, optimizer) of a config here."""
     from ..engine.bench import bench as run_bench
     from ..engine.precision import PRECISIONS
+    from ..run.host import setup_training_process
     from ..run.train import pick_device
     from ..spec import load
 
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    setup_training_process()  # as `dltrain train` runs (threads, freed memory kept)
     res = run_bench(load(str(config)), steps, 10, str(pick_device(device)), precision)
     if as_json:
         print(json.dumps(res))

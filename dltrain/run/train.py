@@ -45,6 +45,7 @@ from ..errors import CheckpointError, ConfigError, DltrainError
 from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load
 from ..spec.schema import LoadWeightsSpec
+from .host import setup_training_process
 from .inference import LOAD_OPTIONS
 
 Log = Callable[[str], None]
@@ -203,9 +204,7 @@ def train_run(
     LoadWeightsSpec) nothing trains: the run gets those weights as its first checkpoint."""
     with _Signals() as sig:
         spec = spec or load(config, overrides)
-        threads = os.environ.get("DLTRAIN_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
+        setup_training_process()
         model = check_run(spec)  # config errors before anything is written
         if launched_size() > 1:  # one of the processes of `--nproc N` or torchrun
             check_distributable(spec, launched_size())
