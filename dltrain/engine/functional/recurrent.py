@@ -363,18 +363,23 @@ def gru(
     fused = use_triton(P) and (activation, recurrent_activation) == ("tanh", "sigmoid")
     order, prev = _steps(T, reverse)
     out, Q = P.new_empty(T, N, H), torch.empty_like(P)
+    # not fused: the activated gates (r, z, n) of every step, written in place, so the
+    # backward recomputes nothing and takes every step's gate derivatives in two ops
+    RZN = torch.empty_like(P) if not fused else None
     M = _step_mask(mask, P)
     h = P.new_zeros(N, H)
     for t in order:
         hm = h if h_mask is None else h * h_mask
-        Q[t] = q = torch.addmm(B, hm, W.t()) if B is not None else hm @ W.t()
+        q = torch.addmm(B, hm, W.t(), out=Q[t]) if B is not None else torch.mm(hm, W.t(), out=Q[t])
         if fused:
             new = K_rnn.gru_gates_fwd(P[t], q, h)
         else:
-            pr, pz, pn = P[t].chunk(3, 1)
-            qr, qz, qn = q.chunk(3, 1)
-            z = r(pz + qz)
-            new = (1 - z) * a(pn + r(pr + qr) * qn) + z * h
+            g = RZN[t]  # type: ignore[index]
+            rz = torch.add(P[t, :, : 2 * H], q[:, : 2 * H], out=g[:, : 2 * H])
+            INTO[recurrent_activation](rz, rz)
+            rr, z, n = g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
+            INTO[activation](torch.addcmul(P[t, :, 2 * H :], rr, q[:, 2 * H :], out=n), n)
+            new = torch.sub(h, n).mul_(z).add_(n)  # (1 - z) n + z h
         out[t] = h = _keep(_at(M, t), new, h)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -382,6 +387,9 @@ def gru(
         dP, dQ = torch.empty_like(P), torch.empty_like(P)
         dh = P.new_zeros(N, H)
         zero = P.new_zeros(N, H)
+        if not fused:
+            D = dr_(RZN)  # type: ignore[arg-type]
+            D[:, :, 2 * H :] = da_(RZN[:, :, 2 * H :])  # type: ignore[index]
         for t in reversed(order):
             pt = prev(t)
             h_prev = out[pt] if pt is not None else zero
@@ -389,15 +397,15 @@ def gru(
             if fused:
                 dP[t], dQ[t], dh_direct = K_rnn.gru_gates_bwd(dh, P[t], Q[t], h_prev)
             else:
-                pr, pz, pn = P[t].chunk(3, 1)
-                qr, qz, qn = Q[t].chunk(3, 1)
-                rr, z = r(pr + qr), r(pz + qz)
-                n = a(pn + rr * qn)
-                dan = dh * (1 - z) * da_(n)
-                dar = dan * qn * dr_(rr)
-                daz = dh * (h_prev - n) * dr_(z)
-                dP[t] = torch.cat([dar, daz, dan], 1)
-                dQ[t] = torch.cat([dar, daz, dan * rr], 1)
+                gt, dt, dp, dq = RZN[t], D[t], dP[t], dQ[t]  # type: ignore[index]
+                rr, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+                dan = torch.mul(
+                    torch.addcmul(dh, dh, z, value=-1), dt[:, 2 * H :], out=dp[:, 2 * H :]
+                )
+                torch.mul(dan, Q[t, :, 2 * H :], out=dp[:, :H]).mul_(dt[:, :H])
+                torch.sub(h_prev, n, out=dp[:, H : 2 * H]).mul_(dh).mul_(dt[:, H : 2 * H])
+                dq[:, : 2 * H] = dp[:, : 2 * H]
+                torch.mul(dan, rr, out=dq[:, 2 * H :])
                 dh_direct = dh * z
             dh = dh_direct + _back(dQ[t], W, h_mask)
             if dh_pass is not None:
