@@ -65,6 +65,11 @@ def cross_check(spec: RunSpec, src: Any) -> None:
                 "no validation data (a GAN has no held-out score to watch)",
             ),
             (text, ("data", "train", "type"), "images or vectors, not text"),
+            (
+                spec.train.precision == "fp16-mixed",
+                ("train", "precision"),
+                "precision fp32 or bf16-mixed (fp16-mixed's loss scaling is for one loss)",
+            ),
         )
         for bad, where, msg in checks:
             if bad:

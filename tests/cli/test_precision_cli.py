@@ -103,3 +103,11 @@ def test_bf16_mixed_reaches_the_float32_accuracy(tmp_path, config, seeds):
         for p in ("fp32", "bf16-mixed")
     }
     assert acc["bf16-mixed"] >= acc["fp32"] - 0.005, acc
+
+
+def test_fp16_mixed_is_refused_for_a_gan_at_the_key():
+    res = dltrain_here(
+        "validate", str(ROOT / "configs/dcgan_digits.yaml"), "--set", "train.precision=fp16-mixed"
+    )
+    assert res.returncode == 2
+    assert "train.precision=fp16-mixed" in res.stderr and "bf16-mixed" in res.stderr

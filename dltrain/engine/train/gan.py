@@ -78,11 +78,7 @@ class GanTrainer(Trainer):
         device: torch.device,
     ) -> None:
         super().__init__(spec, generator, data, device)
-        if self.scaler.enabled:
-            raise ConfigError(
-                "train.precision fp16-mixed is not supported for GANs (two losses would need "
-                "two loss scales); use bf16-mixed or fp32"
-            )
+        assert not self.scaler.enabled  # the spec's rules refuse fp16-mixed for a GAN
         self.disc = discriminator
         trainable = discriminator.parameters(trainable_only=True)
         if not trainable:
