@@ -255,7 +255,11 @@ def test_fp16_mixed_skips_an_overflowing_step_and_lowers_the_scale():
         tr._optimizer_step()
     assert tr.scaler.skipped == 1 and not torch.equal(tr.flat.data, before)
     tr.check_finite()  # no non-finite step was recorded
-    assert tr.state_dict()["state"]["loss_scale"]["scale"] == 2.0**10
+    state = tr.state_dict()
+    assert state["state"]["loss_scale"] == {"scale": 2.0**10, "good_steps": 5, "skipped": 1}
+    again = trainer_for("digits_mlp.yaml", ["train.precision=fp16-mixed"])
+    again.load_state_dict(state)  # a resume continues with the same scale and counts
+    assert again.scaler.state_dict() == tr.scaler.state_dict()
 
 
 def test_fp16_mixed_gradients_are_unscaled():
