@@ -84,13 +84,6 @@ def full(t: Tensor) -> Tensor:
     return _cast(t, torch.float32)
 
 
-def full_data(x: torch.Tensor) -> torch.Tensor:
-    """A torch tensor (no graph: a target, a mask) in float32 under autocast."""
-    if AUTOCAST.dtype is None or x.dtype not in LOWER:
-        return x
-    return x.float()
-
-
 class LossScaler:
     """Dynamic loss scaling for float16 (the rules of torch.amp.GradScaler)."""
 

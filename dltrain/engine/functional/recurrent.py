@@ -267,8 +267,8 @@ def lstm(
     _check(input, w_hh, 4, "lstm")
     if _onednn_applies(input.data, (activation, recurrent_activation), h_mask, mask):
         return _lstm_onednn(input, w_ih, w_hh, b_ih, b_hh, reverse)
-    a, da_ = _act(activation)
-    r, dr_ = _act(recurrent_activation)
+    da_ = _act(activation)[1]  # (the loops activate in place through INTO)
+    dr_ = _act(recurrent_activation)[1]
     p = _project(input, w_ih, b_ih, b_hh)
     P, W = _time_major(p.data), w_hh.data
     T, N, G4 = P.shape
@@ -353,8 +353,8 @@ def gru(
     """GRU over (N, T, D) -> (N, T, H), torch's gate order (r, z, n) and math (the reset
     gate multiplies W_hn h + b_hn, Keras's reset_after=True)."""
     _check(input, w_hh, 3, "gru")
-    a, da_ = _act(activation)
-    r, dr_ = _act(recurrent_activation)
+    da_ = _act(activation)[1]  # (the loops activate in place through INTO)
+    dr_ = _act(recurrent_activation)[1]
     p = full(linear(input, w_ih, b_ih))
     P, W = _time_major(p.data), w_hh.data
     B = b_hh.data if b_hh is not None else None
