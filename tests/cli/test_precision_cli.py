@@ -111,3 +111,21 @@ def test_fp16_mixed_is_refused_for_a_gan_at_the_key():
     )
     assert res.returncode == 2
     assert "train.precision=fp16-mixed" in res.stderr and "bf16-mixed" in res.stderr
+
+
+def test_a_run_saved_before_train_precision_existed_resumes_as_fp32(tmp_path):
+    """A checkpoint's config without the key reads as the schema's default: resuming it in
+    fp32 is no change; asking for bf16-mixed is one, named."""
+    from dltrain.run.train import config_changes
+    from dltrain.spec import load
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL.replace("precision: bf16-mixed", "precision: fp32"))
+    spec = load(str(cfg))
+    old = spec.model_dump(mode="json")
+    del old["train"]["precision"]
+    assert config_changes(old, spec.model_dump(mode="json"), spec) == []
+    bf = load(str(cfg), ["train.precision=bf16-mixed"])
+    assert config_changes(old, bf.model_dump(mode="json"), bf) == [
+        ("train.precision", None, "bf16-mixed")
+    ]
