@@ -367,3 +367,11 @@ def clip_grad_value_(grads: Sequence[torch.Tensor] | torch.Tensor, clip_value: f
     grads = [grads] if isinstance(grads, torch.Tensor) else [g for g in grads if g is not None]
     for g in grads:
         g.clamp_(-clip_value, clip_value)
+
+
+def clip_spec_(g: torch.Tensor, o: Any) -> None:
+    """An optimizer spec's clipnorm and clipvalue (Keras's order) on a whole flat gradient."""
+    if o.clipnorm:
+        clip_grad_norm_(g, o.clipnorm)
+    if o.clipvalue:
+        clip_grad_value_(g, o.clipvalue)

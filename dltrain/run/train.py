@@ -39,8 +39,9 @@ from ..engine.train.callbacks import (
     ReduceLROnPlateau,
 )
 from ..engine.train.gan import GanTrainer
+from ..engine.train.replicas import check_global_batch
 from ..engine.train.tblog import TensorBoard
-from ..engine.train.trainer import TrainData, Trainer, check_global_batch
+from ..engine.train.trainer import TrainData, Trainer
 from ..errors import CheckpointError, ConfigError, DltrainError
 from ..fsutil import RunLock, atomic_write_text
 from ..spec import RunSpec, load

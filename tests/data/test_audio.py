@@ -17,7 +17,7 @@ import torch
 from dltrain.data.audio import read_audio
 from dltrain.engine.distributed import RowsGenerator
 from dltrain.engine.train.augment import augment_audio
-from dltrain.engine.train.trainer import local_rows
+from dltrain.engine.train.replicas import local_rows
 from dltrain.spec.data import AugmentSpec
 
 from ..cli.helpers import ROOT, dltrain_here

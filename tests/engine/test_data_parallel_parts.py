@@ -12,7 +12,7 @@ from dltrain.engine import Tensor
 from dltrain.engine import functional as F
 from dltrain.engine.distributed import SINGLE, RowsGenerator, World, bernoulli_rows
 from dltrain.engine.train.augment import augment
-from dltrain.engine.train.trainer import local_rows
+from dltrain.engine.train.replicas import local_rows
 from dltrain.spec.data import AugmentSpec
 from tests.oracle import check
 

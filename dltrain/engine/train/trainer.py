@@ -11,7 +11,6 @@ the device and are read at log intervals, epoch ends and before a checkpoint is 
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from ...spec import RunSpec
 from ..distributed import SINGLE, RowsGenerator, World
 from ..layers.base import RunContext
 from ..model import Model
-from ..optim import clip_grad_norm_, clip_grad_value_, make_optimizer
+from ..optim import clip_spec_, make_optimizer
 from ..params import FlatParams
 from ..precision import PRECISIONS, LossScaler, autocast
 from ..tensor import Tensor, no_grad
@@ -31,6 +30,7 @@ from .augment import augment, augment_audio
 from .callbacks import Callback, Interrupted
 from .losses import build_loss
 from .metrics import MetricState
+from .replicas import Replicas, check_global_batch, local_rows
 from .schedules import Schedule
 
 
@@ -46,33 +46,6 @@ class TrainData:
     classes: list[str] = field(default_factory=list)
     audio: bool = False
     noise: torch.Tensor | None = None  # background recordings for audio augmentation
-
-
-def check_global_batch(batch_size: int, processes: int) -> None:
-    if batch_size % processes:
-        raise ConfigError(
-            f"train.batch_size {batch_size} is the global batch and must split evenly over "
-            f"the {processes} processes; use a multiple of {processes}"
-        )
-
-
-def _clip(g: torch.Tensor, o: Any) -> None:
-    """The optimizer spec's clipnorm and clipvalue on a whole flat gradient."""
-    if o.clipnorm:
-        clip_grad_norm_(g, o.clipnorm)
-    if o.clipvalue:
-        clip_grad_value_(g, o.clipvalue)
-
-
-def local_rows(total: int, rank: int, size: int) -> tuple[int, int]:
-    """(offset, count) of rank's part of a global batch of `total`: near-equal contiguous
-    parts, the first `total % size` one longer (torch.tensor_split's split)."""
-    base, extra = divmod(total, size)
-    return rank * base + min(rank, extra), base + (rank < extra)
-
-
-def model_has_batch_norm(model: Model) -> bool:
-    return any(layer.batch_statistics for layer in model.layers)
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
@@ -106,23 +79,16 @@ class Trainer:
                 "every layer is frozen (trainable: false); nothing to train. Unfreeze at "
                 "least one layer, or use the model as it is with predict/evaluate"
             )
-        # extra slots all-reduced with the gradient: SIGINT asked, SIGTERM asked, a
-        # non-finite loss (or sharded gradient slice), a slice's squared norm (sharded
-        # clipnorm): one collective per step carries the step's decisions
-        self.flat = FlatParams(trainable, extra=4 if world.active else 0)
+        self.flat = FlatParams(trainable, extra=Replicas.EXTRA if world.active else 0)
         self.opt = make_optimizer(spec.optimizer, self.flat)
-        self.sharded = world.active and tr.distributed.optimizer_sharding
-        self.sync_bn = world.active and tr.sync_batch_norm and model_has_batch_norm(model)
-        if self.sharded:
-            lo, hi, chunk = world.shard(len(self.flat))
-            self.opt.shard(lo, hi)
-            self._padded = torch.zeros(
-                chunk * world.size, dtype=self.flat.data.dtype, device=device
-            )
+        self.replicas = Replicas(
+            world, self.flat, self.opt, model, tr.distributed.optimizer_sharding,
+            tr.sync_batch_norm,
+        )  # fmt: skip
         self._pending_signal: int | None = None  # asked here, not yet agreed by all ranks
         self.n_batches = math.ceil(len(data.x) / tr.batch_size)  # micro-batches in one pass
         last = len(data.x) % tr.batch_size
-        if self.sync_bn and 0 < last < world.size:
+        if self.replicas.sync_bn and 0 < last < world.size:
             raise ConfigError(
                 f"the last batch of each epoch holds {last} sample(s), fewer than the "
                 f"{world.size} processes, and train.sync_batch_norm needs a sample on every "
@@ -214,7 +180,7 @@ class Trainer:
                 logs = self.metric_results(self.train_metrics)
             every = tr.distributed.check_every_steps
             if self.world.active and every and self.global_step % every == 0:
-                self.check_replicas()
+                self.replicas.check(self.global_step)
             for cb in self.callbacks:
                 cb.on_train_batch_end(self.global_step, logs)
             if self.stop_signal is not None:  # no checkpoint callback took it
@@ -222,7 +188,7 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, float]:
         self.check_finite()
-        self.sync_buffers()
+        self.replicas.sync_buffers()
         logs = self.metric_results(self.train_metrics)
         self.train_metrics.reset()
         self.last_validation = None
@@ -261,7 +227,7 @@ class Trainer:
         ):
             x = augment_audio(x, self.spec.data.augment, self.augment_gen, rows, self.data.noise)
         run = RunContext(training=True, generator=gen)
-        if self.sync_bn:
+        if self.replicas.sync_bn:
             run.sync, run.global_rows = self.world, total
         with autocast(self.compute):
             out = self.model(Tensor(x), run, logits=self.loss.logits)
@@ -281,9 +247,15 @@ class Trainer:
             flat.grad.mul_(1.0 / self.scaler.scale)
         bad = ~torch.isfinite(loss)
         if flat is self.flat and self.world.active:
-            bad = self._reduce_gradients(bad, o)
+            whole = self._keeps_grads()  # (histograms need the whole gradient)
+            bad = self.replicas.reduce_gradients(bad, o, self._pending_signal, whole)
+            # the stop decision is read where reading costs no device sync (CPU), else at
+            # the logging steps: every rank reads the same sums at the same step
+            tr = self.spec.train
+            if self.device.type == "cpu" or self.global_step % tr.log_every_steps == 0:
+                self.stop_signal = self.replicas.asked_stop() or self.stop_signal
         else:
-            _clip(flat.grad, o)
+            clip_spec_(flat.grad, o)
             bad = bad | ~torch.isfinite(flat.grad.sum())
         if self.scaler.enabled and flat is self.flat:  # one host read per step (float16 only)
             if not self.scaler.update(not bool(bad)):
@@ -292,44 +264,6 @@ class Trainer:
                 # the scale fell through float16's range: the loss itself is not finite
         self.bad_step = torch.where(bad & (self.bad_step < 0), self.global_step, self.bad_step)
         return True
-
-    def _reduce_gradients(self, bad: torch.Tensor, o: Any) -> torch.Tensor:
-        """Sum the gradient over the processes (each already weighted by its share of the
-        global batch) with the step's flags in the same call, and clip it. With optimizer
-        sharding, reduce-scatter it instead (this rank keeps its slice, the one it
-        updates) and all-reduce the flags with each slice's non-finite check and squared
-        norm. Returns whether any rank's loss or the gradient was non-finite: the same
-        answer on every rank."""
-        flat, world = self.flat, self.world
-        pending = self._pending_signal
-        extra = flat.extra
-        extra.copy_(torch.tensor([pending == signal.SIGINT, pending == signal.SIGTERM, 0, 0]))
-        extra[2:3].copy_(bad.reshape(1))
-        if not self.sharded or self._keeps_grads():  # (histograms need the whole gradient)
-            world.all_reduce_(flat.grad_and_extra)
-            _clip(flat.grad, o)  # identical on every rank
-            bad = (extra[2] > 0) | ~torch.isfinite(flat.grad.sum())
-        else:
-            lo, hi, _ = world.shard(len(flat))
-            g = flat.grad[lo:hi]
-            g.copy_(world.reduce_scatter_(flat.grad, self._padded)[: hi - lo])
-            extra[2:3].copy_(extra[2:3].bool() | ~torch.isfinite(g.sum()).reshape(1))
-            if o.clipnorm:
-                extra[3:4].copy_(g.double().square().sum().reshape(1))
-            world.all_reduce_(extra)
-            if o.clipnorm:  # the whole gradient's norm, from every slice's
-                total = extra[3].double().sqrt().to(g.dtype)
-                g.mul_(torch.clamp(o.clipnorm / (total + 1e-6), max=1.0))
-            if o.clipvalue:
-                clip_grad_value_(g, o.clipvalue)
-            bad = extra[2] > 0
-        # the stop decision is read where reading costs no device sync (CPU), else at the
-        # logging steps: every rank reads the same sums at the same step
-        if self.device.type == "cpu" or self.global_step % self.spec.train.log_every_steps == 0:
-            asked = extra[:2].tolist()
-            if asked[0] > 0 or asked[1] > 0:
-                self.stop_signal = signal.SIGINT if asked[0] > 0 else signal.SIGTERM
-        return bad
 
     def _keeps_grads(self) -> bool:
         log = self.spec.logging
@@ -344,44 +278,13 @@ class Trainer:
             self.stop_signal = signum
 
     def metric_results(self, ms: MetricState) -> dict[str, float]:
-        """`ms.results()` over every process's samples (one all-reduce of the sums)."""
-        if not self.world.active:
-            return ms.results()
-        parts = ms.tensors()
-        flat = torch.cat([v.reshape(-1).to(torch.float64) for v in parts.values()])
-        self.world.all_reduce_(flat)
-        out = MetricState(
+        """`ms.results()` over every process's samples."""
+        return self.replicas.reduce_metrics(ms, self._metric_state)
+
+    def _metric_state(self) -> MetricState:
+        return MetricState(
             list(self.spec.metrics), self.spec.task, self.model.output_shape[0], self.device
         )
-        sizes = [v.numel() for v in parts.values()]
-        out.load(
-            {
-                k: piece.view(v.shape).to(v.dtype)
-                for (k, v), piece in zip(parts.items(), flat.split(sizes))
-            }
-        )
-        return out.results()
-
-    def sync_buffers(self) -> None:
-        """Average the processes' BatchNormalization moving statistics (each tracked its
-        own slice of the batches) so every rank holds the same model, as Keras's
-        strategies read them; with sync_batch_norm they are identical already."""
-        if not self.world.active or self.sync_bn:
-            return
-        bufs = [b for _, b in self.model.named_buffers() if b.is_floating_point()]
-        if bufs:
-            flat = torch.cat([b.reshape(-1) for b in bufs])
-            self.world.all_reduce_(flat).div_(self.world.size)
-            for b, piece in zip(bufs, flat.split([b.numel() for b in bufs])):
-                b.copy_(piece.view(b.shape))
-
-    def check_replicas(self) -> None:
-        """train.distributed.check_every_steps: every rank's weights (and, unsharded, its
-        optimizer state) must be bit-identical."""
-        tensors = {"weights": self.flat.data}
-        if not self.sharded:
-            tensors.update(self.opt.state_dict()[0])
-        self.world.check_same(tensors, "weights and optimizer state", self.global_step)
 
     def _optimizer_step(self) -> None:
         apply = self._gradients_ready(self.flat, self.spec.optimizer, self._last_loss)
@@ -396,8 +299,7 @@ class Trainer:
                 k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None
             }
         self.opt.step()
-        if self.sharded:  # every rank's updated slice to every rank
-            self.world.all_gather_(self.flat.data, self._padded)
+        self.replicas.all_gather_weights()
         self.opt.zero_grad()
         self.global_step += 1
 
@@ -436,11 +338,9 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Tensors by file (model, optimizer, trainer) and the JSON `state`: what a checkpoint
         holds to continue this run bit-exactly."""
-        self.sync_buffers()
+        self.replicas.sync_buffers()
         opt_tensors, opt_meta = self.opt.state_dict()
-        if self.sharded:  # the whole state, as one process holds it
-            # in the same order on every rank (a loaded state's keys come in file order)
-            opt_tensors = {k: self._gather(opt_tensors[k]) for k in sorted(opt_tensors)}
+        opt_tensors = self.replicas.gather_state(opt_tensors)
         trainer = {"rng.dropout": self.dropout_gen.get_state()}
         trainer["rng.augment"] = self.augment_gen.get_state()
         trainer.update({f"metrics.{k}": v for k, v in self.train_metrics.tensors().items()})
@@ -465,27 +365,11 @@ class Trainer:
             "state": meta,
         }
 
-    def _gather(self, shard: torch.Tensor) -> torch.Tensor:
-        full = torch.zeros(len(self.flat), dtype=shard.dtype, device=shard.device)
-        lo, hi, _ = self.world.shard(len(self.flat))
-        if shard.numel() != hi - lo:  # not an elementwise slot (a scalar step count)
-            return shard
-        full[lo:hi].copy_(shard)
-        padded = torch.zeros_like(self._padded, dtype=shard.dtype)
-        self.world.all_gather_(full, padded)
-        return full
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict()`; callbacks get their part when `fit` starts."""
         meta, tt = state["state"], state["trainer"]
         self.model.load_state_tensors(state["model"])
-        opt_tensors = state["optimizer"]
-        if self.sharded:
-            lo, hi, _ = self.world.shard(len(self.flat))
-            opt_tensors = {
-                k: v[lo:hi] if v.numel() == len(self.flat) else v for k, v in opt_tensors.items()
-            }
-        self.opt.load_state_dict(opt_tensors, meta["optimizer"])
+        self.opt.load_state_dict(self.replicas.slice_state(state["optimizer"]), meta["optimizer"])
         self.dropout_gen.set_state(tt["rng.dropout"])
         self.augment_gen.set_state(tt["rng.augment"])
         self.train_metrics.load({k[8:]: v for k, v in tt.items() if k.startswith("metrics.")})
@@ -516,9 +400,7 @@ class Trainer:
         batch_size: int | None = None,
         keep_outputs: bool = False,
     ) -> tuple[dict[str, float], MetricState, torch.Tensor | None]:
-        ms = MetricState(
-            list(self.spec.metrics), self.spec.task, self.model.output_shape[0], self.device
-        )
+        ms = self._metric_state()
         with autocast(self.compute):  # validation in the training's precision
             return evaluate_model(
                 self.model,
