@@ -110,8 +110,7 @@ class Trainer:
         gdev = device if device.type == "cuda" else torch.device("cpu")
         self.dropout_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 17)
         self.augment_gen = torch.Generator(device=gdev).manual_seed(spec.seed + 29)
-        n_out = model.output_shape[0]
-        self.train_metrics: Any = MetricState(list(spec.metrics), spec.task, n_out, device)
+        self.train_metrics: Any = self._metric_state()
         self.epoch, self.batch, self.global_step = 0, 0, 0
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.stop_signal: int | None = None  # set by a signal handler: save and stop
