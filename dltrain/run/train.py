@@ -48,6 +48,7 @@ from ..spec import RunSpec, load
 from ..spec.schema import LoadWeightsSpec
 from .host import setup_training_process
 from .inference import LOAD_OPTIONS
+from .resume import agreed_checkpoint, check_resumable
 
 Log = Callable[[str], None]
 
@@ -60,48 +61,6 @@ def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-        return out
-    return {prefix: d}
-
-
-_ABSENT = object()
-
-
-def _default_at(spec: Any, key: str) -> Any:
-    """The schema's default for a dotted key of `spec` (a setting added after a run was
-    saved, e.g. train.precision), in its JSON form; _ABSENT if there is none."""
-    *path, name = key.split(".")
-    obj = spec
-    for part in path:
-        obj = getattr(obj, part, None)
-    fields = getattr(type(obj), "model_fields", {})
-    if name not in fields or fields[name].is_required():
-        return _ABSENT
-    value = fields[name].get_default(call_default_factory=True)
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-
-
-def config_changes(
-    old: dict[str, Any], new: dict[str, Any], spec: Any = None
-) -> list[tuple[str, Any, Any]]:
-    """(key, old, new) for every setting that differs; with the new `spec`, a key the old
-    config lacks counts as its schema default (configs saved before it existed)."""
-    a, b = _flatten(old), _flatten(new)
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) == b.get(k):
-            continue
-        if k not in a and spec is not None and _default_at(spec, k) == b.get(k):
-            continue
-        out.append((k, a.get(k), b.get(k)))
-    return out
 
 
 def prepare_data(
@@ -297,28 +256,6 @@ def _train_rank(
         raise
 
 
-def _agreed_checkpoint(world: World, root: Path, ckpt: Path | None) -> Path | None:
-    """Rank 0's choice of checkpoint, told to every rank (its name as bytes in a tensor),
-    and each rank's check that it can read it."""
-    if not world.active:
-        return ckpt
-    buf = torch.zeros(64, dtype=torch.uint8, device=world.device())
-    if world.is_main and ckpt is not None:
-        raw = ckpt.name.encode()
-        buf[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
-    world.all_reduce_(buf, "max")  # rank 0 alone writes a name: the max is its name
-    chosen = bytes(buf.cpu().tolist()).rstrip(b"\0").decode()
-    if not chosen:
-        return None
-    path = root / chosen
-    if not world.is_main and not path.is_dir():
-        raise CheckpointError(
-            f"rank {world.rank} cannot see {path}, the checkpoint rank 0 resumes from; on "
-            "several machines the run directory must be on a file system they share"
-        )
-    return path
-
-
 def _adapt(model: Model, data: TrainData, log: Log) -> None:
     """Adapt the Normalization layers without fixed statistics to the training split (on
     the CPU, before the model moves; a resumed run has them in its checkpoint)."""
@@ -334,37 +271,6 @@ def _adapt(model: Model, data: TrainData, log: Log) -> None:
         done = adapt_normalization(model, batches)
     if done:
         log(f"adapted {done} Normalization layer(s) to the {n} training samples")
-
-
-# settings of how a run is executed, not of what it computes: a resume may change them
-OPERATIONAL = (
-    "train.distributed.optimizer_sharding",  # the checkpoint format is the same either way
-    "train.distributed.check_every_steps",
-    "train.distributed.timeout_seconds",
-)
-
-
-def _check_resumable(
-    spec: RunSpec, state: dict[str, Any], ckpt: Path, allow: Sequence[str], log: Log
-) -> None:
-    free = [*allow, *OPERATIONAL]
-    changes = [
-        c
-        for c in config_changes(state["spec"], spec.model_dump(mode="json"), spec)
-        if not any(c[0] == a or c[0].startswith(a + ".") for a in free)
-    ]
-    if changes:
-        lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changes)
-        raise ConfigError(
-            f"the config differs from the run being resumed ({ckpt}):\n"
-            f"{lines}\nrevert it, or allow a change with --allow-config-change KEY"
-        )
-    if state["dltrain"] != __version__ or state["torch"] != torch.__version__:
-        log(
-            f"warning: resuming a run saved with dltrain {state['dltrain']} / torch "
-            f"{state['torch']} on dltrain {__version__} / torch {torch.__version__}; "
-            "bit-exact continuation is not promised across versions"
-        )
 
 
 def _train(
@@ -395,10 +301,10 @@ def _train(
         ckpt = ck.newest_valid(root, log) if resume else None
         if resume and ckpt is None and existing:
             raise CheckpointError(f"{root}: no valid checkpoint to resume from")
-    ckpt = _agreed_checkpoint(world, root, ckpt)
+    ckpt = agreed_checkpoint(world, root, ckpt)
     state = ck.read_state(ckpt) if ckpt else None
     if ckpt is not None and state is not None:
-        _check_resumable(spec, state, ckpt, allow_changes, log)
+        check_resumable(spec, state, ckpt, allow_changes, log)
         if state.get("finished") and state["epoch"] >= spec.train.epochs:
             log(f"the run in {rdir} has already finished {spec.train.epochs} epochs")
             return rdir

@@ -116,7 +116,7 @@ def test_fp16_mixed_is_refused_for_a_gan_at_the_key():
 def test_a_run_saved_before_train_precision_existed_resumes_as_fp32(tmp_path):
     """A checkpoint's config without the key reads as the schema's default: resuming it in
     fp32 is no change; asking for bf16-mixed is one, named."""
-    from dltrain.run.train import config_changes
+    from dltrain.run.resume import config_changes
     from dltrain.spec import load
 
     cfg = tmp_path / "small.yaml"

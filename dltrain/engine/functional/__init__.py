@@ -27,7 +27,6 @@ from .losses import (
 from .nn import (
     adaptive_avg_pool2d,
     avg_pool2d,
-    batch_norm,
     bias_act,
     conv1d,
     conv2d,
@@ -35,12 +34,11 @@ from .nn import (
     dropout,
     embedding,
     interpolate,
-    layer_norm,
     linear,
     max_pool2d,
     pad,
-    sync_batch_norm,
 )
+from .normalization import batch_norm, layer_norm, sync_batch_norm
 from .recurrent import gru, lstm, rnn
 
 __all__ = [
