@@ -102,6 +102,7 @@ def test_two_processes_train_as_one(tmp_path, config, extra, bound):
     assert [x.keys() for x in a] == [x.keys() for x in b]
     assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-5)
     assert b[-1]["accuracy"] == pytest.approx(a[-1]["accuracy"], abs=1e-3)
+    _same_validation(two, one, rel=10 * bound)
     assert not (two / "checkpoints" / ".lock").exists()
 
 
@@ -228,6 +229,23 @@ def test_a_checkpoint_resumes_with_another_number_of_processes(tmp_path):
     assert _newest(run).name == _newest(ref).name == "step-00000030"
     assert _worst(_tensors(run), _tensors(ref)) < 1e-5
     assert _worst(_tensors(run, "optimizer"), _tensors(ref, "optimizer")) < 1e-3
+    # epoch 2's validation: each process evaluated its half, the sums were all-reduced
+    _same_validation(run, ref, rel=1e-5)
+
+
+def _same_validation(run: Path, ref: Path, rel: float) -> None:
+    """Every epoch's validation loss and metrics in `run` are those of `ref`."""
+    import json
+
+    def val(d: Path) -> list[dict]:
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k.startswith("val_")} for x in lines]
+
+    a, b = val(run), val(ref)
+    assert len(a) == len(b) and all(x.keys() == y.keys() and "val_loss" in x for x, y in zip(a, b))
+    for x, y in zip(a, b):
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=rel, abs=1e-3 if "accuracy" in k else 0), k
 
 
 def test_config_errors_are_found_before_any_process_starts(tmp_path):

@@ -133,10 +133,11 @@ class Replicas:
         lo, hi, _ = self.world.shard(n)
         return {k: v[lo:hi] if v.numel() == n else v for k, v in opt_tensors.items()}
 
-    def reduce_metrics(self, ms: MetricState, empty: Callable[[], MetricState]) -> dict[str, float]:
-        """`ms.results()` over every process's samples (one all-reduce of the sums)."""
+    def reduce_metrics(self, ms: MetricState, empty: Callable[[], MetricState]) -> MetricState:
+        """The metric sums of every process's samples (one all-reduce), as a new state;
+        `ms` itself in one process."""
         if not self.world.active:
-            return ms.results()
+            return ms
         parts = ms.tensors()
         flat = torch.cat([v.reshape(-1).to(torch.float64) for v in parts.values()])
         self.world.all_reduce_(flat)
@@ -148,7 +149,7 @@ class Replicas:
                 for (k, v), piece in zip(parts.items(), flat.split(sizes))
             }
         )
-        return out.results()
+        return out
 
     def sync_buffers(self) -> None:
         """Average the processes' BatchNormalization moving statistics (each tracked its

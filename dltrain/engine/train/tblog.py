@@ -207,7 +207,7 @@ class TensorBoard(Callback):
         if log.images and data.image and val is not None and self.spec.task == "classification":
             ms, probs = val
             assert data.x_val is not None and data.y_val is not None and probs is not None
-            n = min(32, len(data.x_val))
+            n = min(32, len(probs))  # rank 0's part of the split with several processes
             imgs = np.moveaxis(data.x_val[:n].detach().cpu().numpy(), 1, -1)
             top = probs[:n]
             pred = (top.argmax(1) if top.shape[1] > 1 else (top[:, 0] > 0.5).long()).cpu().numpy()

@@ -192,11 +192,7 @@ class Trainer:
         self.train_metrics.reset()
         self.last_validation = None
         if self.data.x_val is not None and self.data.y_val is not None:
-            vlogs, val_ms, probs = self.evaluate(
-                self.data.x_val, self.data.y_val, keep_outputs=self.data.image
-            )
-            logs.update({f"val_{k}": v for k, v in vlogs.items()})
-            self.last_validation = (val_ms, probs)
+            logs.update({f"val_{k}": v for k, v in self._validate().items()})
         logs["learning_rate"] = self.opt.lr
         return logs
 
@@ -278,7 +274,23 @@ class Trainer:
 
     def metric_results(self, ms: MetricState) -> dict[str, float]:
         """`ms.results()` over every process's samples."""
-        return self.replicas.reduce_metrics(ms, self._metric_state)
+        return self.replicas.reduce_metrics(ms, self._metric_state).results()
+
+    def _validate(self) -> dict[str, float]:
+        """The validation split's loss and metrics; with several processes each evaluates
+        its contiguous part (rank 0 the first rows, whose outputs TensorBoard's sample
+        images show) and the metric sums are all-reduced, as a DistributedSampler over
+        the validation set without padding: every sample counted once."""
+        x, y = self.data.x_val, self.data.y_val
+        assert x is not None and y is not None
+        if self.world.active:
+            off, n = local_rows(len(x), self.world.rank, self.world.size)
+            x, y = x[off : off + n], y[off : off + n]
+        keep = self.data.image and self.world.is_main and len(x) > 0
+        _, ms, probs = self.evaluate(x, y, keep_outputs=keep)
+        ms = self.replicas.reduce_metrics(ms, self._metric_state)
+        self.last_validation = (ms, probs)
+        return ms.results()
 
     def _metric_state(self) -> MetricState:
         return MetricState(
