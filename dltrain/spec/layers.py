@@ -81,6 +81,46 @@ class Conv2DTransposeSpec(_Conv):
     )
 
 
+class _Depthwise(LayerBase):
+    kernel_size: IntOrPair = Field(description="Window size: one number or [height, width].")
+    strides: IntOrPair = Field(1, description="Stride: one number or [height, width].")
+    padding: Padding = Field(
+        "valid", description="'valid' (no padding) or 'same' (output size = ceil(input / strides))."
+    )
+    dilation_rate: IntOrPair = Field(1, description="Dilation: one number or [height, width].")
+    depth_multiplier: PosInt = Field(
+        1, description="Output channels of the depthwise step per input channel."
+    )
+    activation: Activation | None = Field(
+        None, description="Activation applied after the layer (Keras name); none means linear."
+    )
+    use_bias: bool = Field(True, description="Whether the layer adds a bias vector.")
+    depthwise_initializer: Initializer = Field(
+        "glorot_uniform", description="Initializer of the depthwise kernel."
+    )
+    bias_initializer: Initializer = Field("zeros", description="Initializer of the bias.")
+
+
+@layer_spec
+class DepthwiseConv2DSpec(_Depthwise):
+    type: Literal["DepthwiseConv2D"] = Field(
+        description="Each input channel convolved with its own depth_multiplier filters "
+        "(MobileNet's depthwise step); output channels: channels x depth_multiplier."
+    )
+
+
+@layer_spec
+class SeparableConv2DSpec(_Depthwise):
+    type: Literal["SeparableConv2D"] = Field(
+        description="A depthwise convolution (no bias) followed by a 1x1 convolution to "
+        "`filters` channels (Xception's separable convolution)."
+    )
+    filters: PosInt = Field(description="Number of output channels.")
+    pointwise_initializer: Initializer = Field(
+        "glorot_uniform", description="Initializer of the 1x1 (pointwise) kernel."
+    )
+
+
 class _Pool(LayerBase):
     pool_size: IntOrPair = Field(2, description="Window size: one number or [height, width].")
     strides: IntOrPair | None = Field(None, description="Stride; default: pool_size.")
@@ -125,6 +165,12 @@ class AveragePooling2DSpec(_Pool):
 @layer_spec
 class GlobalAveragePooling2DSpec(LayerBase):
     type: Literal["GlobalAveragePooling2D"] = Field(description="Mean over height and width.")
+    keepdims: bool = Field(False, description="Keep the spatial dims as size 1.")
+
+
+@layer_spec
+class GlobalMaxPooling2DSpec(LayerBase):
+    type: Literal["GlobalMaxPooling2D"] = Field(description="Maximum over height and width.")
     keepdims: bool = Field(False, description="Keep the spatial dims as size 1.")
 
 

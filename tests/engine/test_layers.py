@@ -113,6 +113,65 @@ def test_conv2d(shape, layer, torch_layer, params, out):
     )
 
 
+@pytest.mark.parametrize(
+    "layer,torch_layer,params,out",
+    [
+        (
+            {"type": "DepthwiseConv2D", "kernel_size": 3, "depth_multiplier": 2},
+            lambda: nn.Conv2d(3, 6, 3, groups=3),
+            60,
+            (5, 4, 6),
+        ),
+        (
+            {"type": "DepthwiseConv2D", "kernel_size": [2, 3], "strides": 2, "use_bias": False},
+            lambda: nn.Conv2d(3, 3, (2, 3), 2, groups=3, bias=False),
+            18,
+            (3, 2, 3),
+        ),
+        (
+            {
+                "type": "SeparableConv2D",
+                "filters": 4,
+                "kernel_size": 3,
+                "dilation_rate": 2,
+                "depth_multiplier": 2,
+                "activation": "relu",
+            },  # fmt: skip
+            lambda: nn.Sequential(
+                nn.Conv2d(3, 6, 3, dilation=2, groups=3, bias=False), nn.Conv2d(6, 4, 1), nn.ReLU()
+            ),
+            54 + 24 + 4,
+            (3, 2, 4),
+        ),
+    ],
+)
+def test_depthwise_and_separable_conv2d(layer, torch_layer, params, out):
+    """Values against torch's grouped convolutions, then every gradient against autograd."""
+
+    def copy(L, t):
+        if layer["type"] == "DepthwiseConv2D":
+            kb(L, t)
+        else:
+            t[0].weight.copy_(L.params["depthwise_kernel"].data)
+            t[1].weight.copy_(L.params["pointwise_kernel"].data)
+            t[1].bias.copy_(L.params["bias"].data)
+
+    L, t = check_layer(layer, [7, 6, 3], torch_layer().double(), params, out, copy)
+    x = torch.randn(4, 3, 7, 6, dtype=D, generator=torch.Generator().manual_seed(4))
+    g = torch.randn((4, out[2], *out[:2]), dtype=D, generator=torch.Generator().manual_seed(5))
+    xe, xt = Tensor(x, requires_grad=True), x.clone().requires_grad_()
+    (L.forward([xe], RunContext(training=True)) * Tensor(g)).sum().backward()
+    (t(xt) * g).sum().backward()
+    torch.testing.assert_close(xe.grad, xt.grad, rtol=1e-10, atol=1e-12)
+    theirs = dict(t.named_parameters())
+    names = {"kernel": "weight", "bias": "bias", "depthwise_kernel": "0.weight",
+             "pointwise_kernel": "1.weight"}  # fmt: skip
+    if layer["type"] == "SeparableConv2D":
+        names["bias"] = "1.bias"
+    for k, p in L.params.items():
+        torch.testing.assert_close(p.grad, theirs[names[k]].grad, rtol=1e-10, atol=1e-12)
+
+
 def test_conv1d():
     check_layer(
         {"type": "Conv1D", "filters": 5, "kernel_size": 3},

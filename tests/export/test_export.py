@@ -68,7 +68,12 @@ model:
     - {type: Conv2DTranspose, filters: 3, kernel_size: 3, strides: 2, activation: tanh}
     - {type: Conv2DTranspose, filters: 3, kernel_size: 5, strides: 2, padding: same,
        activation: leaky_relu}
-    - {type: GlobalAveragePooling2D}
+    - {type: DepthwiseConv2D, kernel_size: 3, strides: 2, padding: same, depth_multiplier: 2,
+       activation: relu, name: dw}
+    - {type: SeparableConv2D, filters: 4, kernel_size: [2, 3], padding: same, activation: tanh}
+    - {type: GlobalMaxPooling2D, name: gmax}
+    - {type: GlobalAveragePooling2D, inputs: [dw], name: gavg}
+    - {type: Concatenate, inputs: [gmax, gavg]}
     - {type: Dense, units: 2, activation: log_softmax}
     - {type: Activation, activation: relu}
     - {type: Dense, units: 2, activation: softmax}

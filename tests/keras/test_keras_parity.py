@@ -133,6 +133,26 @@ def test_conv1d_padding_strides_dilations_causal():
                     close(*run_both([layer], [9, 3], x), str(layer))
 
 
+@pytest.mark.parametrize("kind", ["DepthwiseConv2D", "SeparableConv2D"])
+def test_depthwise_and_separable_conv2d(kind):
+    """MobileNet's and Xception's convolutions: kernels, strides, dilations, paddings and
+    depth multipliers, with Keras's (kh, kw, in, multiplier) kernels converted."""
+    x = rand(2, 7, 6, 3)
+    n = 0
+    for k, s, dil in ((1, 1, 1), (3, 1, 1), (3, 2, 1), (2, 3, 1), (3, 1, 2), ([2, 3], [2, 1], 1)):
+        for pad in ("valid", "same"):
+            for mult in (1, 2):
+                layer = {"type": kind, "kernel_size": k, "strides": s, "padding": pad,
+                         "dilation_rate": dil, "depth_multiplier": mult}  # fmt: skip
+                if kind == "SeparableConv2D":
+                    layer |= {"filters": 4, "activation": "relu"}
+                elif mult == 2:
+                    layer["use_bias"] = False
+                close(*run_both([layer], [7, 6, 3], x), str(layer))
+                n += 1
+    assert n == 24
+
+
 def test_conv2d_transpose_padding_and_strides():
     x = rand(2, 4, 3, 2)
     for k in (1, 2, 3, 4, 5):
@@ -248,6 +268,8 @@ CASES = [
     ([{"type": "ELU", "alpha": 0.7}], [5]),
     ([{"type": "Softmax"}], [4, 5]),
     ([{"type": "GlobalAveragePooling2D"}], [4, 5, 3]),
+    ([{"type": "GlobalMaxPooling2D"}], [4, 5, 3]),
+    ([{"type": "GlobalMaxPooling2D", "keepdims": True}], [4, 5, 3]),
     ([{"type": "GlobalAveragePooling1D"}], [6, 3]),
     ([{"type": "GlobalMaxPooling1D"}], [6, 3]),
     ([{"type": "ZeroPadding2D", "padding": 1}], [3, 4, 2]),
@@ -306,6 +328,8 @@ def test_gru_without_reset_after_is_refused_clearly():
 MODEL = [
     {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
     {"type": "BatchNormalization"},
+    {"type": "DepthwiseConv2D", "kernel_size": 3, "padding": "same", "depth_multiplier": 2},
+    {"type": "SeparableConv2D", "filters": 4, "kernel_size": 2, "padding": "same"},
     {"type": "MaxPooling2D", "pool_size": 2},
     {"type": "Conv2D", "filters": 3, "kernel_size": 2, "padding": "same"},
     {"type": "Reshape", "target_shape": [9, 3]},
@@ -347,7 +371,7 @@ def test_keras_weight_files_load_and_predict_what_keras_predicts(tmp_path, fmt):
     msgs = []
     load = LoadWeightsSpec(path=str(path), strict=True)
     load_initial_weights(model, load, str(tmp_path), "cfg.yaml:3:3", msgs.append)
-    assert "loaded the weights of 6 layer(s)" in msgs[0], msgs
+    assert "loaded the weights of 8 layer(s)" in msgs[0], msgs
     x = rand(4, 8, 8, 1, seed=7)
     want = keras.ops.convert_to_numpy(kmodel(x, training=False))
     got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
@@ -544,7 +568,8 @@ def test_every_layer_type_keras_has_is_compared_here():
     from dltrain.spec.layers import LAYER_TYPES
 
     covered = {d["type"] for layers, _ in CASES for d in layers} | {
-        "Conv2D", "Conv1D", "Conv2DTranspose", "MaxPooling2D", "AveragePooling2D",
+        "Conv2D", "Conv1D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D",
+        "MaxPooling2D", "AveragePooling2D",
         "MaxPooling1D", "AveragePooling1D", "Add", "Concatenate", "Masking", "Embedding",
         "MelSpectrogram", "STFTSpectrogram",  # tests/keras/test_keras_audio.py
     }  # fmt: skip
@@ -558,6 +583,52 @@ def test_every_layer_type_keras_has_is_compared_here():
         "TransformerDecoder",
         "SpecAugment",
     }
+
+
+def test_keras_mobilenet_names_and_weights_match_the_zoo(tmp_path):
+    """keras.applications.MobileNet(weights=None) with its classifier: the same layer names
+    in the same order (depthwise blocks, ReLU6, the 1x1-convolution head), and its Keras 3
+    weight file loads into zoo:mobilenet (strict) and predicts what Keras predicts."""
+    from dltrain.run.weights import load_initial_weights
+    from dltrain.spec import load_model
+    from dltrain.spec.schema import LoadWeightsSpec
+
+    keras.backend.clear_session()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 64x64 is not one of ImageNet's input sizes
+        base = keras.applications.MobileNet(weights=None, input_shape=(64, 64, 3), classes=7)
+    # Keras's own random kernels; each batch norm's moving statistics those of its input on
+    # these images (as training would leave them) and a random scale and shift, so the signal
+    # survives the 27 blocks and the output follows the input
+    rng = np.random.default_rng(0)
+    x = rand(4, 64, 64, 3, seed=4)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            h = keras.ops.convert_to_numpy(keras.Model(base.input, layer.input)(x))
+            c = h.shape[-1]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype(np.float32),
+                    rng.normal(0.5, 0.5, c).astype(np.float32),
+                    h.mean((0, 1, 2)),
+                    h.var((0, 1, 2)),
+                ]
+            )
+    base.save_weights(tmp_path / "mn.weights.h5")
+    cfg = tmp_path / "mn.yaml"
+    cfg.write_text(
+        "model:\n  input_shape: [64, 64, 3]\n"
+        "  layers:\n    - {type: Block, use: zoo:mobilenet, classes: 7}\n"
+    )
+    model = compile_model(load_model(str(cfg)))
+    assert [la.name for la in model.layers] == [la.name for la in base.layers[1:]]
+    msgs: list[str] = []
+    load = LoadWeightsSpec(path=str(tmp_path / "mn.weights.h5"), strict=True)
+    load_initial_weights(model, load, str(tmp_path), "mn.yaml", msgs.append)
+    want = keras.ops.convert_to_numpy(base(x, training=False))
+    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
+    assert np.ptp(want, 0).max() > 0.02, want  # the images are told apart
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ KERAS = {
     "vgg16_features": ([224, 224, 3], {}, 14_714_688, 14_714_688),
     "resnet50": ([224, 224, 3], {}, 25_636_712, 25_583_592),
     "resnet50_features": ([224, 224, 3], {}, 23_587_712, 23_534_592),
+    "mobilenet": ([224, 224, 3], {}, 4_253_864, 4_231_976),
+    "mobilenet_features": ([224, 224, 3], {}, 3_228_864, 3_206_976),
     "dcgan_generator": ([100], {}, 2_330_944, 2_305_472),
     "dcgan_discriminator": ([28, 28, 1], {}, 212_865, 212_865),
 }
@@ -26,6 +28,8 @@ SMALL = {  # the rest: they compile with these inputs
     "vgg_stage": [16, 16, 3],
     "resnet_identity": [8, 8, 256],
     "resnet_projection": [8, 8, 64],
+    "mobilenet_dw": [8, 8, 32],
+    "mobilenet_dw_down": [8, 8, 64],
     "char_lstm": [12],
     "mini_gpt": [12],
     "text_classifier": [12],

@@ -13,6 +13,7 @@ import torch
 
 from ...spec import layers as S
 from .. import functional as F
+from .. import ops
 from ..tensor import Tensor
 from .base import (
     BuildContext,
@@ -73,13 +74,12 @@ class _ConvND(Layer):
                 f"groups={groups} must divide the input channels ({c_in}) and "
                 f"filters ({sp.filters})"
             )
-        k, s, d = pair(sp.kernel_size, nd), pair(sp.strides, nd), pair(sp.dilation_rate, nd)
-        self.k, self.s, self.d, self.groups = k, s, d, groups
-        self.pad, self.extra = _plan_padding(self, shape[1:], k, s, d)
-        rf = math.prod(k)
+        self.groups = groups
+        out = self._window(shape)
+        rf = math.prod(self.k)
         self.add_param(
             "kernel",
-            (sp.filters, c_in // groups) + k,
+            (sp.filters, c_in // groups) + self.k,
             sp.kernel_initializer,
             c_in // groups * rf,
             sp.filters * rf,
@@ -89,6 +89,14 @@ class _ConvND(Layer):
             self.add_param(
                 "bias", (sp.filters,), sp.bias_initializer, c_in * rf, sp.filters * rf, ctx
             )
+        return (sp.filters,) + out
+
+    def _window(self, shape: Shape) -> tuple[int, ...]:
+        """Kernel, strides, dilation and padding from the spec; the output's spatial size."""
+        nd, sp = self.nd, self.spec
+        k, s, d = pair(sp.kernel_size, nd), pair(sp.strides, nd), pair(sp.dilation_rate, nd)
+        self.k, self.s, self.d = k, s, d
+        self.pad, self.extra = _plan_padding(self, shape[1:], k, s, d)
         sizes = [
             n + (sum(self.extra[2 * (nd - 1 - i) : 2 * (nd - 1 - i) + 2]) if self.extra else 0)
             for i, n in enumerate(shape[1:])
@@ -100,7 +108,7 @@ class _ConvND(Layer):
             raise ShapeError(
                 f"kernel {k} does not fit the input {shape[1:]} with padding '{sp.padding}'"
             )
-        return (sp.filters,) + out
+        return out
 
     def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
         x = xs[0]
@@ -112,16 +120,21 @@ class _ConvND(Layer):
         )
 
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        y = self._onnx_conv(g, xs[0], "kernel", "bias" if "bias" in self.params else None)
+        return g.activation(self.activation, y, self.name)
+
+    def _onnx_conv(self, g: OnnxGraph, x: str, kernel: str, bias: str | None) -> str:
+        """The windowed convolution with weights `kernel` (and `bias`) as one ONNX Conv."""
         nd = self.nd
         begin, end = list(self.pad), list(self.pad)
         if self.extra:  # torch's F.pad list runs last dim first: [w0, w1, h0, h1]
             for i in range(nd):
                 begin[i] += self.extra[2 * (nd - 1 - i)]
                 end[i] += self.extra[2 * (nd - 1 - i) + 1]
-        ins = [xs[0], self.onnx_weight(g, "kernel")]
-        if "bias" in self.params:
-            ins.append(self.onnx_weight(g, "bias"))
-        y = g.op(
+        ins = [x, self.onnx_weight(g, kernel)]
+        if bias is not None:
+            ins.append(self.onnx_weight(g, bias))
+        return g.op(
             "Conv",
             ins,
             self.name,
@@ -131,7 +144,6 @@ class _ConvND(Layer):
             pads=begin + end,
             kernel_shape=list(self.k),
         )
-        return g.activation(self.activation, y, self.name)
 
 
 def _keras_kernel(w: np.ndarray) -> np.ndarray:
@@ -148,6 +160,79 @@ class Conv2D(_ConvND):
 @register(S.Conv1DSpec)
 class Conv1D(_ConvND):
     nd = 1
+
+
+def _keras_depthwise(w: np.ndarray) -> np.ndarray:
+    """Keras's depthwise kernel (kh, kw, in, multiplier) -> torch's grouped-convolution
+    kernel (in * multiplier, 1, kh, kw): output channel i * multiplier + m, as Keras orders
+    them."""
+    return _keras_kernel(w.reshape(w.shape[0], w.shape[1], 1, -1))
+
+
+@register(S.DepthwiseConv2DSpec)
+class DepthwiseConv2D(_ConvND):
+    """One convolution with groups = input channels (torch's form of a depthwise step)."""
+
+    def keras_layout(self, key: str, w: np.ndarray) -> np.ndarray:
+        return _keras_depthwise(w) if key == "kernel" else w
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        sp = self.spec
+        c, m = shape[0], sp.depth_multiplier
+        self.groups = c
+        out = self._window(shape)
+        rf = math.prod(self.k)
+        # Keras's fans of its (kh, kw, in, multiplier) kernel
+        self.add_param("kernel", (c * m, 1) + self.k, sp.depthwise_initializer, c * rf, m * rf, ctx)
+        if sp.use_bias:
+            self.add_param("bias", (c * m,), sp.bias_initializer, c * rf, m * rf, ctx)
+        return (c * m,) + out
+
+
+@register(S.SeparableConv2DSpec)
+class SeparableConv2D(_ConvND):
+    """The depthwise step (groups = input channels, no bias), then a 1x1 convolution to
+    `filters` channels with the bias, then the activation: Keras's order."""
+
+    def keras_layout(self, key: str, w: np.ndarray) -> np.ndarray:
+        if key == "depthwise_kernel":
+            return _keras_depthwise(w)
+        return _keras_kernel(w) if key == "pointwise_kernel" else w
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        sp = self.spec
+        c, m, f = shape[0], sp.depth_multiplier, sp.filters
+        self.groups = c
+        out = self._window(shape)
+        rf = math.prod(self.k)
+        self.add_param(
+            "depthwise_kernel", (c * m, 1) + self.k, sp.depthwise_initializer, c * rf, m * rf, ctx
+        )
+        pw = sp.pointwise_initializer
+        self.add_param("pointwise_kernel", (f, c * m, 1, 1), pw, c * m, f, ctx)
+        if sp.use_bias:
+            self.add_param("bias", (f,), sp.bias_initializer, c * m, f, ctx)
+        return (f,) + out
+
+    def pre_activation(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x = xs[0]
+        if self.extra:
+            x = F.pad(x, self.extra)
+        dw = self.params["depthwise_kernel"]
+        h = F.conv2d(x, dw, None, self.s, self.pad, self.d, self.groups)
+        return F.conv2d(h, self.params["pointwise_kernel"], self.params.get("bias"))
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        h = self._onnx_conv(g, xs[0], "depthwise_kernel", None)
+        ins = [h, self.onnx_weight(g, "pointwise_kernel")]
+        if "bias" in self.params:
+            ins.append(self.onnx_weight(g, "bias"))
+        y = g.op("Conv", ins, self.name, kernel_shape=[1, 1])
+        return g.activation(self.activation, y, self.name)
 
 
 @register(S.Conv2DTransposeSpec)
@@ -320,6 +405,21 @@ class GlobalAveragePooling2D(Layer):
 
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
         y = g.op("GlobalAveragePool", [xs[0]], self.name)
+        return y if self.spec.keepdims else g.op("Flatten", [y], self.name, axis=1)
+
+
+@register(S.GlobalMaxPooling2DSpec)
+class GlobalMaxPooling2D(Layer):
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        (shape,) = shapes
+        need_rank(self, shape, 3, "(height, width, channels)")
+        return (shape[0], 1, 1) if self.spec.keepdims else (shape[0],)
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return ops.amax(xs[0], (2, 3), keepdim=self.spec.keepdims)
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        y = g.op("GlobalMaxPool", [xs[0]], self.name)
         return y if self.spec.keepdims else g.op("Flatten", [y], self.name, axis=1)
 
 
