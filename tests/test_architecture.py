@@ -137,7 +137,10 @@ def test_layer_type_names_live_only_in_their_units():
     from dltrain.spec import LAYER_TYPES
 
     names = set(LAYER_TYPES)
-    homes = {PKG / "spec" / f for f in ("layers.py", "seq_layers.py", "audio_layers.py")}
+    homes = {
+        PKG / "spec" / f
+        for f in ("layers.py", "seq_layers.py", "audio_layers.py", "noise_layers.py")
+    }
     problems = []
     for path in PKG.rglob("*.py"):
         if path in homes:

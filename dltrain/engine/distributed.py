@@ -226,6 +226,16 @@ def bernoulli_rows(
     return mask if dtype == torch.float32 else mask.to(dtype)
 
 
+def normal_rows(
+    shape: tuple[int, ...], gen: torch.Generator | RowsGenerator | None, device: torch.device
+) -> torch.Tensor:
+    """Standard normal draws of `shape` (rows first), a rank's rows of the global batch's."""
+    if isinstance(gen, RowsGenerator):
+        full = torch.randn((gen.total, *shape[1:]), generator=gen.generator, device=device)
+        return full[gen.offset : gen.offset + shape[0]]
+    return torch.randn(shape, generator=gen, device=device)
+
+
 def uniform_rows(
     shape: tuple[int, ...], gen: torch.Generator | RowsGenerator | None, device: torch.device
 ) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Audio and preprocessing layer specs: Keras 3's spectrogram layers, Resizing and
+"""Audio and preprocessing layer specs: Keras 3's spectrogram layers, Resizing, Rescaling and
 Normalization (their names, arguments and defaults), and SpecAugment's masking."""
 
 from __future__ import annotations
@@ -119,6 +119,16 @@ class ResizingSpec(LayerBase):
     height: PosInt = Field(description="Output height.")
     width: PosInt = Field(description="Output width.")
     interpolation: Literal["bilinear", "nearest"] = Field("bilinear", description="Interpolation.")
+
+
+@layer_spec
+class RescalingSpec(LayerBase):
+    type: Literal["Rescaling"] = Field(
+        description="Keras's Rescaling: x * scale + offset (1/255 turns 0..255 pixels into "
+        "0..1; scale 1/127.5 with offset -1 into -1..1)."
+    )
+    scale: float = Field(description="Factor.")
+    offset: float = Field(0.0, description="Added after scaling.")
 
 
 @layer_spec

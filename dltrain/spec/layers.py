@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
-from . import audio_layers, seq_layers  # noqa: F401  (register the sequence and audio specs)
+from . import (  # noqa: F401  (register the sequence, audio and noise specs)
+    audio_layers,
+    noise_layers,
+    seq_layers,
+)
 from .layer_base import (
     ACTIVATION_NAMES,
     INITIALIZER_NAMES,
@@ -286,6 +290,24 @@ class ZeroPadding2DSpec(LayerBase):
 
 
 @layer_spec
+class Cropping2DSpec(LayerBase):
+    type: Literal["Cropping2D"] = Field(description="Cut rows and columns off the edges.")
+    cropping: Union[
+        Annotated[int, Field(ge=0)],
+        list[Annotated[int, Field(ge=0)]],
+        list[list[Annotated[int, Field(ge=0)]]],
+    ] = Field(0, description="n, [h, w] or [[top, bottom], [left, right]].")
+
+
+@layer_spec
+class Cropping1DSpec(LayerBase):
+    type: Literal["Cropping1D"] = Field(description="Cut steps off the start and end.")
+    cropping: Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]]] = Field(
+        [1, 1], description="n, or [start, end]."
+    )
+
+
+@layer_spec
 class UpSampling2DSpec(LayerBase):
     type: Literal["UpSampling2D"] = Field(description="Repeat rows and columns.")
     size: IntOrPair = Field(2, description="Factor: one number or [height, width].")
@@ -303,6 +325,37 @@ class _Merge(LayerBase):
 @layer_spec
 class AddSpec(_Merge):
     type: Literal["Add"] = Field(description="Elementwise sum of the inputs.")
+
+
+@layer_spec
+class SubtractSpec(_Merge):
+    type: Literal["Subtract"] = Field(description="The first input minus the second.")
+
+    @model_validator(mode="after")
+    def _exactly_two(self) -> SubtractSpec:
+        if self.inputs is not None and len(self.inputs) != 2:
+            raise ValueError("Subtract takes exactly two inputs (first minus second)")
+        return self
+
+
+@layer_spec
+class MultiplySpec(_Merge):
+    type: Literal["Multiply"] = Field(description="Elementwise product of the inputs.")
+
+
+@layer_spec
+class AverageSpec(_Merge):
+    type: Literal["Average"] = Field(description="Elementwise mean of the inputs.")
+
+
+@layer_spec
+class MaximumSpec(_Merge):
+    type: Literal["Maximum"] = Field(description="Elementwise maximum of the inputs.")
+
+
+@layer_spec
+class MinimumSpec(_Merge):
+    type: Literal["Minimum"] = Field(description="Elementwise minimum of the inputs.")
 
 
 @layer_spec

@@ -24,7 +24,10 @@ data: {train: {type: synthetic, samples: 64, features: 192, classes: 3}}
 model:
   input_shape: [8, 8, 3]
   layers:
+    - {type: Rescaling, scale: 0.5, offset: -0.25}
+    - {type: SpatialDropout2D, rate: 0.2}
     - {type: Conv2D, filters: 4, kernel_size: 3, strides: 2, padding: same, activation: gelu}
+    - {type: GaussianNoise, stddev: 0.1}
     - {type: BatchNormalization}
     - {type: LeakyReLU, negative_slope: 0.2}
     - {type: ZeroPadding2D, padding: [[1, 0], [0, 1]]}
@@ -33,6 +36,14 @@ model:
     - {type: Conv2DTranspose, filters: 4, kernel_size: 3, padding: same, activation: silu,
        name: ct}
     - {type: Add, inputs: [up, ct]}
+    - {type: Cropping2D, cropping: [[1, 0], [0, 1]], name: crop}
+    - {type: ZeroPadding2D, padding: [[1, 0], [0, 1]], name: uncrop}
+    - {type: Subtract, inputs: [uncrop, up], name: diff}
+    - {type: Multiply, inputs: [diff, up], name: prod}
+    - {type: Maximum, inputs: [prod, diff], name: hi}
+    - {type: Minimum, inputs: [prod, diff], name: lo}
+    - {type: Average, inputs: [hi, lo, up]}
+    - {type: GaussianDropout, rate: 0.2}
     - {type: MaxPooling2D, pool_size: 3, strides: 2, padding: same, name: mp}
     - {type: Dense, units: 6, activation: softplus, name: dch}
     - {type: Concatenate, inputs: [mp, dch]}
@@ -131,6 +142,8 @@ model:
     - {type: LSTM, units: 3, go_backwards: true, inputs: [bi], name: lstm_last}
     - {type: RepeatVector, n: 3, inputs: [gavg]}
     - {type: UpSampling1D, size: 2}
+    - {type: Cropping1D, cropping: [1, 2]}
+    - {type: SpatialDropout1D, rate: 0.3}
     - {type: GlobalMaxPooling1D, name: repmax}
     - {type: Concatenate, inputs: [gmax, gavg, last, lstm_last, cpool, repmax]}
     - {type: Dense, units: 2, activation: softmax}

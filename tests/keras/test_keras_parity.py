@@ -272,6 +272,17 @@ CASES = [
     ([{"type": "GlobalMaxPooling2D", "keepdims": True}], [4, 5, 3]),
     ([{"type": "GlobalAveragePooling1D"}], [6, 3]),
     ([{"type": "GlobalMaxPooling1D"}], [6, 3]),
+    ([{"type": "Rescaling", "scale": 1 / 127.5, "offset": -1.0}], [3, 4, 2]),
+    ([{"type": "Rescaling", "scale": 0.5}], [5]),
+    ([{"type": "Cropping2D", "cropping": 1}], [5, 4, 2]),
+    ([{"type": "Cropping2D", "cropping": [2, 1]}], [5, 4, 2]),
+    ([{"type": "Cropping2D", "cropping": [[0, 2], [1, 0]]}], [5, 4, 2]),
+    ([{"type": "Cropping1D"}], [6, 3]),
+    ([{"type": "Cropping1D", "cropping": [0, 2]}], [6, 3]),
+    ([{"type": "SpatialDropout1D", "rate": 0.5}], [6, 3]),
+    ([{"type": "SpatialDropout2D", "rate": 0.5}], [3, 4, 2]),
+    ([{"type": "GaussianNoise", "stddev": 0.3}], [5]),
+    ([{"type": "GaussianDropout", "rate": 0.3}], [5]),
     ([{"type": "ZeroPadding2D", "padding": 1}], [3, 4, 2]),
     ([{"type": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]}], [3, 4, 2]),
     ([{"type": "UpSampling2D", "size": 2}], [3, 4, 2]),
@@ -520,7 +531,9 @@ def test_summary_json_matches_keras_summary(tmp_path):
     assert got["total_params"] == kmodel.count_params()
 
 
-@pytest.mark.parametrize("merge", ["Add", "Concatenate"])
+@pytest.mark.parametrize(
+    "merge", ["Add", "Concatenate", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]
+)
 def test_merge_layers_match_keras(merge):
     """Two branches from the input merged, as Keras's functional API writes it."""
     layers = [
@@ -571,6 +584,7 @@ def test_every_layer_type_keras_has_is_compared_here():
         "Conv2D", "Conv1D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D",
         "MaxPooling2D", "AveragePooling2D",
         "MaxPooling1D", "AveragePooling1D", "Add", "Concatenate", "Masking", "Embedding",
+        "Subtract", "Multiply", "Average", "Maximum", "Minimum",
         "MelSpectrogram", "STFTSpectrogram",  # tests/keras/test_keras_audio.py
     }  # fmt: skip
     in_keras = {t for t in LAYER_TYPES if hasattr(keras.layers, t)}

@@ -253,15 +253,49 @@ def dropout(
 
     Pass a seeded `torch.Generator` for reproducible masks.
     """
+    return _dropout(input, p, training, generator, input.dim())
+
+
+def dropout1d(
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    generator: torch.Generator | RowsGenerator | None = None,
+) -> Tensor:
+    """Zero whole channels of (N, C, L) with probability p (one draw per sample and
+    channel), the rest scaled by 1/(1-p): Keras's SpatialDropout1D, torch's dropout1d."""
+    return _dropout(input, p, training, generator, 2)
+
+
+def dropout2d(
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    generator: torch.Generator | RowsGenerator | None = None,
+) -> Tensor:
+    """Zero whole feature maps of (N, C, H, W): Keras's SpatialDropout2D, torch's
+    dropout2d."""
+    return _dropout(input, p, training, generator, 2)
+
+
+def _dropout(
+    input: Tensor,
+    p: float,
+    training: bool,
+    generator: torch.Generator | RowsGenerator | None,
+    drawn: int,
+) -> Tensor:
+    """Dropout with one draw per index of the first `drawn` dims, broadcast over the rest."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
     X = input.data
+    shape = tuple(X.shape[:drawn]) + (1,) * (X.dim() - drawn)
     if p == 1.0:
-        mask = torch.zeros_like(X)
+        mask = X.new_zeros(shape)
     else:
-        keep = bernoulli_rows(tuple(X.shape), 1.0 - p, X.dtype, X.device, generator)
+        keep = bernoulli_rows(shape, 1.0 - p, X.dtype, X.device, generator)
         mask = keep.mul_(1.0 / (1.0 - p))
     return make(X * mask, (input,), lambda g: (g * mask,), "dropout")
 

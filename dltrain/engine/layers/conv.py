@@ -1,4 +1,4 @@
-"""Convolution, pooling, padding and upsampling layers (Keras semantics, NCHW inside).
+"""Convolution and pooling layers (Keras semantics, NCHW inside).
 
 Keras's 'same' padding puts the odd pixel after (bottom/right); torch pads symmetrically,
 so an asymmetric 'same' becomes an explicit pad op followed by a 'valid' op.
@@ -421,52 +421,3 @@ class GlobalMaxPooling2D(Layer):
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
         y = g.op("GlobalMaxPool", [xs[0]], self.name)
         return y if self.spec.keepdims else g.op("Flatten", [y], self.name, axis=1)
-
-
-@register(S.ZeroPadding2DSpec)
-class ZeroPadding2D(Layer):
-    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
-        (shape,) = shapes
-        need_rank(self, shape, 3, "(height, width, channels)")
-        p = self.spec.padding
-        if isinstance(p, int):
-            (t, b), (lft, r) = (p, p), (p, p)
-        elif len(p) == 2 and all(isinstance(v, int) for v in p):
-            (t, b), (lft, r) = (p[0], p[0]), (p[1], p[1])
-        elif len(p) == 2 and all(isinstance(v, list) and len(v) == 2 for v in p):
-            (t, b), (lft, r) = p
-        else:
-            raise ShapeError(f"padding {p}: use n, [h, w] or [[top, bottom], [left, right]]")
-        self.pads = [lft, r, t, b]
-        return (shape[0], shape[1] + t + b, shape[2] + lft + r)
-
-    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return F.pad(xs[0], self.pads)
-
-    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
-        lft, r, t, b = self.pads
-        pads = g.const("pads", np.asarray([0, 0, t, lft, 0, 0, b, r], np.int64))
-        return g.op("Pad", [xs[0], pads], self.name)
-
-
-@register(S.UpSampling2DSpec)
-class UpSampling2D(Layer):
-    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
-        (shape,) = shapes
-        need_rank(self, shape, 3, "(height, width, channels)")
-        self.size = pair(self.spec.size)
-        return (shape[0], shape[1] * self.size[0], shape[2] * self.size[1])
-
-    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
-        return F.interpolate(xs[0], scale_factor=[float(s) for s in self.size])
-
-    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
-        scales = g.const("scales", np.asarray([1, 1, *self.size], dtype=np.float32))
-        return g.op(
-            "Resize",
-            [xs[0], "", scales],
-            self.name,
-            mode="nearest",
-            coordinate_transformation_mode="asymmetric",
-            nearest_mode="floor",
-        )

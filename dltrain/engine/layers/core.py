@@ -378,25 +378,85 @@ class Masking(Layer):
         return m if mask is None else m & mask
 
 
-@register(S.AddSpec)
-class Add(Layer):
+class _ElementwiseMerge(Layer):
+    """Inputs of one shape combined elementwise, in `inputs` order."""
+
     n_inputs = 0
+    onnx_op = "Sum"
 
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
         if any(s != shapes[0] for s in shapes):
             raise ShapeError(
-                "Add needs equal shapes, got " + ", ".join(str(keras_shape(s)) for s in shapes)
+                f"{self.spec.type} needs equal shapes, got "
+                + ", ".join(str(keras_shape(s)) for s in shapes)
             )
         return shapes[0]
+
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
 
     def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
         out = xs[0]
         for x in xs[1:]:
-            out = out + x
+            out = self.combine(out, x)
         return out
 
     def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
-        return g.op("Sum", xs, self.name)
+        return g.op(self.onnx_op, xs, self.name)
+
+
+@register(S.AddSpec)
+class Add(_ElementwiseMerge):
+    pass
+
+
+@register(S.SubtractSpec)
+class Subtract(_ElementwiseMerge):
+    onnx_op = "Sub"
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        if len(shapes) != 2:
+            raise ShapeError(f"Subtract takes exactly two inputs, got {len(shapes)}")
+        return super().build(shapes, ctx)
+
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        return a - b
+
+
+@register(S.MultiplySpec)
+class Multiply(_ElementwiseMerge):
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        return a * b
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        out = xs[0]
+        for x in xs[1:]:  # ONNX's Mul is binary
+            out = g.op("Mul", [out, x], self.name)
+        return out
+
+
+@register(S.AverageSpec)
+class Average(_ElementwiseMerge):
+    onnx_op = "Mean"
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return super().forward(xs, run) * (1.0 / len(xs))
+
+
+@register(S.MaximumSpec)
+class Maximum(_ElementwiseMerge):
+    onnx_op = "Max"
+
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        return ops.maximum(a, b)
+
+
+@register(S.MinimumSpec)
+class Minimum(_ElementwiseMerge):
+    onnx_op = "Min"
+
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        return ops.minimum(a, b)
 
 
 @register(S.ConcatenateSpec)

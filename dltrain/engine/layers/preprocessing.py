@@ -1,5 +1,5 @@
 """Keras's preprocessing layers: Resizing (bilinear or nearest-exact, as Keras's torch
-backend) and Normalization, whose statistics `adapt_normalization` fits to the training
+backend), Rescaling and Normalization, whose statistics `adapt_normalization` fits to the training
 data when training starts, as Keras's adapt() does."""
 
 from __future__ import annotations
@@ -109,6 +109,26 @@ def _engine_axis(k: int, rank: int) -> int:
     if rank < 2:
         return k + 1
     return 1 if k == rank - 1 else k + 2
+
+
+@register(S.RescalingSpec)
+class Rescaling(Layer):
+    """x * scale + offset, Keras's Rescaling (integer inputs come out float32)."""
+
+    may_run_inplace = False
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        return shapes[0]
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        x, sc, off = xs[0], self.spec.scale, self.spec.offset
+        X = x.data if x.data.is_floating_point() else x.data.float()
+        y = X * sc + off if off else X * sc
+        return make(y, (x,), lambda g: (g * sc,), "rescaling")
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        y = g.op("Mul", [xs[0], g.const("scale", np.float32(self.spec.scale))], self.name)
+        return g.op("Add", [y, g.const("offset", np.float32(self.spec.offset))], self.name)
 
 
 @register(S.NormalizationSpec)
