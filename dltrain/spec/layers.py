@@ -279,32 +279,27 @@ class EmbeddingSpec(LayerBase):
     )
 
 
+# rows and columns taken or added at the edges: n, [h, w] or [[top, bottom], [left, right]]
+NonNeg = Annotated[int, Field(ge=0)]
+Edges2D = Union[NonNeg, list[NonNeg], list[list[NonNeg]]]
+
+
 @layer_spec
 class ZeroPadding2DSpec(LayerBase):
     type: Literal["ZeroPadding2D"] = Field(description="Pad height and width with zeros.")
-    padding: Union[
-        Annotated[int, Field(ge=0)],
-        list[Annotated[int, Field(ge=0)]],
-        list[list[Annotated[int, Field(ge=0)]]],
-    ] = Field(1, description="n, [h, w] or [[top, bottom], [left, right]].")
+    padding: Edges2D = Field(1, description="n, [h, w] or [[top, bottom], [left, right]].")
 
 
 @layer_spec
 class Cropping2DSpec(LayerBase):
     type: Literal["Cropping2D"] = Field(description="Cut rows and columns off the edges.")
-    cropping: Union[
-        Annotated[int, Field(ge=0)],
-        list[Annotated[int, Field(ge=0)]],
-        list[list[Annotated[int, Field(ge=0)]]],
-    ] = Field(0, description="n, [h, w] or [[top, bottom], [left, right]].")
+    cropping: Edges2D = Field(0, description="n, [h, w] or [[top, bottom], [left, right]].")
 
 
 @layer_spec
 class Cropping1DSpec(LayerBase):
     type: Literal["Cropping1D"] = Field(description="Cut steps off the start and end.")
-    cropping: Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]]] = Field(
-        [1, 1], description="n, or [start, end]."
-    )
+    cropping: Union[NonNeg, list[NonNeg]] = Field([1, 1], description="n, or [start, end].")
 
 
 @layer_spec

@@ -599,14 +599,33 @@ def test_every_layer_type_keras_has_is_compared_here():
     }
 
 
-def test_keras_mobilenet_names_and_weights_match_the_zoo(tmp_path):
-    """keras.applications.MobileNet(weights=None) with its classifier: the same layer names
-    in the same order (depthwise blocks, ReLU6, the 1x1-convolution head), and its Keras 3
-    weight file loads into zoo:mobilenet (strict) and predicts what Keras predicts."""
+def _zoo_outputs(tmp_path, base, block: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A keras.applications model `base` and `block` (a zoo use line): the same layer names
+    in the same order; Keras's weight file loads into the block (strict); (Keras's output,
+    dltrain's output, channels-last) on the images x."""
     from dltrain.run.weights import load_initial_weights
     from dltrain.spec import load_model
     from dltrain.spec.schema import LoadWeightsSpec
 
+    base.save_weights(tmp_path / "base.weights.h5")
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(
+        f"model:\n  input_shape: {list(x.shape[1:])}\n"
+        f"  layers:\n    - {{type: Block, use: {block}}}\n"
+    )
+    model = compile_model(load_model(str(cfg)))
+    assert [la.name for la in model.layers] == [la.name for la in base.layers[1:]]
+    load = LoadWeightsSpec(path=str(tmp_path / "base.weights.h5"), strict=True)
+    load_initial_weights(model, load, str(tmp_path), "base.yaml", lambda m: None)
+    want = keras.ops.convert_to_numpy(base(x, training=False))
+    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
+    return want, (np.moveaxis(got, 1, -1) if got.ndim == 4 else got)
+
+
+def test_keras_mobilenet_names_and_weights_match_the_zoo(tmp_path):
+    """keras.applications.MobileNet(weights=None) with its classifier: the same layer names
+    in the same order (depthwise blocks, ReLU6, the 1x1-convolution head), and its Keras 3
+    weight file loads into zoo:mobilenet (strict) and predicts what Keras predicts."""
     keras.backend.clear_session()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 64x64 is not one of ImageNet's input sizes
@@ -628,19 +647,7 @@ def test_keras_mobilenet_names_and_weights_match_the_zoo(tmp_path):
                     h.var((0, 1, 2)),
                 ]
             )
-    base.save_weights(tmp_path / "mn.weights.h5")
-    cfg = tmp_path / "mn.yaml"
-    cfg.write_text(
-        "model:\n  input_shape: [64, 64, 3]\n"
-        "  layers:\n    - {type: Block, use: zoo:mobilenet, classes: 7}\n"
-    )
-    model = compile_model(load_model(str(cfg)))
-    assert [la.name for la in model.layers] == [la.name for la in base.layers[1:]]
-    msgs: list[str] = []
-    load = LoadWeightsSpec(path=str(tmp_path / "mn.weights.h5"), strict=True)
-    load_initial_weights(model, load, str(tmp_path), "mn.yaml", msgs.append)
-    want = keras.ops.convert_to_numpy(base(x, training=False))
-    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
+    want, got = _zoo_outputs(tmp_path, base, "zoo:mobilenet, classes: 7", x)
     assert np.ptp(want, 0).max() > 0.02, want  # the images are told apart
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -650,26 +657,8 @@ def test_keras_resnet50_names_and_weights_match_the_zoo(tmp_path):
     """keras.applications.ResNet50(weights=None, include_top=False): the same layer names in
     the same order, and its weight file loads into zoo:resnet50_features (strict) and
     predicts what Keras predicts."""
-    from dltrain.run.weights import load_initial_weights
-    from dltrain.spec import load_model
-    from dltrain.spec.schema import LoadWeightsSpec
-
     keras.backend.clear_session()
     base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
     randomize(base, np.random.default_rng(0), scale=0.05)
-    base.save_weights(tmp_path / "r50.weights.h5")
-    cfg = tmp_path / "r50.yaml"
-    cfg.write_text(
-        "model:\n  input_shape: [32, 32, 3]\n"
-        "  layers:\n    - {type: Block, use: zoo:resnet50_features}\n"
-    )
-    model = compile_model(load_model(str(cfg)))
-    assert [la.name for la in model.layers] == [la.name for la in base.layers[1:]]
-    msgs = []
-    load = LoadWeightsSpec(path=str(tmp_path / "r50.weights.h5"), strict=True)
-    load_initial_weights(model, load, str(tmp_path), "r50.yaml", msgs.append)
-    x = rand(2, 32, 32, 3, seed=4)
-    want = keras.ops.convert_to_numpy(base(x, training=False))
-    got = model(Tensor(torch.from_numpy(np.moveaxis(x, -1, 1))), RunContext()).data.numpy()
-    got = np.moveaxis(got, 1, -1)
+    want, got = _zoo_outputs(tmp_path, base, "zoo:resnet50_features", rand(2, 32, 32, 3, seed=4))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
