@@ -208,6 +208,25 @@ class LayerNormalizationSpec(LayerBase):
 
 
 @layer_spec
+class GroupNormalizationSpec(LayerBase):
+    type: Literal["GroupNormalization"] = Field(
+        description="Normalise each sample over groups of channels (and every other axis); "
+        "groups: -1 is instance normalization, 1 normalises over all channels."
+    )
+    groups: int = Field(32, description="Channel groups (must divide the channels); -1: one each.")
+    axis: Literal[-1] = Field(-1, description="Channel axis; only the last (channels-last).")
+    epsilon: float = Field(1e-3, gt=0, description="Added to the variance.")
+    center: bool = Field(True, description="Learn an offset (beta).")
+    scale: bool = Field(True, description="Learn a scale (gamma).")
+
+    @model_validator(mode="after")
+    def _groups(self) -> GroupNormalizationSpec:
+        if self.groups == 0 or self.groups < -1:
+            raise ValueError("groups must be a positive number of groups, or -1 (one per channel)")
+        return self
+
+
+@layer_spec
 class DropoutSpec(LayerBase):
     type: Literal["Dropout"] = Field(description="Randomly zero inputs during training.")
     rate: float = Field(ge=0, lt=1, description="Fraction of inputs to drop, in [0, 1).")

@@ -148,3 +148,60 @@ def test_gaussian_draws_for_rows_of_the_global_batch_are_the_global_draws():
     full = normal_rows((10, 3, 2), torch.Generator().manual_seed(4), torch.device("cpu"))
     rows = RowsGenerator(torch.Generator().manual_seed(4), 6, 10)
     assert torch.equal(normal_rows((4, 3, 2), rows, torch.device("cpu")), full[6:])
+
+
+@pytest.mark.parametrize(
+    "spec,shape,groups",
+    [
+        ({"type": "GroupNormalization", "groups": 2}, [4, 5, 6], 2),
+        ({"type": "GroupNormalization", "groups": -1, "epsilon": 0.01}, [7, 3], 3),
+        ({"type": "GroupNormalization", "groups": 1, "center": False}, [5], 1),
+    ],
+)
+def test_group_normalization_matches_autograd(spec, shape, groups):
+    """Values and the input's, gamma's and beta's gradients against torch's group_norm."""
+    layer = layer_of(spec, shape)
+    c = shape[-1]
+    x = rand(3, c, *shape[:-1]) * 2 + 1
+    gamma, beta = rand(c, seed=1), rand(c, seed=2)
+    eps = spec.get("epsilon", 1e-3)
+
+    def ours(a, w, b):
+        layer.params["gamma"] = w
+        if "beta" in layer.params:
+            layer.params["beta"] = b
+        return layer.forward([a], RunContext())
+
+    def theirs(a, w, b):
+        return torch.nn.functional.group_norm(
+            a, groups, w, b if spec.get("center", True) else None, eps
+        )
+
+    flags = (True, True, spec.get("center", True))
+    check(ours, theirs, x, gamma, beta, grad=flags)
+
+
+def test_group_normalization_needs_groups_that_divide_the_channels():
+    from dltrain.spec import SpecError
+
+    with pytest.raises(SpecError, match="do not divide"):
+        layer_of({"type": "GroupNormalization", "groups": 4}, [3, 6])
+
+
+def test_group_normalization_takes_bfloat16_activations_with_float32_weights():
+    """bf16-mixed: a bfloat16 activation (a convolution's output) normalised by aten's mixed
+    kernel, float32 statistics and weights; gamma's gradient arrives in float32."""
+    layer = compile_model(
+        ModelSpec.model_validate(
+            {"input_shape": [4, 4, 6], "layers": [{"type": "GroupNormalization", "groups": 3}]}
+        )
+    ).layers[0]
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(0))
+    want = layer.forward([Tensor(x)], RunContext()).data
+    xb = Tensor(x.bfloat16(), requires_grad=True)
+    y = layer.forward([xb], RunContext())
+    assert y.data.dtype == torch.bfloat16
+    torch.testing.assert_close(y.data.float(), want, rtol=0.02, atol=0.02)
+    y.sum().backward()
+    assert layer.params["gamma"].grad.dtype == torch.float32
+    assert xb.grad.dtype == torch.bfloat16

@@ -28,6 +28,7 @@ model:
     - {type: SpatialDropout2D, rate: 0.2}
     - {type: Conv2D, filters: 4, kernel_size: 3, strides: 2, padding: same, activation: gelu}
     - {type: GaussianNoise, stddev: 0.1}
+    - {type: GroupNormalization, groups: 2}
     - {type: BatchNormalization}
     - {type: LeakyReLU, negative_slope: 0.2}
     - {type: ZeroPadding2D, padding: [[1, 0], [0, 1]]}
@@ -54,6 +55,7 @@ model:
     - {type: Flatten}
     - {type: Dropout, rate: 0.1}
     - {type: Dense, units: 16, activation: sigmoid}
+    - {type: GroupNormalization, groups: 4, center: false}
     - {type: ReLU, max_value: 0.7}
     - {type: Dense, units: 3}
     - {type: Softmax}

@@ -40,7 +40,7 @@ from .nn import (
     max_pool2d,
     pad,
 )
-from .normalization import batch_norm, layer_norm, sync_batch_norm
+from .normalization import batch_norm, group_norm, layer_norm, sync_batch_norm
 from .recurrent import gru, lstm, rnn
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "elu",
     "embedding",
     "gelu",
+    "group_norm",
     "gru",
     "huber_loss",
     "interpolate",

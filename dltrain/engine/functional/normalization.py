@@ -1,5 +1,5 @@
 """Normalisation as in torch.nn.functional: batch norm (one process, or synchronised over
-the data-parallel processes) and layer norm, with their vjps. Training batch norm with an
+the data-parallel processes) layer norm and group norm, with their vjps. Training batch norm with an
 affine transform and layer norm run the fused ops of `kernels` (Triton on CUDA, their
 torch references elsewhere)."""
 
@@ -198,3 +198,41 @@ def layer_norm(
 
     parents = tuple(t for t in (input, weight, bias) if t is not None)
     return make(y.reshape(X.shape), parents, vjp, "layer_norm")
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise (N, C, ...) over each group of C / num_groups channels and every other
+    dim but the batch, then scale and shift per channel (torch's group_norm). aten's native
+    kernels compute the value and the three gradients."""
+    X = input.data.contiguous()  # aten's kernel reads (N, C, ...) in its contiguous layout
+    N, C = X.shape[0], X.shape[1]
+    if C % num_groups:
+        raise ValueError(f"group_norm: {num_groups} groups do not divide {C} channels")
+    hw = X[0, 0].numel() if C else 0
+    W, B = _data(weight), _data(bias)
+    out, mean, rstd = aten.native_group_norm(X, W, B, N, C, hw, num_groups, eps)
+
+    def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        mask = [
+            input.requires_grad,
+            weight is not None and weight.requires_grad,
+            bias is not None and bias.requires_grad,
+        ]
+        gx, gw, gb = aten.native_group_norm_backward(
+            g.contiguous(), X, mean, rstd, W, N, C, hw, num_groups, mask
+        )
+        res: list[torch.Tensor | None] = [gx]
+        if weight is not None:
+            res.append(gw)
+        if bias is not None:
+            res.append(gb)
+        return tuple(res)
+
+    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    return make(out, parents, vjp, "group_norm")

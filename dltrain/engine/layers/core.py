@@ -169,6 +169,41 @@ class LayerNormalization(Layer):
         return g.to_first(y, rank, self.name)
 
 
+@register(S.GroupNormalizationSpec)
+class GroupNormalization(Layer):
+    """Keras's GroupNormalization: statistics per sample over each group of channels and
+    every spatial position (population variance), then per-channel gamma and beta."""
+
+    def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
+        c = shapes[0][0]
+        self.groups = c if self.spec.groups == -1 else self.spec.groups
+        if c % self.groups:
+            raise ShapeError(
+                f"GroupNormalization: {self.groups} groups do not divide the {c} channels"
+            )
+        add_affine(self, c, ctx)
+        return shapes[0]
+
+    def forward(self, xs: list[Tensor], run: RunContext) -> Tensor:
+        return F.group_norm(
+            xs[0], self.groups, self.params.get("gamma"), self.params.get("beta"), self.spec.epsilon
+        )
+
+    def to_onnx(self, g: OnnxGraph, xs: list[str], rank: int) -> str:
+        # (N, C, ...) -> (N, groups, rest): InstanceNormalization normalises each group over
+        # its values; back to x's shape, then the per-channel affine
+        x, n = xs[0], self.name
+        y = g.op("Reshape", [x, g.const("shape", [0, self.groups, -1])], n)
+        ones = g.const("ones", np.ones(self.groups, np.float32))
+        zeros = g.const("zeros", np.zeros(self.groups, np.float32))
+        y = g.op("InstanceNormalization", [y, ones, zeros], n, epsilon=float(self.spec.epsilon))
+        y = g.op("Reshape", [y, g.op("Shape", [x], n)], n)
+        gamma, beta = onnx_affine(self, g, self.output_shape[0])
+        per_channel = g.const("shape", [-1] + [1] * (rank - 2))
+        y = g.op("Mul", [y, g.op("Reshape", [gamma, per_channel], n)], n)
+        return g.op("Add", [y, g.op("Reshape", [beta, per_channel], n)], n)
+
+
 @register(S.DropoutSpec)
 class Dropout(Layer):
     def build(self, shapes: list[Shape], ctx: BuildContext) -> Shape:
