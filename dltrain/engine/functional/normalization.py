@@ -55,23 +55,12 @@ def batch_norm(
     out, save_mean, save_invstd = aten.native_batch_norm(X, W, B, rm, rv, training, momentum, eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        mask = [
-            input.requires_grad,
-            weight is not None and weight.requires_grad,
-            bias is not None and bias.requires_grad,
-        ]
-        gx, gw, gb = aten.native_batch_norm_backward(
-            g, X, W, rm, rv, save_mean, save_invstd, training, eps, mask
+        grads = aten.native_batch_norm_backward(
+            g, X, W, rm, rv, save_mean, save_invstd, training, eps, _wanted(input, weight, bias)
         )
-        res: list[torch.Tensor | None] = [gx]
-        if weight is not None:
-            res.append(gw)
-        if bias is not None:
-            res.append(gb)
-        return tuple(res)
+        return _present(grads, weight, bias)
 
-    parents = tuple(t for t in (input, weight, bias) if t is not None)
-    return make(out, parents, vjp, "batch_norm")
+    return make(out, _parents(input, weight, bias), vjp, "batch_norm")
 
 
 def sync_batch_norm(
@@ -136,7 +125,7 @@ def sync_batch_norm(
             res.append(g.sum(dims))
         return tuple(res)
 
-    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    parents = _parents(input, weight, bias)
     return make(y, parents, vjp, "sync_batch_norm")
 
 
@@ -196,7 +185,7 @@ def layer_norm(
             res.append(db.reshape(bias.shape) if db is not None else None)
         return tuple(res)
 
-    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    parents = _parents(input, weight, bias)
     return make(y.reshape(X.shape), parents, vjp, "layer_norm")
 
 
@@ -219,20 +208,30 @@ def group_norm(
     out, mean, rstd = aten.native_group_norm(X, W, B, N, C, hw, num_groups, eps)
 
     def vjp(g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        mask = [
-            input.requires_grad,
-            weight is not None and weight.requires_grad,
-            bias is not None and bias.requires_grad,
-        ]
-        gx, gw, gb = aten.native_group_norm_backward(
-            g.contiguous(), X, mean, rstd, W, N, C, hw, num_groups, mask
+        grads = aten.native_group_norm_backward(
+            g.contiguous(), X, mean, rstd, W, N, C, hw, num_groups, _wanted(input, weight, bias)
         )
-        res: list[torch.Tensor | None] = [gx]
-        if weight is not None:
-            res.append(gw)
-        if bias is not None:
-            res.append(gb)
-        return tuple(res)
+        return _present(grads, weight, bias)
 
-    parents = tuple(t for t in (input, weight, bias) if t is not None)
-    return make(out, parents, vjp, "group_norm")
+    return make(out, _parents(input, weight, bias), vjp, "group_norm")
+
+
+def _parents(input: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
+    return tuple(t for t in (input, weight, bias) if t is not None)
+
+
+def _wanted(input: Tensor, weight: Tensor | None, bias: Tensor | None) -> list[bool]:
+    """aten's output mask of a normalisation backward: which of dx, dw, db to compute."""
+    return [
+        input.requires_grad,
+        weight is not None and weight.requires_grad,
+        bias is not None and bias.requires_grad,
+    ]
+
+
+def _present(
+    grads: tuple[torch.Tensor, ...], weight: Tensor | None, bias: Tensor | None
+) -> tuple[torch.Tensor | None, ...]:
+    """aten's (dx, dw, db) as the vjp of the parents there are (no weight, no dw)."""
+    gx, gw, gb = grads
+    return (gx, *([gw] if weight is not None else []), *([gb] if bias is not None else []))
