@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     conv,
     core,
     noise,
+    normalization,
     preprocessing,
     recurrent,
     shaping,
