@@ -143,6 +143,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, cfg, refere
     assert len(lines) == 16
 
 
+@pytest.mark.slow  # the default run kills fp32 runs (above); this adds bf16 arithmetic
 def test_kill_9_then_resume_is_bit_exact_in_bf16_mixed(tmp_path):
     """The same in train.precision bf16-mixed: float32 master weights and optimizer state in
     the checkpoints, bfloat16 arithmetic replayed identically after each resume."""
